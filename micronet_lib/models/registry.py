@@ -1,0 +1,41 @@
+"""Model registry: ``@register_model`` on keyword-only builders; ``build_model``/``list_models`` look up."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+__all__ = ["register_model", "build_model", "list_models", "model_builder"]
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str | None = None) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a builder under ``name`` (default: the function's name). Duplicate names raise."""
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or fn.__name__
+        if key in _BUILDERS:
+            raise ValueError(f"model name {key!r} is already registered")
+        _BUILDERS[key] = fn
+        return fn
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`build_model`, sorted."""
+    return sorted(_BUILDERS)
+
+
+def model_builder(name: str) -> Callable[..., nn.Module]:
+    try:
+        return _BUILDERS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+
+
+def build_model(name: str, **options) -> nn.Module:
+    """Build a registered model, e.g. ``build_model("micronet_v1", num_classes=100)``."""
+    return model_builder(name)(**options)

@@ -1,0 +1,43 @@
+"""Shared fixtures. Missing assets/data skip locally but FAIL when MICRONET_REQUIRE_ASSETS=1 (CI)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+REQUIRE = os.environ.get("MICRONET_REQUIRE_ASSETS", "") not in ("", "0", "false", "False")
+
+
+def unavailable(reason: str):
+    """Skip (developer machine) or fail (CI) because an external file is missing."""
+    if REQUIRE:
+        pytest.fail(f"{reason} (MICRONET_REQUIRE_ASSETS is set, so this is a failure, not a skip)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def asset():
+    """``asset("micronet_v1_pr_60.t7") -> Path``, verified by sha256 through the asset layer."""
+    from micronet_lib import assets
+
+    def get(name: str) -> Path:
+        try:
+            return assets.fetch(name)
+        except assets.AssetUnavailableError as exc:
+            unavailable(str(exc))
+
+    return get
+
+
+@pytest.fixture
+def cifar10_jpeg() -> Path:
+    """The real CIFAR-10 JPEG tree (train/<class>, test/<class>) under MICRONET_IMAGEFOLDER_ROOT."""
+    root = os.environ.get("MICRONET_IMAGEFOLDER_ROOT")
+    if not root or not (Path(root) / "cifar10-jpeg" / "train").is_dir():
+        unavailable("real images not found: set MICRONET_IMAGEFOLDER_ROOT to a folder holding cifar10-jpeg/")
+    return Path(root) / "cifar10-jpeg"
