@@ -1,0 +1,193 @@
+"""Evaluation (top-1, top-5, loss, per-class accuracy) and BatchNorm re-estimation.
+
+``evaluate`` follows the authors' test protocol (PAPER.md §5.1 "Test": ToTensor + Normalize only, eval
+mode, no test-time augmentation), batched under ``torch.inference_mode``; bf16 autocast and channels-last
+are optional speed modes (logits are compared in fp32). ``recalibrate_bn`` re-estimates the BN running
+statistics with a cumulative average over normalised training images, e.g. after pruning (PAPER.md §8).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from micronet_lib.data import Dataset, normalize
+
+__all__ = ["EvalResult", "evaluate", "recalibrate_bn", "PRECISIONS"]
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16")
+# A limited evaluation uses a fixed random subset (image folders are sorted by class, so "the first
+# N images" would be one class); the seed is fixed so that repeated calls see the same images.
+LIMIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Accuracies in percent; ``loss`` is the mean cross-entropy; ``per_class`` top-1 % (nan: no images)."""
+
+    top1: float
+    top5: float
+    loss: float
+    per_class: np.ndarray = field(repr=False)
+    n: int
+    correct: int = 0
+    split: str = "test"
+    precision: str = "fp32"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["per_class"] = [None if np.isnan(v) else float(v) for v in self.per_class]
+        return d
+
+
+def _check_positive_int(name: str, value, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer{' or None' if allow_none else ''}")
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    split: str = "test",
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    channels_last: bool = False,
+    limit: int | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Top-1/top-5 accuracy (%), mean loss and per-class top-1 of ``model`` on ``dataset.split(split)``.
+
+    The model is moved to ``device`` (in place, as ``Module.to`` does) and run in eval mode; its
+    training flag and memory format are restored afterwards. ``limit`` evaluates a fixed random
+    subset of that many images.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not supported; allowed: {', '.join(PRECISIONS)}")
+    _check_positive_int("batch_size", batch_size)
+    _check_positive_int("limit", limit, allow_none=True)
+    data = dataset.split(split)
+    n_total = len(data)
+    if n_total == 0:
+        raise ValueError(f"split {split!r} of dataset {dataset.name!r} is empty")
+    indices = None
+    if limit is not None and limit < n_total:
+        gen = torch.Generator().manual_seed(LIMIT_SEED)
+        indices = torch.randperm(n_total, generator=gen)[:limit].sort().values
+    images = data.images if indices is None else data.images[indices]
+    labels = data.labels if indices is None else data.labels[indices]
+    n = int(labels.shape[0])
+    num_classes = dataset.num_classes
+    device = torch.device(device)
+
+    was_training = model.training
+    model.to(device).eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    correct1 = correct5 = 0
+    class_correct = torch.zeros(num_classes, dtype=torch.int64)
+    class_total = torch.bincount(labels, minlength=num_classes)[:num_classes]
+    try:
+        with torch.inference_mode():
+            bar = tqdm(total=n, desc=f"eval {split}", unit="img", disable=not progress, leave=False)
+            for start in range(0, n, batch_size):
+                x = normalize(images[start:start + batch_size].to(device), dataset.mean, dataset.std)
+                y = labels[start:start + batch_size].to(device)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with _autocast(device, precision):
+                    logits = model(x)
+                logits = logits.float()
+                if start == 0 and (logits.ndim != 2 or logits.shape[1] != num_classes):
+                    raise ValueError(
+                        f"model outputs {list(logits.shape[1:])} logits per image but dataset {dataset.name!r} has "
+                        f"{num_classes} classes; build the model with num_classes={num_classes}"
+                    )
+                loss_sum += F.cross_entropy(logits, y, reduction="sum").double().cpu()
+                top = logits.topk(min(5, num_classes), dim=1).indices
+                hit1 = (top[:, 0] == y).cpu()
+                correct1 += int(hit1.sum())
+                correct5 += int((top == y[:, None]).any(dim=1).sum())
+                class_correct += torch.bincount(y.cpu()[hit1], minlength=num_classes)[:num_classes]
+                bar.update(int(y.shape[0]))
+            bar.close()
+    finally:
+        if channels_last:
+            model.to(memory_format=torch.contiguous_format)
+        model.train(was_training)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_class = 100.0 * class_correct.numpy() / class_total.numpy()
+    result = EvalResult(
+        top1=100.0 * correct1 / n, top5=100.0 * correct5 / n, loss=float(loss_sum) / n,
+        per_class=per_class.astype(np.float64), n=n, correct=correct1, split=split, precision=precision,
+    )
+    log.info("%s %s: top-1 %.2f %%, top-5 %.2f %%, loss %.4f (n=%d)", dataset.name, split, result.top1, result.top5, result.loss, n)
+    return result
+
+
+def recalibrate_bn(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    n_images: int = 2560,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> nn.Module:
+    """Re-estimate every BatchNorm's running mean/var on ``n_images`` normalised training images.
+
+    Statistics are reset and accumulated as a cumulative average (``momentum=None``: every batch weighs
+    the same; batches are made near-equal in size). Only the BN layers run in train mode (dropout stays
+    off); afterwards each module's momentum and train/eval flag are restored. Returns ``model``.
+    """
+    _check_positive_int("n_images", n_images)
+    _check_positive_int("batch_size", batch_size)
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        raise ValueError(f"{type(model).__name__} has no BatchNorm layers to recalibrate")
+    train = dataset.train
+    if n_images > len(train):
+        log.warning("recalibrate_bn: n_images=%d > %d training images; using all of them", n_images, len(train))
+        n_images = len(train)
+    gen = torch.Generator().manual_seed(int(seed))
+    idx = torch.randperm(len(train), generator=gen)[:n_images]
+    n_batches = -(-n_images // batch_size)
+    device = torch.device(device)
+
+    modes = {m: m.training for m in model.modules()}
+    momenta = {m: m.momentum for m in bns}
+    model.to(device).eval()
+    try:
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average over the recalibration batches
+            m.train()
+        with torch.no_grad():
+            for chunk in idx.tensor_split(n_batches):
+                model(normalize(train.images[chunk].to(device), dataset.mean, dataset.std))
+    finally:
+        for m, momentum in momenta.items():
+            m.momentum = momentum
+        for m, training in modes.items():
+            m.train(training)
+    log.info("recalibrated %d BN layers on %d training images (%d batches)", len(bns), n_images, n_batches)
+    return model
