@@ -1,0 +1,68 @@
+"""``micronet score``: MicroNet Challenge score of a checkpoint or a freshly built model (SCORING.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "score", help="MicroNet Challenge params/ops/score of a model (SCORING.md)",
+        description="Count parameter storage and math ops under the challenge rules and print the score.")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", metavar="NAME_OR_PATH",
+                     help="released name (e.g. micronet_v1_pr_60) or a checkpoint file")
+    src.add_argument("--model", metavar="NAME", help="a registered model, freshly initialised (e.g. micronet_v2)")
+    parser.add_argument("--num-classes", type=int, default=None, help="classifier width (default: the model's)")
+    parser.add_argument("--convention", default="kaist", help="kaist (authors' count, default) or official")
+    parser.add_argument("--freebie", action=argparse.BooleanOptionalAction, default=True,
+                        help="16-bit freebie: params and mults at half cost (default on)")
+    parser.add_argument("--layout", default=None, help="fixed op layout instead of tracing, e.g. wrn_standard")
+    parser.add_argument("--input-size", type=int, nargs=4, default=(1, 3, 32, 32), metavar=("N", "C", "H", "W"))
+    parser.add_argument("--per-layer", action="store_true", help="print the per-layer table")
+    parser.add_argument("--json", action="store_true", help="print the summary (and table with --per-layer) as JSON")
+    parser.set_defaults(func=run)
+
+
+def _load(args):
+    from micronet_lib.models import build_model
+
+    if args.model:
+        options = {} if args.num_classes is None else {"num_classes": args.num_classes}
+        return build_model(args.model, **options).eval(), args.model
+    from micronet_lib.models.released import load_checkpoint
+
+    return load_checkpoint(args.checkpoint, num_classes=args.num_classes), args.checkpoint
+
+
+def run(args) -> int:
+    from micronet_lib.scoring import count, get_convention
+
+    get_convention(args.convention)  # bad names fail before any loading
+    model, source = _load(args)
+    start = time.perf_counter()
+    report = count(model, tuple(args.input_size), convention=args.convention, freebie=args.freebie, layout=args.layout)
+    seconds = time.perf_counter() - start
+    summary = dict(report.summary, source=source, count_seconds=round(seconds, 4))
+    if args.json:
+        out = {"summary": {k: (list(v) if isinstance(v, tuple) else v) for k, v in summary.items()}}
+        if args.per_layer:
+            out["table"] = json.loads(report.table.to_json(orient="records"))
+        print(json.dumps(out, indent=2))
+        return 0
+    if args.per_layer:
+        cols = ["path", "op", "out_shape", "params", "nonzeros", "mask_bits", "mults", "adds", "note"]
+        print(report.table[cols].to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
+        print()
+    s = summary
+    print(f"source      {source}  (convention {s['convention']}, freebie {'on' if s['freebie'] else 'off'}, "
+          f"layout {s['layout']})")
+    print(f"params      {s['params']:,.2f} values + {s['mask_bits']:,} mask bits -> params_s {s['params_s']:,.2f}")
+    print(f"ops         {s['adds']:,.2f} adds + {s['mults']:,.2f} mults -> ops_s {s['ops_s']:,.2f}")
+    print(f"score       {s['score']:.7f}  = {s['params_term']:.7f} (params) + {s['ops_term']:.7f} (ops)")
+    print(f"counted in  {seconds:.3f} s")
+    return 0

@@ -1,0 +1,48 @@
+"""MicroNet Challenge scorer (SCORING.md): exact, traced, explained layer by layer.
+
+``count(model, input_size=(1, 3, 32, 32), *, convention="kaist"|"official", freebie=True, ...)``
+returns a :class:`ScoreReport` (``.table`` per op, ``.summary`` totals and score). ``ops`` holds the
+official library's per-op formulas (SCORING.md §3); ``conventions`` the two counting conventions
+(§5); ``trace`` the graph capture; ``layouts`` fixed op layouts such as WRN-28-10's (§7.2).
+"""
+
+from micronet_lib.scoring import ops
+from micronet_lib.scoring.conventions import Convention, Cost, get_convention, list_conventions, register_convention
+from micronet_lib.scoring.report import (
+    OPS_NORMALIZER,
+    PARAMS_NORMALIZER,
+    WRN28_10_OPS,
+    WRN28_10_PARAMS,
+    ScoreReport,
+    count,
+    list_layouts,
+    register_layout,
+    score,
+    score_records,
+)
+from micronet_lib.scoring.records import OpRecord, UnsupportedOpError, register_op_cost
+from micronet_lib.scoring.trace import trace
+from micronet_lib.scoring import layouts as _layouts  # noqa: F401  (registers wrn_standard / wrn_astar)
+
+__all__ = [
+    "count",
+    "score",
+    "score_records",
+    "ScoreReport",
+    "trace",
+    "OpRecord",
+    "UnsupportedOpError",
+    "register_op_cost",
+    "Convention",
+    "Cost",
+    "register_convention",
+    "get_convention",
+    "list_conventions",
+    "register_layout",
+    "list_layouts",
+    "ops",
+    "PARAMS_NORMALIZER",
+    "OPS_NORMALIZER",
+    "WRN28_10_PARAMS",
+    "WRN28_10_OPS",
+]

@@ -1,0 +1,162 @@
+"""Counting conventions: how each traced op is charged (SCORING.md §5).
+
+A convention turns one :class:`~micronet_lib.scoring.trace.OpRecord` into raw counts (parameter
+values, multiplies, adds) and decides the mask storage. Two are registered:
+
+``official`` (SCORING.md §5.3): the counting library read strictly. Every conv/FC is charged
+C_out bias values and one bias add per output (BN folded, §3.4); GlobalAvg is C mults + (H²−1)·C
+adds; FC adds are vl·C_out (bias add included); an SE gate multiply (``Scale``) and a residual
+``Add`` are charged where the forward pass executes them; a 1-bit-per-element mask is stored for
+each weight tensor that has at least one exact zero.
+
+``kaist`` (SCORING.md §5.2): the authors' revised counter, reproduced exactly, omissions included:
+tensor⊙tensor multiplies (the SE gate) and tensor+tensor adds (residuals) are *not* counted; a
+global pool costs H·W adds + 1 mult per channel; the classifier costs (C_in−1)·out·d adds (no bias
+add) and stores nnz(bias) values; the mask is B/32 with B the numel of *all* ndim>1 weights,
+charged whenever any weight has an exact zero (none for a fully dense model).
+
+Both: density d from exact zeros (never from a mask); convs cost n·K·d adds and mults and store
+nnz(W) + C_out values; BN, dropout, identity free; activations per ``ops.ACTIVATION_COSTS``.
+
+Differences are visible in the per-layer table: rows a convention does not charge carry a note.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Sequence
+
+from micronet_lib.scoring.records import OpRecord
+
+__all__ = ["Cost", "Convention", "register_convention", "get_convention", "list_conventions"]
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Raw counts of one record: parameter values (before bit scaling), mults, adds, and why."""
+
+    values: Fraction = Fraction(0)
+    mults: Fraction = Fraction(0)
+    adds: Fraction = Fraction(0)
+    note: str = ""
+
+
+class Convention:
+    """Base = the official library semantics; subclasses override single ops."""
+
+    name = "official"
+    description = "strict reading of the official counting library (SCORING.md §5.3)"
+
+    def cost(self, r: OpRecord) -> Cost:
+        handler = getattr(self, f"cost_{r.kind}", None)
+        if handler is None:
+            raise ValueError(f"convention {self.name!r} has no rule for op kind {r.kind!r} ({r.path})")
+        return handler(r)
+
+    # -- weighted ops ------------------------------------------------------------------------------
+    @staticmethod
+    def _values(r: OpRecord, bias_values) -> Fraction:
+        return Fraction(r.weight.nnz + bias_values) if r.owns_params else Fraction(0)
+
+    def cost_conv(self, r: OpRecord) -> Cost:
+        # n·K·d mults; (vl−1)·n + n adds = n·K·d: the +n is the (folded-BN) bias add (SCORING §3.3, §5.2).
+        per_out = Fraction(r.weight.nnz, r.out_channels)  # K·d = K·nnz/(K·C_out)
+        ops = per_out * r.n_out
+        return Cost(self._values(r, r.out_channels), ops, ops)
+
+    def cost_linear(self, r: OpRecord) -> Cost:
+        per_out = Fraction(r.weight.nnz, r.out_channels)  # vl = C_in·d
+        return Cost(self._values(r, r.out_channels), per_out * r.n_out, per_out * r.n_out)
+
+    # -- parameter-free ops ------------------------------------------------------------------------
+    def cost_avg_pool(self, r: OpRecord) -> Cost:
+        return Cost(mults=Fraction(r.n_out), adds=Fraction((r.window - 1) * r.n_out))
+
+    def cost_max_pool(self, r: OpRecord) -> Cost:
+        return Cost(mults=Fraction((r.window - 1) * r.n_out), note="comparisons as mults (SCORING §4)")
+
+    def cost_tensor_mul(self, r: OpRecord) -> Cost:
+        return Cost(mults=Fraction(r.n_out), note="Scale (SCORING §3.3)")
+
+    def cost_tensor_add(self, r: OpRecord) -> Cost:
+        return Cost(adds=Fraction(r.n_out), note="Add (SCORING §3.3)")
+
+    def cost_elementwise(self, r: OpRecord) -> Cost:
+        return Cost(mults=r.mults_per_element * r.n_out, adds=r.adds_per_element * r.n_out)
+
+    def cost_upsample(self, r: OpRecord) -> Cost:
+        return Cost(mults=Fraction(r.n_out), note="nearest upsample: 1 mult per output (SCORING §4)")
+
+    def cost_free(self, r: OpRecord) -> Cost:
+        return Cost()
+
+    # -- mask storage ------------------------------------------------------------------------------
+    def mask_bits(self, records: Sequence[OpRecord]) -> list[int]:
+        """Per record: 1 bit per element of each weight tensor with an exact zero (SCORING §5.3)."""
+        return [r.weight.numel if (r.weight is not None and r.owns_params and r.weight.nnz < r.weight.numel) else 0
+                for r in records]
+
+
+_CONVENTIONS: dict[str, Convention] = {}
+
+
+def register_convention(name: str | None = None) -> Callable[[type], type]:
+    """Class decorator: register an instance of a :class:`Convention` subclass. Duplicates raise."""
+
+    def wrap(cls: type) -> type:
+        key = name or cls.name
+        if key in _CONVENTIONS:
+            raise ValueError(f"convention {key!r} is already registered")
+        inst = cls()
+        inst.name = key
+        _CONVENTIONS[key] = inst
+        return cls
+
+    return wrap
+
+
+def list_conventions() -> list[str]:
+    return sorted(_CONVENTIONS)
+
+
+def get_convention(name: str | Convention) -> Convention:
+    if isinstance(name, Convention):
+        return name
+    try:
+        return _CONVENTIONS[name]
+    except KeyError:
+        raise ValueError(f"convention={name!r} is not known; allowed: {', '.join(list_conventions())}") from None
+
+
+@register_convention("official")
+class Official(Convention):
+    pass
+
+
+@register_convention("kaist")
+class Kaist(Convention):
+    description = "the authors' revised counter, their omissions included (SCORING.md §5.2, PAPER.md §9)"
+
+    def cost_linear(self, r: OpRecord) -> Cost:
+        # (C_in − 1)·out·d adds, no bias add; C_in·out·d mults; nnz(W) + nnz(b) values (SCORING §5.2).
+        d = Fraction(r.weight.nnz, r.weight.numel)
+        rows = Fraction(r.n_out, r.out_channels)
+        bias_nnz = r.bias.nnz if r.bias is not None else 0
+        return Cost(self._values(r, bias_nnz), r.fan_in * r.out_channels * d * rows,
+                    (r.fan_in - 1) * r.out_channels * d * rows, note="kaist FC: (C_in-1)*out*d adds, nnz(b) values")
+
+    def cost_avg_pool(self, r: OpRecord) -> Cost:
+        return Cost(mults=Fraction(r.n_out), adds=Fraction(r.window * r.n_out), note="kaist pool: H*W adds per channel")
+
+    def cost_tensor_mul(self, r: OpRecord) -> Cost:
+        return Cost(note="not counted in kaist (the authors' counter never saw the SE gate multiply)")
+
+    def cost_tensor_add(self, r: OpRecord) -> Cost:
+        return Cost(note="not counted in kaist (the authors' counter never saw residual adds)")
+
+    def mask_bits(self, records: Sequence[OpRecord]) -> list[int]:
+        # B = numel of all ndim > 1 weights, charged once any of them has an exact zero (SCORING §5.2).
+        weighted = [r.weight is not None and r.owns_params for r in records]
+        any_zero = any(w and r.weight.nnz < r.weight.numel for w, r in zip(weighted, records))
+        return [r.weight.numel if (w and any_zero) else 0 for w, r in zip(weighted, records)]

@@ -1,0 +1,255 @@
+"""Per-op record builders: known module types (isinstance, so masked subclasses count) and functional ops.
+
+Each handler receives the tracer (``stat``, ``claim``, ``add``, ``where``, ``describe_where``,
+``batch``) and appends ``OpRecord`` rows. Costs are not decided here: see ``conventions.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from micronet_lib.scoring.records import (
+    ELEMENTWISE, FUNCTION_ALIASES, MODULE_COSTS, OpRecord, UnsupportedOpError, how_to_register,
+)
+
+__all__ = ["module_handler", "functional", "shape_of", "first_tensor"]
+
+
+def shape_of(t) -> tuple[int, ...]:
+    return tuple(int(s) for s in t.shape[1:])
+
+
+def first_tensor(x):
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, (tuple, list)):
+        for item in x:
+            t = first_tensor(item)
+            if t is not None:
+                return t
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# Module handlers
+
+def _conv_module(rec, path, m: nn.Conv2d, inputs, out_shape):
+    w, b = rec.stat(m.weight), rec.stat(m.bias)
+    if w is None:
+        raise UnsupportedOpError(f"conv {path!r}: its weight is not a parameter of the model")
+    fresh = rec.claim(w, b)
+    k = "x".join(str(s) for s in m.kernel_size)
+    s = m.stride[0]
+    depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
+    label = f"{'DepthwiseConv2d' if depthwise else 'Conv2d'} {k}/s{s} {m.in_channels}->{m.out_channels}"
+    if m.groups > 1 and not depthwise:
+        label += f" g{m.groups}"
+    rec.add(OpRecord(path, "conv", label, out_shape, weight=w, bias=b, fan_in=w.numel // m.out_channels,
+                     out_channels=m.out_channels, owns_params=fresh))
+
+
+def _linear_module(rec, path, m: nn.Linear, inputs, out_shape):
+    w, b = rec.stat(m.weight), rec.stat(m.bias)
+    if w is None:
+        raise UnsupportedOpError(f"linear {path!r}: its weight is not a parameter of the model")
+    fresh = rec.claim(w, b)
+    rec.add(OpRecord(path, "linear", f"Linear {m.in_features}->{m.out_features}", out_shape, weight=w, bias=b,
+                     fan_in=m.in_features, out_channels=m.out_features, owns_params=fresh))
+
+
+def _bn_module(rec, path, m, inputs, out_shape):
+    rec.claim(rec.stat(getattr(m, "weight", None)), rec.stat(getattr(m, "bias", None)))
+    rec.add(OpRecord(path, "free", type(m).__name__, out_shape, note="BN folded into the conv bias (SCORING §4)"))
+
+
+def _free_module(rec, path, m, inputs, out_shape):
+    rec.add(OpRecord(path, "free", type(m).__name__, out_shape, note="free at inference"))
+
+
+def _elementwise(rec, path, key: str, label: str, out_shape, note=""):
+    m, a = ELEMENTWISE[key]
+    rec.add(OpRecord(path, "elementwise", label, out_shape, mults_per_element=m, adds_per_element=a, note=note))
+
+
+def _activation_module(key: str):
+    def handler(rec, path, m, inputs, out_shape):
+        _elementwise(rec, path, key, key, out_shape)
+    return handler
+
+
+def _hardtanh_module(rec, path, m: nn.Hardtanh, inputs, out_shape):
+    if (m.min_val, m.max_val) != (0.0, 6.0):
+        raise UnsupportedOpError(f"unsupported op 'hardtanh({m.min_val}, {m.max_val})' in {path!r}; {how_to_register('hardtanh')}")
+    _elementwise(rec, path, "relu6", "relu6", out_shape)
+
+
+def _pool_window(in_shape, out_shape, path, op) -> int:
+    (c, h, w), (_, oh, ow) = in_shape[-3:], out_shape[-3:]
+    if h % oh or w % ow:
+        raise UnsupportedOpError(f"{op} in {path!r}: {h}x{w} -> {oh}x{ow} has unequal windows; {how_to_register(op)}")
+    return (h // oh) * (w // ow)
+
+
+def _avgpool_module(rec, path, m, inputs, out_shape):
+    if isinstance(m, nn.AvgPool2d):
+        k = m.kernel_size if isinstance(m.kernel_size, int) else math.prod(m.kernel_size)
+        window = k * k if isinstance(m.kernel_size, int) else k
+    else:
+        window = _pool_window(inputs[0][1:], out_shape, path, "adaptive_avg_pool2d")
+    label = "GlobalAvgPool" if out_shape[-2:] == (1, 1) and window == math.prod(inputs[0][-2:]) else "AvgPool"
+    rec.add(OpRecord(path, "avg_pool", f"{label} {window}->1", out_shape, window=window))
+
+
+def _maxpool_module(rec, path, m, inputs, out_shape):
+    if isinstance(m, nn.MaxPool2d):
+        window = m.kernel_size ** 2 if isinstance(m.kernel_size, int) else math.prod(m.kernel_size)
+    else:
+        window = _pool_window(inputs[0][1:], out_shape, path, "adaptive_max_pool2d")
+    rec.add(OpRecord(path, "max_pool", f"MaxPool {window}->1", out_shape, window=window,
+                     note="comparisons counted as mults (SCORING §4)"))
+
+
+def _upsample_module(rec, path, m: nn.Upsample, inputs, out_shape):
+    if m.mode != "nearest":
+        raise UnsupportedOpError(f"unsupported op 'upsample({m.mode})' in {path!r}; {how_to_register('upsample')}")
+    rec.add(OpRecord(path, "upsample", "Upsample nearest", out_shape, note="1 mult per output element (SCORING §4)"))
+
+
+def _base_module_handlers() -> dict[type, Callable]:
+    handlers: dict[type, Callable] = {
+        nn.Conv2d: _conv_module,
+        nn.Linear: _linear_module,
+        nn.modules.batchnorm._BatchNorm: _bn_module,
+        nn.Dropout: _free_module, nn.Dropout2d: _free_module, nn.AlphaDropout: _free_module,
+        nn.Identity: _free_module, nn.Flatten: _free_module,
+        nn.ReLU: _activation_module("relu"), nn.ReLU6: _activation_module("relu6"),
+        nn.Hardswish: _activation_module("hswish"), nn.Hardsigmoid: _activation_module("hardsigmoid"),
+        nn.Sigmoid: _activation_module("sigmoid"), nn.SiLU: _activation_module("swish"),
+        nn.Hardtanh: _hardtanh_module,
+        nn.AdaptiveAvgPool2d: _avgpool_module, nn.AvgPool2d: _avgpool_module,
+        nn.AdaptiveMaxPool2d: _maxpool_module, nn.MaxPool2d: _maxpool_module,
+        nn.Upsample: _upsample_module,
+    }
+    try:  # the project's own hard-swish module (PAPER.md §3.1): 4 mults + 1 add, like nn.Hardswish
+        from micronet_lib.models.blocks import HSwish
+        handlers[HSwish] = _activation_module("hswish")
+    except ImportError:  # pragma: no cover - models package is part of this project
+        pass
+    return handlers
+
+
+_HANDLERS_CACHE: dict[type, Callable] | None = None
+
+
+def module_handler(module: nn.Module):
+    global _HANDLERS_CACHE
+    if _HANDLERS_CACHE is None:
+        _HANDLERS_CACHE = _base_module_handlers()
+    for cls in type(module).__mro__:  # isinstance semantics: masked subclasses are counted
+        if cls in MODULE_COSTS:
+            return _activation_module(MODULE_COSTS[cls])
+        if cls in _HANDLERS_CACHE:
+            return _HANDLERS_CACHE[cls]
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# Functional ops (outside known modules)
+
+_FREE_FUNCTIONS = frozenset("""
+__get__ __getitem__ __setitem__ view view_as reshape reshape_as flatten unflatten squeeze unsqueeze contiguous
+to cpu cuda float double half bfloat16 type type_as detach clone expand expand_as permute transpose t cat
+concat concatenate stack chunk split narrow select dropout dropout1d dropout2d dropout3d alpha_dropout
+feature_alpha_dropout identity zeros ones empty full zeros_like ones_like empty_like full_like arange tensor
+as_tensor requires_grad_ new_zeros new_ones new_empty new_full new_tensor
+""".split())
+_ADD_NAMES = {"add", "__add__", "__radd__", "__iadd__", "sub", "__sub__", "__rsub__", "__isub__", "rsub", "subtract"}
+_MUL_NAMES = {"mul", "__mul__", "__rmul__", "__imul__", "multiply", "div", "__truediv__", "__rtruediv__",
+              "__itruediv__", "true_divide", "divide"}
+
+
+def _is_activation_tensor(x) -> bool:
+    return isinstance(x, torch.Tensor) and x.numel() > 1
+
+
+def functional(rec, raw_name: str, args, kwargs, out: torch.Tensor) -> None:
+    name = raw_name.rstrip("_") if not raw_name.startswith("__") else raw_name
+    if name in _FREE_FUNCTIONS or raw_name in _FREE_FUNCTIONS:
+        return
+    path = rec.where()
+    idx = rec.fn_counter.get(f"{path}:{name}", 0)
+    rec.fn_counter[f"{path}:{name}"] = idx + 1
+    fpath = f"{path}:{name}" + (f"#{idx}" if idx else "")
+    shape = shape_of(out)
+    if out.dim() == 0 or out.shape[0] != rec.batch:
+        raise UnsupportedOpError(
+            f"unsupported op {raw_name!r} in {rec.describe_where()}: it does not act on the batch "
+            f"(output shape {tuple(out.shape)}), so its per-example cost is undefined; {how_to_register(name)}")
+    if name in _ADD_NAMES or name in _MUL_NAMES:
+        tensors = [a for a in args[:2] if _is_activation_tensor(a)]
+        is_add = name in _ADD_NAMES
+        if len(tensors) >= 2:
+            kind = "tensor_add" if is_add else "tensor_mul"
+            broadcast = tensors[0].shape != tensors[1].shape
+            label = ("add" if is_add else ("scale" if broadcast else "mul")) + f" ({raw_name})"
+            rec.add(OpRecord(fpath, kind, label, shape))
+        else:
+            m, a = (Fraction(0), Fraction(1)) if is_add else (Fraction(1), Fraction(0))
+            rec.add(OpRecord(fpath, "elementwise", f"{raw_name} scalar", shape, mults_per_element=m, adds_per_element=a))
+        return
+    if name in FUNCTION_ALIASES and FUNCTION_ALIASES[name] in ELEMENTWISE:
+        key = FUNCTION_ALIASES[name]
+        _elementwise(rec, fpath, key, key, shape)
+        return
+    if name == "hardtanh":
+        lo = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+        hi = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
+        if (float(lo), float(hi)) == (0.0, 6.0):
+            _elementwise(rec, fpath, "relu6", "relu6", shape)
+            return
+    if name == "mean":
+        inp = args[0]
+        dims = args[1] if len(args) > 1 else kwargs.get("dim")
+        if dims is None:
+            window = inp[0].numel()
+        else:
+            dims = (dims,) if isinstance(dims, int) else tuple(dims)
+            window = math.prod(int(inp.shape[d]) for d in dims)
+        rec.add(OpRecord(fpath, "avg_pool", f"mean {window}->1", shape, window=window))
+        return
+    if name in ("adaptive_avg_pool2d", "avg_pool2d", "adaptive_max_pool2d", "max_pool2d"):
+        inp = args[0]
+        window = _pool_window(shape_of(inp), shape, fpath, name)
+        kind = "avg_pool" if "avg" in name else "max_pool"
+        rec.add(OpRecord(fpath, kind, f"{name} {window}->1", shape, window=window))
+        return
+    if name in ("conv2d", "linear"):
+        weight = args[1] if len(args) > 1 else kwargs.get("weight")
+        bias = args[2] if len(args) > 2 else kwargs.get("bias")
+        w, b = rec.stat(weight), rec.stat(bias)
+        if w is None:
+            raise UnsupportedOpError(
+                f"unsupported op {raw_name!r} in {rec.describe_where()}: its weight is not a model parameter "
+                "(computed weights cannot be scored); count the module itself or register a convention handler")
+        fresh = rec.claim(w, b)
+        c_out = int(weight.shape[0])
+        kind = "conv" if name == "conv2d" else "linear"
+        rec.add(OpRecord(fpath, kind, f"{name} (functional)", shape, weight=w, bias=b, fan_in=w.numel // c_out,
+                         out_channels=c_out, owns_params=fresh))
+        return
+    if name == "batch_norm":
+        for i, key in ((3, "weight"), (4, "bias")):
+            rec.claim(rec.stat(args[i] if len(args) > i else kwargs.get(key)))
+        rec.add(OpRecord(fpath, "free", "batch_norm", shape, note="BN folded into the conv bias (SCORING §4)"))
+        return
+    if name == "interpolate":
+        mode = kwargs.get("mode", args[3] if len(args) > 3 else "nearest")
+        if mode == "nearest":
+            rec.add(OpRecord(fpath, "upsample", "interpolate nearest", shape))
+            return
+    raise UnsupportedOpError(f"unsupported op {raw_name!r} in {rec.describe_where()}; {how_to_register(name)}")

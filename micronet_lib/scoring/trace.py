@@ -1,0 +1,205 @@
+"""Capture the executed graph of a model as a list of :class:`OpRecord` (SCORING.md §5.1).
+
+How (and why not only leaf hooks): forward pre/post hooks on *every* module keep a module stack;
+modules of a known type (``nn.Conv2d`` and its subclasses, masked ones included, BN, activations,
+pools, ...) become one record each. Everything a forward does *outside* such modules, e.g. residual
+``out + shortcut(x)``, the SE gate ``u * g``, ``F.relu6``, ``x.mean((2, 3))``, is seen by a
+:class:`torch.overrides.TorchFunctionMode`. So nothing the forward pass executes is invisible, and
+nothing is a silent zero:
+
+* a functional op without a defined cost raises :class:`UnsupportedOpError` naming it;
+* a parameter that no counted op consumed (e.g. a custom layer whose kernel we cannot see) raises too.
+
+The forward runs once, in eval mode, through ``torch.func.functional_call`` with substituted tensors
+(clones, or empty ``meta`` tensors for shape-only propagation); exact zeros and masks are read from the
+caller's tensors, and the caller's model (weights, modes, hooks) is left as it was.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+from torch.overrides import TorchFunctionMode
+
+from micronet_lib.scoring.handlers import first_tensor, functional, module_handler, shape_of
+from micronet_lib.scoring.records import (
+    ELEMENTWISE, OpRecord, ParamStat, UnsupportedOpError, how_to_register, param_stats, register_op_cost,
+)
+
+__all__ = ["OpRecord", "ParamStat", "UnsupportedOpError", "register_op_cost", "trace", "param_stats"]
+
+
+class _Frame:
+    __slots__ = ("path", "module", "handled", "suppressed", "inputs")
+
+    def __init__(self, path, module, handled, suppressed, inputs):
+        self.path, self.module, self.handled, self.suppressed, self.inputs = path, module, handled, suppressed, inputs
+
+
+class _Recorder(TorchFunctionMode):
+    """Module stack + functional-op interception; builds the record list."""
+
+    def __init__(self, model: nn.Module, stats: dict[str, ParamStat], batch: int):
+        super().__init__()
+        self.stats = stats
+        self.batch = batch
+        self.records: list[OpRecord] = []
+        self.stack: list[_Frame] = []
+        self.paused = False
+        self.consumed: set[str] = set()
+        self.out_shapes: dict[str, tuple[int, ...]] = {}
+        self.param_names = {id(p): n for n, p in model.named_parameters()}
+        self.fn_counter: dict[str, int] = {}
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+    def stat(self, param) -> ParamStat | None:
+        if param is None:
+            return None
+        name = self.param_names.get(id(param))
+        if name is None:
+            return None
+        return self.stats[name]
+
+    def claim(self, *stats: ParamStat | None) -> bool:
+        """Mark parameters as consumed; False if the first was charged before (shared weight)."""
+        fresh = stats[0] is None or stats[0].name not in self.consumed
+        for s in stats:
+            if s is not None:
+                self.consumed.add(s.name)
+        return fresh
+
+    def add(self, rec: OpRecord) -> None:
+        self.records.append(rec)
+
+    def where(self) -> str:
+        return self.stack[-1].path if self.stack else ""
+
+    def describe_where(self) -> str:
+        if not self.stack:
+            return "the model's top level"
+        f = self.stack[-1]
+        return f"module {f.path or '<root>'!r} ({type(f.module).__name__})"
+
+    # -- module hooks -----------------------------------------------------------------------------
+    def pre_hook(self, path: str, module: nn.Module, args):
+        self.paused = True
+        try:
+            suppressed = any(f.handled for f in self.stack)
+            handled = (not suppressed) and module_handler(module) is not None
+            shapes = [tuple(int(s) for s in a.shape) for a in args if isinstance(a, torch.Tensor)]
+            self.stack.append(_Frame(path, module, handled, suppressed, shapes))
+        finally:
+            self.paused = False
+
+    def post_hook(self, path: str, module: nn.Module, args, output):
+        self.paused = True
+        try:
+            frame = self.stack.pop()
+            out = first_tensor(output)
+            if out is not None:
+                self.out_shapes[path] = shape_of(out)
+            if frame.handled and out is not None:
+                module_handler(module)(self, path, module, frame.inputs, shape_of(out))
+        finally:
+            self.paused = False
+
+    # -- functional ops ---------------------------------------------------------------------------
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.paused or any(f.handled or f.suppressed for f in self.stack):
+            return out
+        result = first_tensor(out)
+        if result is None or not isinstance(out, torch.Tensor) and not isinstance(out, (tuple, list)):
+            return out  # metadata queries (size, dim, shape, ...) return no tensor: no math
+        name = getattr(func, "__name__", None) or repr(func)
+        functional(self, name, args, kwargs, result)
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
+
+def _skipped_se_records(rec: _Recorder, path: str, block: nn.Module) -> list[OpRecord]:
+    """Dead SE of a MicroBlock built with ``stride2_se="skip"``: charged anyway (SCORING.md §5.1)."""
+    out_shape = rec.out_shapes.get(path)
+    if out_shape is None:
+        return []
+    c, h, w = out_shape
+    note = "dead SE not executed (stride2_se='skip'); added explicitly per SCORING §5.1"
+    recs = [OpRecord(f"{path}.se.pool", "avg_pool", f"GlobalAvgPool {h * w}->1", (c, 1, 1), window=h * w, note=note)]
+    for name, act in (("fc1", "hswish"), ("fc2", "sigmoid")):
+        fc = getattr(block, name)
+        prefix = f"{path}.{name}" if path else name
+        wstat, bstat = rec.stats[f"{prefix}.weight"], rec.stats.get(f"{prefix}.bias")
+        fresh = rec.claim(wstat, bstat)
+        recs.append(OpRecord(f"{path}.{name}", "conv", f"Conv2d 1x1/s1 {fc.in_channels}->{fc.out_channels}",
+                             (fc.out_channels, 1, 1), weight=wstat, bias=bstat, fan_in=wstat.numel // fc.out_channels,
+                             out_channels=fc.out_channels, owns_params=fresh, note=note))
+        m, a = ELEMENTWISE[act]
+        recs.append(OpRecord(f"{path}.{name}:{act}", "elementwise", act, (fc.out_channels, 1, 1),
+                             mults_per_element=m, adds_per_element=a, note=note))
+    return recs
+
+
+def trace(model: nn.Module, input_size: Iterable[int] = (1, 3, 32, 32), *, device: str = "cpu") -> list[OpRecord]:
+    """Run one eval-mode forward on a copy of ``model`` and return the executed ops in order.
+
+    ``device="cpu"`` runs real (cloned) tensors; ``"meta"`` propagates shapes only (no arithmetic, so a
+    10-GFLOP model costs no more than a small one, but the first meta call pays a one-off set-up).
+    The caller's model (mode, weights, hooks) is unchanged.
+    """
+    size = tuple(int(s) for s in input_size)
+    if len(size) < 2 or any(s < 1 for s in size):
+        raise ValueError(f"input_size={tuple(input_size)!r} must be positive, batch first, e.g. (1, 3, 32, 32)")
+    stats = param_stats(model)
+    # No deep copy (it dominated the runtime): the caller's modules run with substituted tensors
+    # (torch.func.functional_call) -- empty meta tensors, or clones on a real device -- so a mask
+    # pre-hook's in-place multiply never touches the caller's weights; modes are restored below.
+    work = model
+    with torch.no_grad():
+        substitutes = {}
+        for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+            sub = torch.empty_like(t, device="meta") if device == "meta" else t.detach().to(device, copy=True)
+            substitutes[name] = nn.Parameter(sub, requires_grad=False) if isinstance(t, nn.Parameter) else sub
+    rec = _Recorder(work, stats, size[0])
+    rec.param_names = {id(t): n for n, t in substitutes.items() if isinstance(t, nn.Parameter)}
+    modes = {m: m.training for m in model.modules()}
+    handles = []
+    # Only shapes matter, never the values: one thread avoids oversubscribing a shared CPU, where a
+    # multi-threaded batch-1 forward was measured 10-20x slower than a single-threaded one.
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        model.eval()
+        for path, module in work.named_modules():
+            handles.append(module.register_forward_pre_hook(
+                lambda m, a, _p=path: rec.pre_hook(_p, m, a), prepend=True))  # before a mask hook: it runs inside
+            handles.append(module.register_forward_hook(lambda m, a, o, _p=path: rec.post_hook(_p, m, a, o)))
+        x = torch.zeros(size, device=device)
+        with torch.no_grad(), rec:
+            torch.func.functional_call(model, substitutes, (x,), tie_weights=True, strict=False)
+    finally:
+        for h in handles:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+        torch.set_num_threads(threads)
+    records = rec.records
+    for path, module in work.named_modules():
+        if getattr(module, "se_computed", True) is False and hasattr(module, "fc1") and hasattr(module, "fc2"):
+            # Insert after the block's last record, where the faithful model would have run the SE.
+            last = max((i for i, r in enumerate(records) if r.path.startswith(path + ".") or r.path.startswith(path + ":")),
+                       default=len(records) - 1)
+            records = records[: last + 1] + _skipped_se_records(rec, path, module) + records[last + 1:]
+    unused = [n for n in stats if n not in rec.consumed]
+    if unused:
+        owners = dict(work.named_modules())
+        described = ", ".join(
+            f"{n} ({type(owners.get(n.rpartition('.')[0], work)).__name__})" for n in unused[:6])
+        raise UnsupportedOpError(
+            f"{len(unused)} parameter(s) are not used by any counted op, so their storage and ops would be a silent "
+            f"zero: {described}{', ...' if len(unused) > 6 else ''}. If a leaf module computes with them in a way "
+            f"the tracer cannot see, {how_to_register(type(owners.get(unused[0].rpartition('.')[0], work)).__name__)}")
+    return records
