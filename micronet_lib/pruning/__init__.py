@@ -1,0 +1,80 @@
+"""Iterative global magnitude pruning with masks that survive training, saving and compiling (PAPER.md §8)."""
+
+from micronet_lib.pruning.criteria import (
+    SCOPES,
+    TIE_RULES,
+    PruneConfig,
+    compute_masks,
+    n_to_prune,
+    prunable,
+    prunable_modules,
+    prune_to_rate,
+)
+from micronet_lib.pruning.masks import (
+    MaskedOptimizerHook,
+    apply_masks,
+    attach_mask,
+    has_mask,
+    keep_masked,
+    mask_state,
+    masked_modules,
+)
+from micronet_lib.pruning.schedule import PruneSchedule, linear_schedule
+from micronet_lib.pruning.checkpoint import (
+    MASK_CHECKS,
+    check_masks,
+    load_masked_state_dict,
+    load_pruned,
+    mask_disagreements,
+    model_from_state_dict,
+    read_state_dict,
+    save_pruned,
+)
+from micronet_lib.pruning.report import (
+    GROUP_ORDER,
+    chain_violations,
+    global_sparsity,
+    group_table,
+    nesting_table,
+    nesting_violations,
+    sparsity_summary,
+    sparsity_table,
+)
+from micronet_lib.pruning.oneshot import oneshot_prune
+
+__all__ = [
+    "SCOPES",
+    "TIE_RULES",
+    "PruneConfig",
+    "compute_masks",
+    "n_to_prune",
+    "prunable",
+    "prunable_modules",
+    "prune_to_rate",
+    "MaskedOptimizerHook",
+    "apply_masks",
+    "attach_mask",
+    "has_mask",
+    "keep_masked",
+    "mask_state",
+    "masked_modules",
+    "PruneSchedule",
+    "linear_schedule",
+    "MASK_CHECKS",
+    "check_masks",
+    "load_masked_state_dict",
+    "load_pruned",
+    "mask_disagreements",
+    "model_from_state_dict",
+    "read_state_dict",
+    "save_pruned",
+    "GROUP_ORDER",
+    "chain_violations",
+    "global_sparsity",
+    "group_table",
+    "nesting_table",
+    "nesting_violations",
+    "sparsity_summary",
+    "sparsity_table",
+    "oneshot_prune",
+]

@@ -13,7 +13,15 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-__all__ = ["attach_mask", "has_mask", "masked_modules", "apply_masks", "mask_state"]
+__all__ = [
+    "attach_mask",
+    "has_mask",
+    "masked_modules",
+    "apply_masks",
+    "mask_state",
+    "MaskedOptimizerHook",
+    "keep_masked",
+]
 
 _HOOK_ATTR = "_micronet_mask_hook"
 
@@ -66,3 +74,27 @@ def apply_masks(model: nn.Module) -> None:
 def mask_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """``{"<module>.mask": mask}`` for every masked module (the authors' key names)."""
     return {f"{name}.mask": module.mask for name, module in masked_modules(model)}
+
+
+class MaskedOptimizerHook:
+    """Callable for ``optimizer.register_step_post_hook``: re-zero masked weights after every step.
+
+    The forward pre-hook only zeroes weights when a module runs; after ``optimizer.step()`` momentum and
+    weight decay leave pruned entries nonzero until the next forward (PAPER.md §8.1). Checkpoints,
+    evaluation and the scorer must never see them, so this hook zeroes them right after each step.
+    Masks attached after the hook was registered (a new pruning cycle) are covered too, because the
+    masked modules are looked up at every call.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __call__(self, _optimizer, _args, _kwargs) -> None:
+        apply_masks(self.model)
+
+
+def keep_masked(optimizer: torch.optim.Optimizer, model: nn.Module):
+    """Register a :class:`MaskedOptimizerHook` on ``optimizer``; returns the removable handle."""
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"keep_masked needs a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    return optimizer.register_step_post_hook(MaskedOptimizerHook(model))
