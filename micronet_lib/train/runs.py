@@ -1,0 +1,181 @@
+"""Run folders, checkpoints and summaries: ``results/runs/<config hash>/``.
+
+A run folder holds ``config.json`` (the resolved config with its deviations), ``metrics.jsonl`` (one
+JSON line per epoch), ``summary.json`` (written at the end, or when the run stops on a non-finite
+loss) and the checkpoints ``last.pt`` (everything needed to resume) and ``best.pt`` (the selected
+weights of the current cycle). Checkpoints are ignored by git; the text files are small and are
+what the notebooks read. Every write is atomic (``micronet_lib.fileio``), so a killed run leaves
+the previous checkpoint intact (STYLE.md point 10).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from micronet_lib.fileio import atomic_torch_save, atomic_write_json, atomic_write_text
+from micronet_lib.train.config import TrainConfig
+
+__all__ = [
+    "RunSummary",
+    "runs_root",
+    "run_dir_for",
+    "save_checkpoint",
+    "load_checkpoint",
+    "rng_state",
+    "set_rng_state",
+    "read_metrics",
+    "append_metrics",
+    "read_summary",
+    "write_summary",
+    "write_config",
+    "run_or_load",
+    "LAST",
+    "BEST",
+]
+
+LAST = "last.pt"
+BEST = "best.pt"
+CHECKPOINT_FORMAT = 1
+
+
+class RunSummary(dict):
+    """The result of a run, a plain JSON-able dict with attribute access.
+
+    Keys: ``run_id``, ``run_dir``, ``status`` (``finished`` | ``stopped``), ``config`` (dict),
+    ``profile``, ``deviations``, ``selection_note``, ``epochs`` (completed), ``epochs_total``,
+    ``seconds``, ``final_{val,test}_{top1,top5}`` (last epoch), ``best_{val,test}_{top1,top5}``,
+    ``best_cycle``/``best_epoch`` (the selected epoch of the last cycle: the stage result, PAPER
+    §5.4), ``cycle_best`` (one entry per cycle), ``data_id``, ``data``, ``library_version``.
+    Missing metrics (no validation split) are ``None``.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self["config"])
+
+
+def _repo_results() -> Path | None:
+    root = Path(__file__).resolve().parents[2]
+    return root / "results" / "runs" if (root / "pyproject.toml").is_file() else None
+
+
+def runs_root(root: str | os.PathLike | None = None) -> Path:
+    """``root``, else ``$MICRONET_RUNS``, else ``<repo>/results/runs`` (``./results/runs`` if not a checkout)."""
+    if root is not None:
+        return Path(root)
+    env = os.environ.get("MICRONET_RUNS")
+    if env:
+        return Path(env)
+    return _repo_results() or Path.cwd() / "results" / "runs"
+
+
+def run_dir_for(config: TrainConfig, root: str | os.PathLike | None = None) -> Path:
+    return runs_root(root) / config.config_hash()
+
+
+# ---------------------------------------------------------------------- RNG
+# RNG states are stored as tensors and plain numbers so checkpoints load with ``weights_only=True``.
+def rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, mt, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "mt": torch.tensor(mt, dtype=torch.int64), "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["mt"].tolist()), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Atomic ``torch.save`` of a checkpoint dict (adds the format number)."""
+    return atomic_torch_save(dict(payload, format=CHECKPOINT_FORMAT), path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load one of our checkpoints on CPU, weights-only (STYLE.md point 10)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a micronet training checkpoint (format {CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+# ---------------------------------------------------------------------- text files
+def write_config(run_dir: Path, config: TrainConfig) -> None:
+    atomic_write_json(run_dir / "config.json", config.to_dict(with_derived=True))
+
+
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line. Rewritten atomically so a kill never leaves half a line."""
+    path = run_dir / "metrics.jsonl"
+    old = path.read_text() if path.exists() else ""
+    atomic_write_text(path, old + json.dumps(record, sort_keys=True) + "\n")
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def truncate_metrics(run_dir: Path, *, through_step: int) -> None:
+    """Drop lines written after the checkpoint we resume from (global epoch index > through_step)."""
+    keep = [r for r in read_metrics(run_dir) if r["global_epoch"] <= through_step]
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+
+
+def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
+    # The absolute folder is machine-specific: keep it out of the (committed) file.
+    atomic_write_json(run_dir / "summary.json", {k: v for k, v in summary.items() if k != "run_dir"})
+
+
+def read_summary(run_dir: str | os.PathLike) -> RunSummary | None:
+    path = Path(run_dir) / "summary.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return RunSummary(data, run_dir=str(Path(run_dir)))
+
+
+# ---------------------------------------------------------------------- cache
+def run_or_load(
+    config: TrainConfig, *, runs_dir: str | os.PathLike | None = None, progress: bool = False
+) -> RunSummary:
+    """A finished run's summary if ``results/runs/<hash>/`` holds one; otherwise train (or resume) it."""
+    run_dir = run_dir_for(config, runs_dir)
+    summary = read_summary(run_dir)
+    if summary is not None and summary.get("status") == "finished" and summary.get("config") == config.to_dict():
+        return summary
+    from micronet_lib.train.engine import fit  # late: engine imports this module
+
+    return fit(config, run_dir, progress=progress)

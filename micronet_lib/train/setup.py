@@ -1,0 +1,117 @@
+"""Setup for ``fit``: device, data subsets, the model at init, the optimiser (PAPER.md §2, §3.5, §5.3)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from micronet_lib.train.config import TrainConfig
+
+__all__ = ["prepare_data", "data_fingerprint", "build_training_model", "make_optimizer", "model_options", "seed_for",
+           "resolve_device", "autocast", "check_runtime"]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"TrainConfig.device={name!r} but CUDA is not available; use 'auto' or 'cpu'")
+    return device
+
+
+def seed_for(seed: int, *parts: int) -> int:
+    """A 63-bit seed derived from (seed, parts): independent streams per cycle/epoch/purpose."""
+    text = ":".join(str(p) for p in (seed, *parts)).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def prepare_data(config: TrainConfig):
+    """Load ``config.dataset`` and cut the stratified subsets; val is carved out of train (§5.7)."""
+    from micronet_lib import data
+
+    extra = config.val_per_class or 0
+    if config.dataset == "synthetic":
+        # Synthetic sets are generated at the requested size directly.
+        ds = data.load_dataset(
+            "synthetic",
+            seed=config.seed,
+            synthetic_train_per_class=(config.train_per_class or 500) + extra,
+            synthetic_test_per_class=config.test_per_class or 100,
+        )
+    else:
+        ds = data.load_dataset(config.dataset, root=config.data_root, seed=config.seed)
+        train_n = None if config.train_per_class is None else config.train_per_class + extra
+        ds = data.subset(ds, train_per_class=train_n, test_per_class=config.test_per_class, seed=config.seed)
+    if config.val_per_class:
+        ds = data.with_validation(ds, val_per_class=config.val_per_class, seed=config.seed + 17)
+    return ds
+
+
+def data_fingerprint(ds) -> str:
+    """Name, sizes and a hash of the labels and training pixels: resume refuses different data."""
+    h = hashlib.sha256()
+    for split in (ds.train, ds.val, ds.test):
+        if split is not None:
+            h.update(split.labels.numpy().tobytes())
+            h.update(split.images[:: max(1, len(split.images) // 512)].numpy().tobytes())
+    return f"{ds.data_id}#{h.hexdigest()[:12]}"
+
+
+def model_options(config: TrainConfig, num_classes: int) -> dict[str, Any]:
+    return dict(
+        num_classes=num_classes,
+        width_mult=config.width_mult,
+        depth_mult=config.depth_mult,
+        dropout=config.dropout,
+        bn_momentum=config.bn_momentum,
+        stride2_se=config.stride2_se,
+    )
+
+
+def build_training_model(config: TrainConfig, num_classes: int) -> nn.Module:
+    """The model at init (seeded), with ``init_from`` weights and masks loaded strictly if given."""
+    from micronet_lib.models import build_model
+    from micronet_lib.models.released import RELEASED_CHECKPOINTS, load_into, load_released, read_state_dict
+
+    torch.manual_seed(seed_for(config.seed, -1))
+    model = build_model(config.model, **model_options(config, num_classes))
+    if config.init_from is not None:
+        if config.init_from in RELEASED_CHECKPOINTS:
+            state = load_released(config.init_from, num_classes=num_classes).state_dict()
+        else:
+            state, _ = read_state_dict(config.init_from)
+        load_into(model, state, source=str(config.init_from))
+    return model
+
+
+def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """A fresh SGD (PAPER §5.3); ``decay_1d=False`` puts 1-D parameters (BN, biases) in a no-decay group."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if config.decay_1d or p.ndim > 1]
+    no_decay = [p for p in params if not (config.decay_1d or p.ndim > 1)]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}]
+    # The group structure is fixed by the config, so optimiser state always loads into the same layout.
+    if not config.decay_1d:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+
+
+def autocast(config: TrainConfig, device: torch.device):
+    if config.precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def check_runtime(config: TrainConfig, device: torch.device) -> None:
+    if config.precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"TrainConfig.precision='fp16' needs a CUDA device (got {device.type}); use 'bf16' or 'fp32'")

@@ -1,0 +1,46 @@
+"""``micronet train`` and ``micronet bench train`` on tiny settings."""
+
+from __future__ import annotations
+
+import json
+
+from micronet_lib.cli import main
+from micronet_lib.train import read_summary
+
+TINY = ["--set", "cycles=1", "--set", "epochs_per_cycle=1", "--set", "train_per_class=8", "--set", "val_per_class=2",
+        "--set", "test_per_class=4", "--set", "bn_recalibrate_images=32"]
+
+
+def test_train_then_resume_a_finished_run(tmp_path, capsys):
+    assert main(["train", "--profile", "smoke", *TINY, "--runs-dir", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "deviation: dataset='synthetic'" in out and "finished after 1/1 epochs" in out
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert read_summary(run_dir)["status"] == "finished"
+    mtime = (run_dir / "summary.json").stat().st_mtime_ns
+    assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 0
+    assert (run_dir / "summary.json").stat().st_mtime_ns == mtime  # nothing retrained
+
+
+def test_dry_run_prints_config_and_run_folder(tmp_path, capsys):
+    assert main(["train", "--profile", "cpu", "--set", "lr=0.05", "--runs-dir", str(tmp_path), "--dry-run"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["lr"] == 0.05 and shown["run_dir"].startswith(str(tmp_path))
+    assert any(d.startswith("lr=0.05") for d in shown["deviations"])
+
+
+def test_bad_input_is_one_error_line(tmp_path, capsys):
+    assert main(["train", "--profile", "smoke", "--set", "bogus=1"]) == 2
+    assert "unknown TrainConfig key 'bogus'" in capsys.readouterr().err
+    assert main(["train", "--profile", "smoke", "--set", "mix=cutout"]) == 2
+    assert "'cutmix'" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_bench_train_json(capsys):
+    args = ["bench", "train", "--json", "--steps", "1", "--warmup", "0", "--batch-size", "4", "--threads", "1",
+            "--modes", "fp32_eager", "channels_last"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"fp32_eager", "channels_last"} and all(v > 0 for v in result.values())
