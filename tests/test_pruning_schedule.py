@@ -15,7 +15,7 @@ from micronet_lib.pruning import global_sparsity, linear_schedule, n_to_prune, r
 ONE_WEIGHT = 1
 TINY = dict(num_classes=10, width_mult=0.5, depth_mult=0.5)  # "synthetic" has 10 classes
 SETS = [
-    "depth_mult=0.5", "train_per_class=4", "val_per_class=2", "test_per_class=2", "epochs_per_cycle=1",
+    "width_mult=0.5", "depth_mult=0.5", "train_per_class=4", "val_per_class=2", "test_per_class=2", "epochs_per_cycle=1",
     "batch_size=20", "bn_recalibrate_images=20", "eval_batch_size=20",
 ]
 

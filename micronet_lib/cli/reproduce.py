@@ -1,0 +1,40 @@
+"""``micronet reproduce --profile smoke|cpu|paper [--only NN[,NN]] [--data SPEC]``: run the notebooks headless."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register"]
+
+
+def register(subparsers) -> None:
+    from micronet_lib.pipeline import PROFILES
+
+    p = subparsers.add_parser(
+        "reproduce",
+        help="run every notebook headless (papermill) and render HTML reports",
+        description=(
+            "Run notebooks/NN_*.ipynb in order with the parameters of notebooks/params/<profile>.yaml; "
+            "write executed notebooks to results/executed/ and HTML (inputs hidden) to results/html/."
+        ),
+    )
+    p.add_argument("--profile", choices=PROFILES, default="smoke", help="budget profile (default: smoke)")
+    p.add_argument("--only", metavar="NN", help="run only these notebooks, e.g. 00 or 01,05")
+    p.add_argument(
+        "--data",
+        metavar="SPEC",
+        help="dataset override: synthetic, cifar100, cifar10 or imagefolder:PATH (PATH relative to here), "
+        "e.g. imagefolder:../shared/data/cifar10-jpeg",
+    )
+    p.add_argument("--results", metavar="DIR", help="output folder (default: $MICRONET_RESULTS or results/)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from micronet_lib.pipeline import reproduce
+
+    runs = reproduce(args.profile, only=args.only, data=args.data, results_dir=args.results)
+    for run in runs:
+        print(f"{run.name}: {run.seconds:.1f} s -> {run.html}")
+    print(f"{len(runs)} notebook(s) done, profile {args.profile}; total {sum(r.seconds for r in runs):.1f} s")
+    return 0

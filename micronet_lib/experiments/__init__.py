@@ -1,0 +1,69 @@
+"""The companion's studies (issue #8) as library calls, so notebooks 02–04 stay thin.
+
+- :mod:`.configs`: the ``TrainConfig`` of every cell of a study under a notebook profile (the
+  regulariser ablation, the augmentation comparison and RandAugment grid, dense → iterative /
+  one-shot pruning), built from the notebook parameters (``pipeline.PARAMS``).
+- :mod:`.aggregate`: training summaries → tables (one row per run, mean ± std over seeds) and
+  learning curves.
+- :mod:`.released`: analyses of the released checkpoints that need no data: orthogonality of every
+  1×1 layer, singular-value spectra, the class-similarity matrix ordered by CIFAR-100 superclass,
+  Fast-AutoAugment policy statistics, the pruning chain and one-shot pruning curves.
+"""
+
+from micronet_lib.experiments.aggregate import curves_frame, mean_std, run_row, runs_frame, train_all
+from micronet_lib.experiments.configs import (
+    ABLATION_CELLS,
+    AblationCell,
+    ablation_config,
+    augment_config,
+    base_config,
+    dense_config,
+    iterative_config,
+    oneshot_config,
+    parse_setting,
+    randaugment_grid,
+    relative_checkpoint,
+    unavailable_settings,
+)
+from micronet_lib.experiments.released import (
+    CIFAR100_CLASSES,
+    CIFAR100_SUPERCLASSES,
+    chain_table,
+    oneshot_curve,
+    orthogonality_table,
+    policy_op_counts,
+    policy_op_stats,
+    similar_pairs,
+    similarity_by_superclass,
+    singular_values,
+)
+
+__all__ = [
+    "ABLATION_CELLS",
+    "AblationCell",
+    "CIFAR100_CLASSES",
+    "CIFAR100_SUPERCLASSES",
+    "ablation_config",
+    "augment_config",
+    "base_config",
+    "chain_table",
+    "curves_frame",
+    "dense_config",
+    "iterative_config",
+    "mean_std",
+    "oneshot_config",
+    "oneshot_curve",
+    "orthogonality_table",
+    "parse_setting",
+    "policy_op_counts",
+    "policy_op_stats",
+    "randaugment_grid",
+    "relative_checkpoint",
+    "run_row",
+    "runs_frame",
+    "similar_pairs",
+    "similarity_by_superclass",
+    "singular_values",
+    "train_all",
+    "unavailable_settings",
+]

@@ -1,0 +1,97 @@
+"""Training summaries → tables: one row per run, mean ± std over seeds, learning curves (issue #8)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+
+from micronet_lib.train.config import TrainConfig
+from micronet_lib.train.runs import RunSummary, read_metrics, read_summary, run_dir_for, run_or_load
+
+__all__ = ["train_all", "run_row", "runs_frame", "mean_std", "curves_frame", "METRICS"]
+
+log = logging.getLogger(__name__)
+
+# Summary metrics a study table reports (RunSummary keys; best_* = the selected epoch, PAPER.md §5.7).
+METRICS = ("best_val_top1", "best_test_top1", "final_test_top1")
+
+
+def train_all(configs: Sequence[TrainConfig], *, progress: bool = False) -> list[RunSummary]:
+    """``run_or_load`` each config in order: finished runs are read back, the others trained (or resumed)."""
+    configs = list(configs)
+    for c in configs:
+        if not isinstance(c, TrainConfig):
+            raise ValueError(f"train_all expects TrainConfig objects, got {type(c).__name__}")
+    cached = sum(1 for c in configs if (s := read_summary(run_dir_for(c))) is not None
+                 and s.get("status") == "finished" and s.get("config") == c.to_dict())
+    log.info("%d run(s): %d already finished, %d to train", len(configs), cached, len(configs) - cached)
+    return [run_or_load(c, progress=progress) for c in configs]
+
+
+def run_row(summary: Mapping[str, Any], **labels: Any) -> dict[str, Any]:
+    """One table row: ``labels`` first, then the run's id, seed, recipe knobs, metrics and time."""
+    cfg = summary["config"]
+    row = dict(labels)
+    row.update(
+        run=summary["run_id"], seed=cfg["seed"], loss=cfg["loss"], ortho_coef=cfg["ortho_coef"],
+        augment=cfg["augment"], mix=cfg["mix"],
+        prune_rates="-" if cfg.get("prune_rates") is None else "/".join(f"{r:g}" for r in cfg["prune_rates"]),
+        epochs=summary.get("epochs"),
+    )
+    row.update({m: summary.get(m) for m in METRICS})
+    row["seconds"] = summary.get("seconds")
+    return row
+
+
+def runs_frame(summaries: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per run (``run_row``); ``labels[i]`` (e.g. ``{"cell": "CE + ortho"}``) labels run i."""
+    labels = list(labels) if labels is not None else [{}] * len(summaries)
+    if len(labels) != len(summaries):
+        raise ValueError(f"got {len(summaries)} summaries but {len(labels)} labels")
+    return pd.DataFrame([run_row(s, **lab) for s, lab in zip(summaries, labels)])
+
+
+def _fmt(mean: float, std: float, n: int, digits: int) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    if n < 2 or std is None or math.isnan(std):
+        return f"{mean:.{digits}f} (n={n})"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def mean_std(df: pd.DataFrame, by: str | Sequence[str], metrics: Sequence[str] = ("best_test_top1",), *,
+             digits: int = 2) -> pd.DataFrame:
+    """Mean and sample std (ddof 1) of ``metrics`` over the runs of each ``by`` group, in first-seen order.
+
+    Columns: ``n`` (runs), ``<metric>_mean``, ``<metric>_std`` (NaN with one run) and ``<metric>``, the
+    "mean ± std" text the Markdown table shows.
+    """
+    by = [by] if isinstance(by, str) else list(by)
+    missing = [c for c in (*by, *metrics) if c not in df.columns]
+    if missing:
+        raise ValueError(f"columns {missing} not in the runs table (columns: {', '.join(df.columns)})")
+    grouped = df.groupby(by, sort=False)
+    out = grouped.size().to_frame("n")
+    for m in metrics:
+        values = grouped[m].agg(["mean", "std"])
+        out[f"{m}_mean"] = values["mean"]
+        out[f"{m}_std"] = values["std"]
+        out[m] = [_fmt(a, s, n, digits) for a, s, n in zip(values["mean"], values["std"], out["n"])]
+    return out
+
+
+def curves_frame(summaries: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> pd.DataFrame:
+    """Per-epoch metrics of each run (``metrics.jsonl``), long format with ``label`` and ``seed`` columns."""
+    if len(labels) != len(summaries):
+        raise ValueError(f"got {len(summaries)} summaries but {len(labels)} labels")
+    frames = []
+    for s, label in zip(summaries, labels):
+        records = read_metrics(s["run_dir"])
+        if records:
+            frames.append(pd.DataFrame(records).assign(label=label, seed=s["config"]["seed"], run=s["run_id"]))
+    if not frames:
+        return pd.DataFrame(columns=["label", "seed", "run", "global_epoch"])
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,178 @@
+"""micronet_lib.experiments: study configs, aggregation, and the released-checkpoint analyses (issue #8)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from micronet_lib import experiments as ex
+from micronet_lib.pipeline import check_params
+
+# PAPER.md §6.1: mean σ_max(WᵀW − I)² over the 68 1×1 layers of the pr_60 checkpoints.
+ONE_STEP = (0.46, 0.47)
+ONE_STEP_TOL = 0.015  # one random start per layer: the seeded draw may sit just outside the quoted range
+EXACT, EXACT_TOL = 0.54, 0.006
+# PAPER.md §6.2: off-diagonal range of S (5 significant digits quoted).
+S_RANGE = {"micronet_v1_pr_60": (0.00911, 0.01878), "micronet_v2_pr_60": (0.00916, 0.01846)}
+S_TOL = 6e-6
+# PAPER.md §7.4 (a few rows) and the set sizes.
+POLICY_ROWS = {"Cutout": [158, 154, 152, 160], "Posterize": [110, 83, 108, 72], "Invert": [14, 55, 28, 44]}
+POLICY_SIZES = [496, 498, 500, 490]
+
+
+@pytest.fixture
+def smoke():
+    return check_params({}, profile="smoke")
+
+
+# ------------------------------------------------------------------ configs
+
+
+def test_parse_setting():
+    assert ex.parse_setting("baseline") == ("baseline", "none")
+    assert ex.parse_setting("fastaa+cutmix") == ("fastaa", "cutmix")
+    assert ex.parse_setting("baseline+mixup") == ("baseline", "mixup")
+    assert ex.parse_setting("randaugment") == ("randaugment:2:9", "none")  # shares the grid's (2, 9) run
+    with pytest.raises(ValueError, match=r"'\+blend' is not a mixing; allowed: \+cutmix, \+mixup"):
+        ex.parse_setting("baseline+blend")
+    with pytest.raises(ValueError, match="unknown pipeline 'standard'; known: .*baseline"):
+        ex.parse_setting("standard")
+
+
+def test_base_config_applies_the_notebook_budget(smoke):
+    cfg = ex.base_config(smoke, seed=3)
+    assert (cfg.profile, cfg.seed, cfg.dataset) == ("smoke", 3, "synthetic")
+    assert cfg.width_mult == smoke["width_mult"] and cfg.batch_size == smoke["batch_size"]
+    assert (cfg.train_per_class, cfg.val_per_class, cfg.test_per_class) == (
+        smoke["train_per_class"], smoke["val_per_class"], smoke["test_per_class"])
+    assert (cfg.cycles, cfg.epochs_per_cycle) == (1, smoke["epochs"])
+    no_val = ex.base_config({**smoke, "val_per_class": 0}, seed=0)
+    assert no_val.val_per_class is None and no_val.select_on == "test"  # no split: the authors' selection
+    capped = ex.base_config({**smoke, "bn_recal_images": 64}, seed=0)
+    assert capped.bn_recalibrate_images == 64  # the notebook budget caps the short profile's BN re-estimation
+    paper = ex.base_config(check_params({}, profile="paper"), seed=0)
+    assert (paper.cycles, paper.epochs_per_cycle, paper.augment) == (4, 150, "fastaa4x")  # the recipe untouched
+    assert paper.bn_recalibrate_images == 0 and paper.select_on == "test"
+
+
+def test_study_cells_are_distinct_and_shared_where_they_should_be(smoke):
+    cells = {ex.ablation_config(smoke, c, seed=0).config_hash() for c in ex.ABLATION_CELLS}
+    assert len(cells) == 6
+    wls = ex.ablation_config(smoke, ex.AblationCell("wls", False), seed=0)
+    assert (wls.loss, wls.ortho_coef, wls.epsilon) == ("wls", 0.0, None)
+    dense = ex.dense_config(smoke, seed=0)
+    assert dense.ortho_coef == 0.7 and dense.loss == "ce"
+    # one run serves the ablation's CE + ortho cell, the augmentation study's baseline+cutmix and pruning's start
+    assert dense.config_hash() == ex.augment_config(smoke, "baseline+cutmix", seed=0).config_hash()
+    assert ex.augment_config(smoke, "baseline", seed=0).mix == "none"
+    assert ex.randaugment_grid(smoke) == ["randaugment:1:9", "randaugment:2:9"]
+    with pytest.raises(ValueError, match="AblationCell.loss='focal'"):
+        ex.AblationCell("focal", True)
+
+
+def test_iterative_and_oneshot_have_the_same_budget(smoke):
+    it = ex.iterative_config(smoke, "dense.pt", seed=0)
+    one = ex.oneshot_config(smoke, "dense.pt", seed=0)
+    assert it.prune_rates == tuple(smoke["prune_rates"]) and it.cycles == len(smoke["prune_rates"])
+    assert one.prune_rates == (smoke["prune_rates"][-1],) and one.cycles == 1
+    assert it.total_epochs == one.total_epochs and it.init_from == one.init_from == "dense.pt"
+
+
+def test_relative_checkpoint(tmp_path):
+    run = tmp_path / "runs" / "abc"
+    run.mkdir(parents=True)
+    (run / "best.pt").write_bytes(b"x")
+    assert ex.relative_checkpoint({"run_dir": str(run)}, start=tmp_path / "nb") == "../runs/abc/best.pt"
+    with pytest.raises(FileNotFoundError, match="no last.pt"):
+        ex.relative_checkpoint({"run_dir": str(run), "run_id": "abc"}, "last.pt")
+
+
+# ------------------------------------------------------------------ aggregation
+
+
+def test_mean_std_over_seeds():
+    df = pd.DataFrame({"cell": ["a", "a", "b"], "acc": [10.0, 14.0, 7.5]})
+    out = ex.mean_std(df, "cell", ["acc"])
+    assert list(out.index) == ["a", "b"] and list(out["n"]) == [2, 1]
+    assert out.loc["a", "acc_mean"] == 12.0 and math.isclose(out.loc["a", "acc_std"], math.sqrt(8))
+    assert out.loc["a", "acc"] == "12.00 ± 2.83" and out.loc["b", "acc"] == "7.50 (n=1)"
+    with pytest.raises(ValueError, match=r"columns \['top1'\] not in the runs table"):
+        ex.mean_std(df, "cell", ["top1"])
+
+
+# ------------------------------------------------------------------ released analyses
+
+
+def test_cifar100_superclasses():
+    assert len(ex.CIFAR100_SUPERCLASSES) == 20
+    assert all(len(v) == 5 for v in ex.CIFAR100_SUPERCLASSES.values())
+    assert len(set(ex.CIFAR100_CLASSES)) == 100
+    assert ex.CIFAR100_CLASSES[:3] == ("apple", "aquarium_fish", "baby") and ex.CIFAR100_CLASSES[-1] == "worm"
+
+
+def test_similarity_tools_on_a_constructed_classifier():
+    w = torch.randn(100, 16, generator=torch.Generator().manual_seed(0))
+    girl, woman = ex.CIFAR100_CLASSES.index("girl"), ex.CIFAR100_CLASSES.index("woman")
+    w[woman] = w[girl] + 1e-3  # the most similar pair by construction
+    pairs = ex.similar_pairs(w, k=3)
+    assert (pairs.loc[0, "class_a"], pairs.loc[0, "class_b"], bool(pairs.loc[0, "same_superclass"])) == ("girl", "woman", True)
+    s = ex.similarity_by_superclass(w)
+    assert s.shape == (100, 100) and list(s.index[:5]) == list(ex.CIFAR100_SUPERCLASSES["aquatic mammals"])
+    assert np.allclose(s.to_numpy().sum(axis=1), 1.0) and np.allclose(np.diag(s.to_numpy()), 0.0)
+    with pytest.raises(ValueError, match=r"CIFAR-100 classifier weight \[100, D\]"):
+        ex.similar_pairs(torch.zeros(10, 4))
+
+
+def test_orthogonality_table_on_an_orthogonal_layer():
+    conv = torch.nn.Conv2d(8, 8, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.linalg.qr(torch.randn(8, 8))[0].reshape(8, 8, 1, 1))
+    t = ex.orthogonality_table(torch.nn.Sequential(conv))
+    assert len(t) == 1 and t.loc[0, "exact"] < 1e-10 and abs(t.loc[0, "sv_max"] - 1) < 1e-6
+
+
+def test_released_checkpoints_match_the_paper(asset):
+    from micronet_lib.models import load_released
+
+    for name in ("micronet_v1_pr_60", "micronet_v2_pr_60"):
+        asset(f"{name}.t7")
+        model = load_released(name)
+        t = ex.orthogonality_table(model, seed=0)
+        assert len(t) == 68  # PAPER.md §6.1
+        assert ONE_STEP[0] - ONE_STEP_TOL <= t["one_step"].mean() <= ONE_STEP[1] + ONE_STEP_TOL
+        assert abs(t["exact"].mean() - EXACT) < EXACT_TOL
+        assert (t["one_step"] <= t["exact"] + 1e-9).all()  # one power step never overshoots σ_max
+        s = ex.similarity_by_superclass(model.linear.weight).to_numpy()
+        off = s[~np.eye(100, dtype=bool)]
+        assert abs(off.min() - S_RANGE[name][0]) < S_TOL and abs(off.max() - S_RANGE[name][1]) < S_TOL
+
+
+def test_policy_statistics_match_the_paper(asset):
+    asset("cifar100_fast_aug.json")
+    counts = ex.policy_op_counts()
+    assert [int(c.split("(")[1].rstrip(")")) for c in counts.columns] == POLICY_SIZES
+    for op, row in POLICY_ROWS.items():
+        assert counts.loc[op].tolist() == row
+    assert counts.sum().tolist() == [2 * n for n in POLICY_SIZES]
+    stats = ex.policy_op_stats()
+    assert ((stats["mean_prob"] >= 0) & (stats["mean_prob"] <= 1)).all()
+    assert stats.groupby("set")["count"].sum().loc["wresnet28x10"] == 2 * 496
+
+
+def test_released_chain_is_nested_and_oneshot_curve_is_monotone(asset):
+    from micronet_lib.models import load_released
+
+    names = [f"micronet_v2_pr_{r}" for r in (15, 60)]
+    for n in names:
+        asset(f"{n}.t7")
+    chain = ex.chain_table({n: load_released(n) for n in names}, conventions=("kaist",))
+    assert chain["violations_vs_previous"].tolist()[1:] == [0]
+    assert abs(chain.loc[1, "global_sparsity"] - 0.6) < 1e-5 and chain.loc[1, "score_kaist"] < chain.loc[0, "score_kaist"]
+    curve = ex.oneshot_curve(names[0], [0, 50, 90], conventions=("kaist",))
+    assert abs(curve.loc[0, "global_sparsity"] - 0.15) < 1e-5  # the file's own masks are kept
+    assert curve["global_sparsity"].is_monotonic_increasing and curve["score_kaist"].is_monotonic_decreasing
+    assert "top1" not in curve  # no data set given: scores only

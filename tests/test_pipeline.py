@@ -1,0 +1,296 @@
+"""micronet_lib.pipeline: parameter schema, notebook hygiene, and the papermill pipeline."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from micronet_lib import pipeline
+from micronet_lib.pipeline import PARAMS, PROFILES, NotebookError, check_params, user_namespace
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NAMES = [p.name for p in PARAMS]
+
+
+# ------------------------------------------------------------------ parameters
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_is_valid_and_complete(profile):
+    raw = yaml.safe_load((NOTEBOOKS / "params" / f"{profile}.yaml").read_text())
+    assert sorted(raw) == sorted(NAMES)  # a profile sets every parameter, nothing else
+    params = check_params(raw)
+    assert params["profile"] == profile
+
+
+def test_profiles_use_the_data_the_spec_asks_for():
+    smoke, cpu, paper = (check_params({}, profile=p) for p in PROFILES)
+    assert smoke["data"] == "synthetic"
+    assert cpu["data"] == "cifar100" and paper["data"] == "cifar100"  # real CIFAR-100 unless --data says otherwise
+    assert paper["prune_rates"] == [15.0, 30.0, 45.0, 60.0]  # the (0, 60) schedule, PAPER.md §8.3
+    assert paper["val_per_class"] == 0  # authors select on the test set (PAPER.md §5.7)
+
+
+def test_unknown_parameter_is_rejected_by_name():
+    params = check_params({}, profile="smoke")
+    with pytest.raises(ValueError, match=r"unknown notebook parameter\(s\) epoch\b.*known parameters: profile"):
+        check_params({**params, "epoch": 3})
+
+
+def test_missing_parameter_is_rejected():
+    params = check_params({}, profile="smoke")
+    del params["seeds"]
+    with pytest.raises(ValueError, match="missing notebook parameter.*seeds"):
+        check_params(params)
+
+
+@pytest.mark.parametrize(
+    "name, value, match",
+    [
+        ("profile", "fast", "one of 'smoke', 'cpu', 'paper'"),
+        ("data", "cifar1000", "imagefolder:<path"),
+        ("data", "imagefolder:", "imagefolder:<path"),
+        ("device", "gpu", "auto, cpu, cuda"),
+        ("seeds", [], "non-empty"),
+        ("seeds", [True], "list of int"),
+        ("seeds", 0, "expected list"),
+        ("epochs", 0, ">= 1"),
+        ("epochs", 2.5, "expected int or None"),
+        ("train_per_class", "10", "expected int or None"),
+        ("width_mult", 0, "> 0"),
+        ("threads", None, "expected int"),
+        ("oneshot_rates", [0, 100], r"\[0, 100\)"),
+        ("prune_rates", [60, 30], "increasing"),
+        ("model", "resnet", "micronet_v1"),
+        ("augment_pipelines", ["baseline", 3], "list of str"),
+        ("augment_pipelines", ["standard"], "unknown pipeline 'standard'"),
+        ("augment_pipelines", ["baseline+blend"], r"'\+blend' is not a mixing"),
+        ("comparison_seeds", 0, ">= 1"),
+        ("comparison_seeds", 3, r"exceeds the 2 seed\(s\)"),
+    ],
+)
+def test_bad_values_are_rejected_naming_the_parameter(name, value, match):
+    params = {**check_params({}, profile="smoke"), name: value}
+    with pytest.raises(ValueError, match=match) as info:
+        check_params(params)
+    assert f"{name}=" in str(info.value) or name in str(info.value)
+
+
+def test_values_are_normalised():
+    params = check_params({"width_mult": 1, "oneshot_rates": (0, 30)}, profile="smoke")
+    assert params["width_mult"] == 1.0 and isinstance(params["width_mult"], float)
+    assert params["oneshot_rates"] == [0.0, 30.0] and isinstance(params["oneshot_rates"], list)
+    assert check_params({"epochs": None}, profile="smoke")["epochs"] is None  # nullable: profile schedule
+
+
+def test_user_namespace_keeps_only_notebook_variables():
+    import math
+
+    ns = {"In": [], "Out": {}, "get_ipython": print, "exit": None, "_": 1, "__name__": "__main__",
+          "math": math, "f": lambda: 0, "profile": "smoke", "seeds": [0]}
+    assert user_namespace(ns) == {"profile": "smoke", "seeds": [0]}
+
+
+# ------------------------------------------------------------------ notebook hygiene
+
+
+def _notebooks():
+    found = pipeline.list_notebooks(NOTEBOOKS)
+    assert found and found[0].name == "00_setup.ipynb"
+    return found
+
+
+@pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.stem)
+def test_notebook_is_committed_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "commit notebooks without outputs"
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    params_cell, check_cell = nb.cells[tagged[0]], nb.cells[tagged[0] + 1]
+    assert "check_params(user_namespace(globals()))" in check_cell.source  # validated before any work
+    assigned = {t.id: ast.literal_eval(n.value) for n in ast.parse(params_cell.source).body
+                for t in n.targets if isinstance(n, ast.Assign)}
+    assert sorted(assigned) == sorted(NAMES)  # declares the whole shared schema
+    check_params(assigned)  # and its defaults are valid
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")  # title cell
+
+
+def test_notebook_names_are_ordered_and_unique():
+    numbers = [p.name[:2] for p in _notebooks()]
+    assert numbers == sorted(set(numbers))
+
+
+# ------------------------------------------------------------------ pipeline
+
+
+def _mini_notebooks(tmp_path, cells: dict[str, str]) -> Path:
+    """A notebooks/ folder with the real profiles and tiny notebooks that honour the parameter contract."""
+    folder = tmp_path / "nbs"
+    shutil.copytree(NOTEBOOKS / "params", folder / "params")
+    smoke = yaml.safe_load((folder / "params" / "smoke.yaml").read_text())
+    for name, body in cells.items():
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        p = nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in smoke.items()))
+        p.metadata["tags"] = ["parameters"]
+        check = nbformat.v4.new_code_cell(
+            "from micronet_lib.pipeline import check_params, user_namespace\n"
+            "params = check_params(user_namespace(globals()))"
+        )
+        nb.cells = [p, check, nbformat.v4.new_code_cell(textwrap.dedent(body))]
+        nbformat.write(nb, folder / f"{name}.ipynb")
+    return folder
+
+
+@pytest.mark.slow
+def test_reproduce_stops_at_first_failure_and_shows_the_cell(tmp_path):
+    folder = _mini_notebooks(tmp_path, {
+        "00_ok": "from pathlib import Path\nPath('ran_00').write_text(data)",
+        "01_boom": "x = 1\nraise ValueError('boom: ' + profile)",
+        "02_after": "from pathlib import Path\nPath('ran_02').write_text('yes')",
+    })
+    out = tmp_path / "results"
+    with pytest.raises(NotebookError) as info:
+        pipeline.reproduce("smoke", results_dir=out, notebooks=folder)
+    msg = str(info.value)
+    assert "notebook 01_boom failed" in msg
+    assert "raise ValueError('boom: ' + profile)" in msg  # the failing cell's source
+    assert "ValueError: boom: smoke" in msg  # and its error, with the injected profile
+    assert (folder / "ran_00").read_text() == "synthetic"  # cwd = notebooks folder, params injected
+    assert not (folder / "ran_02").exists()  # stopped at the first failure
+    assert (out / "executed" / "00_ok.ipynb").is_file() and (out / "html" / "00_ok.html").is_file()
+    assert (out / "executed" / "01_boom.failed.ipynb").is_file()
+    assert not (out / "executed" / "01_boom.ipynb").exists()
+    assert not [p for p in (out / "executed").iterdir() if p.name.startswith(".")]  # no temp leftovers
+
+
+@pytest.mark.slow
+def test_injected_unknown_parameter_fails_inside_the_notebook(tmp_path):
+    folder = _mini_notebooks(tmp_path, {"00_only": "pass"})
+    import papermill
+
+    with pytest.raises(papermill.PapermillExecutionError, match="unknown notebook parameter.*epoch"):
+        papermill.execute_notebook(str(folder / "00_only.ipynb"), str(tmp_path / "o.ipynb"),
+                                   parameters={"epoch": 3}, kernel_name="python3", progress_bar=False)
+
+
+def test_bad_input_fails_before_any_notebook_runs(tmp_path):
+    out = tmp_path / "results"
+    with pytest.raises(ValueError, match="profile must be one of"):
+        pipeline.reproduce("fast", results_dir=out)
+    with pytest.raises(ValueError, match="data='cifar1000'"):
+        pipeline.reproduce("smoke", data="cifar1000", results_dir=out)
+    with pytest.raises(FileNotFoundError, match="no train or test/ folder"):
+        pipeline.reproduce("smoke", data=f"imagefolder:{tmp_path / 'nowhere'}", results_dir=out)
+    with pytest.raises(ValueError, match="--only '77' matches no notebook; available: 00_setup"):
+        pipeline.reproduce("smoke", only="77", results_dir=out)
+    assert not out.exists()
+
+
+def test_imagefolder_path_is_rewritten_relative_to_the_notebooks(tmp_path, monkeypatch):
+    for split in ("train", "test"):
+        (tmp_path / "data" / "tree" / split / "cat").mkdir(parents=True)
+    (tmp_path / "repo" / "notebooks").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "repo")
+    spec = pipeline._resolve_data("imagefolder:../data/tree", tmp_path / "repo" / "notebooks")
+    assert spec == "imagefolder:../../data/tree"  # relative, so executed notebooks carry no machine path
+
+
+def test_cli_reports_bad_data_as_one_error_line(tmp_path, capsys):
+    from micronet_lib.cli import main
+
+    rc = main(["reproduce", "--profile", "smoke", "--data", "imagefolder:nowhere", "--results", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: data 'imagefolder:nowhere'")
+
+
+@pytest.mark.slow
+def test_setup_notebook_runs_headless_under_smoke(tmp_path, monkeypatch):
+    monkeypatch.delenv("MICRONET_RUNS", raising=False)
+    out = tmp_path / "results"
+    runs = pipeline.reproduce("smoke", only="00", results_dir=out)
+    assert [r.name for r in runs] == ["00_setup"]
+    executed = nbformat.read(out / "executed" / "00_setup.ipynb", as_version=4)
+    assert executed.metadata.papermill["parameters"]["profile"] == "smoke"
+    assert "start_time" not in executed.metadata.papermill  # no timestamps: reruns diff cleanly
+    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    html = (out / "html" / "00_setup.html").read_text()
+    assert "check_params(user_namespace" not in html  # inputs hidden
+    assert "Environment of this run" in html and "torch" in html
+    plan = (out / "tables" / "00_plan.csv").read_text()
+    assert "02_regularizers" in plan
+    side = json.loads((out / "tables" / "00_environment.meta.json").read_text())
+    assert side["profile"] == "smoke" and side["data"].startswith("synthetic")
+    assert str(Path.home()) + "/" not in (out / "executed" / "00_setup.ipynb").read_text()
+
+
+# Every table and figure the smoke pipeline must leave (issue #8), by notebook.
+EXPECTED_TABLES = {
+    "00_setup": ["00_environment", "00_datasets", "00_data_summary", "00_assets", "00_plan", "00_deviations"],
+    "01_architecture": ["01_stages_v1", "01_stages_v2", "01_blocks_v1", "01_blocks_v2", "01_block_counts_v1",
+                        "01_block_counts_v2", "01_comparison", "01_by_op_type"],
+    "02_regularizers": ["02_ortho_layers", "02_ortho_summary", "02_similarity_range", "02_similar_pairs",
+                        "02_ablation_runs", "02_ablation"],
+    "03_augmentation": ["03_policy_op_counts", "03_policy_op_stats", "03_augment_runs", "03_augment_comparison",
+                        "03_randaugment_grid", "03_randaugment_best"],
+    "04_pruning": ["04_chain_group_sparsity", "04_chain", "04_oneshot", "04_prune_runs", "04_prune_no_finetune",
+                   "04_iterative_vs_oneshot"],
+    "05_scoring": ["05_final_scores", "05_trained_scores"],
+}
+EXPECTED_FIGURES = {
+    "01_architecture": ["01_per_block", "01_per_op_type"],
+    "02_regularizers": ["02_ortho_spectra", "02_similarity_heatmap", "02_ablation_curves"],
+    "03_augmentation": ["03_gallery", "03_policy_op_stats", "03_augment_comparison", "03_randaugment_grid"],
+    "04_pruning": ["04_chain_group_sparsity", "04_oneshot", "04_iterative_vs_oneshot"],
+    "05_scoring": ["05_leaderboard"],
+}
+
+
+@pytest.mark.slow
+def test_full_smoke_pipeline_renders_every_report(tmp_path, monkeypatch, asset):
+    """``micronet reproduce --profile smoke``: every notebook, every report, table and figure; a re-render
+    reads the training runs back instead of retraining (run_or_load)."""
+    for name in ("micronet_v1_pr_60.t7", "micronet_v2_pr_15.t7", "micronet_v2_pr_30.t7", "micronet_v2_pr_45.t7",
+                 "micronet_v2_pr_60.t7", "cifar100_fast_aug.json"):
+        asset(name)  # the released-checkpoint sections need them (skip locally / fail in CI without)
+    out, runs_dir = tmp_path / "results", tmp_path / "runs"
+    monkeypatch.setenv("MICRONET_RUNS", str(runs_dir))
+    monkeypatch.setenv("MICRONET_RESULTS", str(out))
+    done = pipeline.reproduce("smoke", results_dir=out)
+    names = [p.stem for p in pipeline.list_notebooks(NOTEBOOKS)]
+    assert [r.name for r in done] == names and set(EXPECTED_TABLES) <= set(names)
+    for name in names:
+        html = (out / "html" / f"{name}.html").read_text()
+        assert len(html) > 10_000 and "PosixPath" not in html  # results shown, not the paths they were saved to
+        nb = nbformat.read(out / "executed" / f"{name}.ipynb", as_version=4)
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        assert not [o for o in outputs if o.output_type == "error"], name
+        assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr"], f"{name} printed to stderr"
+    for table in (t for ts in EXPECTED_TABLES.values() for t in ts):
+        for ext in ("csv", "md", "meta.json"):
+            assert (out / "tables" / f"{table}.{ext}").is_file(), f"{table}.{ext}"
+        side = json.loads((out / "tables" / f"{table}.meta.json").read_text())
+        assert side["profile"] == "smoke" and side["data"]  # every result names its profile and data
+    for fig in (f for fs in EXPECTED_FIGURES.values() for f in fs):
+        for ext in ("png", "svg", "meta.json"):
+            assert (out / "figures" / f"{fig}.{ext}").is_file(), f"{fig}.{ext}"
+    ablation = pd.read_csv(out / "tables" / "02_ablation.csv")
+    assert len(ablation) == 6 and (ablation["n"] == 2).all()  # 6 cells x the profile's 2 seeds
+    trained = sorted(p.name for p in runs_dir.iterdir())
+    stamps = {p: p.stat().st_mtime_ns for p in runs_dir.glob("*/summary.json")}
+    assert len(trained) >= 6 * 2 + 2  # ablation cells x seeds, plus the pruning runs (augmentation shares some)
+    pipeline.reproduce("smoke", only="02,04", results_dir=out)
+    assert sorted(p.name for p in runs_dir.iterdir()) == trained  # no new run
+    assert {p: p.stat().st_mtime_ns for p in runs_dir.glob("*/summary.json")} == stamps  # nothing retrained
