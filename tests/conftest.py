@@ -43,3 +43,13 @@ def cifar10_jpeg() -> Path:
     if not root or not (Path(root) / "cifar10-jpeg" / "train").is_dir():
         unavailable("real images not found: set MICRONET_IMAGEFOLDER_ROOT to a folder holding cifar10-jpeg/")
     return Path(root) / "cifar10-jpeg"
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one intra-op thread: tiny ops gain nothing from a second thread, and on a shared
+    machine OpenMP spin-waits make two threads many times slower. Restores the setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

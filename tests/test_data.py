@@ -35,14 +35,7 @@ def _isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("MICRONET_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny ops on a shared 2-core machine: a second intra-op thread only adds spin-wait contention
-    # (the 200-step learnability loop takes ~0.5 s on one thread and >10 s on two under load).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------- normalize

@@ -16,12 +16,7 @@ ONE_WEIGHT = 1
 REL = 1e-12  # float64 bookkeeping in the scorer; the formulas are exact in rationals
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # a shared 2-core machine: one thread is much faster than two contending
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_cli_one_shot_writes_a_checkpoint_the_scorer_reads(asset, tmp_path, capsys):

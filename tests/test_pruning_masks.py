@@ -21,13 +21,7 @@ from micronet_lib.pruning import (
     save_pruned,
 )
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two intra-op threads on a shared, loaded 2-core machine run ~30x slower than one (spin waits).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 STEPS = 20  # the issue: "after 20 optimiser steps ... every masked weight is still exactly zero"

@@ -20,12 +20,7 @@ SETS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # a shared 2-core machine: one thread is much faster than two contending
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_two_cycle_schedule_ends_at_target_with_nested_masks(tmp_path, monkeypatch, capsys):
