@@ -225,22 +225,26 @@ def publish(obj, name: str, *, meta: Mapping[str, Any], title: str | None = None
     nothing, so a cell ending in ``publish(...)`` shows the result, not the (machine-specific) file
     paths; call ``save`` for those.
     """
-    save(obj, name, meta=meta, title=title, **kwargs)
+    written = save(obj, name, meta=meta, title=title, **kwargs)
     try:
         from IPython import get_ipython
-        from IPython.display import Markdown, display
+        from IPython.display import Image, Markdown, display
     except ImportError:  # pragma: no cover - IPython ships with the notebook extras
         return None
     if get_ipython() is None:
         return None
     display(Markdown(f"**{name}** — {caption(meta, title)}"))
-    display(obj)
     from matplotlib.figure import Figure
 
     if isinstance(obj, Figure):
+        # Show the saved PNG itself: a Figure built without pyplot has no inline-backend formatter
+        # (it would render as "<Figure size …>"), and the report then shows exactly the committed file.
+        display(Image(data=Path(written["png"]).read_bytes()))
         import matplotlib.pyplot as plt
 
         plt.close(obj)  # shown once, by the display above, not again by the inline backend
+    else:
+        display(obj)
     return None
 
 

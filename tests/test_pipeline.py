@@ -274,6 +274,7 @@ def test_full_smoke_pipeline_renders_every_report(tmp_path, monkeypatch, asset):
     for name in names:
         html = (out / "html" / f"{name}.html").read_text()
         assert len(html) > 10_000 and "PosixPath" not in html  # results shown, not the paths they were saved to
+        assert "&lt;Figure size" not in html, f"{name}: a figure rendered as text, not as an image"
         nb = nbformat.read(out / "executed" / f"{name}.ipynb", as_version=4)
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
         assert not [o for o in outputs if o.output_type == "error"], name
