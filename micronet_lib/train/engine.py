@@ -223,6 +223,7 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
         finished = None
     if ckpt is not None and finished is not None and finished.get("status") == "finished":
         _repair_finished(run_dir, ckpt)
+        store.restore_config(run_dir, config)
         return finished
 
     # --- setup: everything that can fail fast, before data is read

@@ -41,7 +41,7 @@ __all__ = [
     "lock", "make_run_dir", "clean_stale_temps", "resume_command",
     "write_text", "write_json", "read_json", "repair_hint", "read_metrics", "write_metrics",
     "save_checkpoint", "load_checkpoint", "verify_file", "use_previous", "start_over",
-    "runtime_record", "write_record", "read_runtime", "read_record",
+    "runtime_record", "write_record", "restore_config", "read_runtime", "read_record",
     "LAST", "PREVIOUS", "BEST", "CHECKPOINT_FORMAT",
 ]
 
@@ -222,7 +222,7 @@ def repair_hint(path: Path) -> str:
     """How to get out of a corrupt text file of a run folder."""
     run_dir = path.parent
     if (run_dir / LAST).exists():
-        return f"delete it and run `{resume_command(run_dir)}`: it is rebuilt from {LAST}"
+        return f"run `{resume_command(run_dir)}`: it is rebuilt from {LAST}"
     return ("restore it from version control (`git checkout -- " + shlex.quote(str(path)) + "`) or delete "
             f"{run_dir} and train the run again")
 
@@ -380,6 +380,18 @@ def write_record(run_dir: Path, config: Any, runtime: dict[str, Any]) -> None:
     """``config.json`` (config + deviations) and ``run.json`` (config hash + runtime): written only here."""
     write_json(run_dir / "config.json", config.to_dict(with_derived=True))
     write_json(run_dir / RECORD, {"config_hash": config.config_hash(), "runtime": runtime})
+
+
+def restore_config(run_dir: Path, config: Any) -> None:
+    """Rewrite a ``config.json`` that no longer reads as ``config`` (a finished run re-run after corruption)."""
+    path = run_dir / "config.json"
+    try:
+        current = json.loads(path.read_text())
+    except (OSError, ValueError):
+        current = None
+    if current != config.to_dict(with_derived=True):
+        write_json(path, config.to_dict(with_derived=True))
+        log.warning("rewrote %s from the run's checkpoint", path)
 
 
 def read_runtime(run_dir: Path) -> dict[str, Any] | None:
