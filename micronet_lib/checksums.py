@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +94,15 @@ def torch_load(path: str | os.PathLike) -> Any:
         raise ChecksumError(f"{exc}; if it is a training run's checkpoint, `micronet train --resume {path.parent}` "
                             "rebuilds best.pt or says how to recover") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about the protocol of a foreign pickle before refusing it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         lines = str(exc).strip().splitlines()
-        why = "the file is empty" if path.stat().st_size == 0 else f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
+        if path.stat().st_size == 0:
+            why = "the file is empty"
+        elif "Weights only load failed" in str(exc):  # torch's advice to retry unsafely is not passed on
+            why = "weights-only loading refused it: garbage, or a pickle of objects other than tensors"
+        else:
+            why = f"{type(exc).__name__}: {lines[0][:200] if lines else ''}"
         raise ValueError(f"{path.name} is not a readable PyTorch checkpoint ({why})") from None

@@ -367,7 +367,6 @@ class _Evil:
         return (os.system, ("echo pwned",))
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the malicious pickle
 @pytest.mark.parametrize("kind", ["random", "empty", "malicious"])
 def test_prune_and_sparsity_give_the_same_clear_error_as_score(tmp_path, capsys, kind):
     path = tmp_path / "bad.pt"
