@@ -410,3 +410,26 @@ def test_a_finished_runs_record_reads_without_checkpoints(finished, tmp_path):
     with pytest.raises(store.CheckpointMissingError, match="checkpoints are not committed") as info:
         runs.load_checkpoint(run_dir / store.BEST)
     assert isinstance(info.value, FileNotFoundError)
+
+
+def test_disk_full_on_a_real_tiny_tmpfs(tmp_path):
+    """The same fault on a real file system: an 800 kB tmpfs in a private mount namespace (``unshare``)."""
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=64k none {tmp_path}"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a private tmpfs here (unshare -rm: {probe.stderr.strip()[:100]}); "
+                    "the patched-writer test above covers the same path")
+    sets = " ".join(f"--set={k}={'none' if v is None else v}" for k, v in TINY.items())
+    disk, kept = tmp_path / "disk", tmp_path / "kept"
+    disk.mkdir()
+    script = (f"mount -t tmpfs -o size=800k none {disk} && "
+              f"{sys.executable} -m micronet_lib train --profile smoke {sets} --runs-dir {disk} --no-progress; "
+              f"echo rc=$?; cp -a {disk}/{tiny().config_hash()} {kept}")  # the mount vanishes with the namespace
+    out = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"))
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert "rc=2" in out.stdout and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert len(errors) == 1 and errors[0].startswith(f"error: no space left writing {disk}/"), errors
+    assert " MB on that disk" in errors[0]
+    assert runs.load_checkpoint(kept / store.LAST)["global_epoch"] == 1  # verified against its checksum
+    assert len(read_metrics(kept)) >= 1 and not list(kept.glob(".*.tmp"))
