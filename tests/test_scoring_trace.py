@@ -64,8 +64,9 @@ def test_freebie_halves_params_and_mults_not_adds():
 
 
 def test_quantised_bits_forfeit_freebie():
-    with pytest.raises(ValueError, match="freebie"):
-        count(Residual(), (1, 4, 8, 8), param_bits=8)
+    auto = count(Residual(), (1, 4, 8, 8), param_bits=8).summary  # below 16 bits: the freebie goes (§2.2)
+    assert not auto["freebie"] and "below 16 bits (8)" in auto["freebie_forfeited"]
+    assert auto["params_s"] == 198 * 8 / 32
     r = count(Residual(), (1, 4, 8, 8), convention="official", freebie=False, param_bits={"conv": 8}).table
     conv, fc = r[r.path == "conv"].iloc[0], r[r.path == "fc"].iloc[0]
     assert conv.params_s == 148 * 8 / 32 and fc.params_s == 50  # b/32; unlisted layers stay 32-bit
