@@ -19,7 +19,7 @@ from micronet_lib.scoring.records import (
     how_to_register, register_module,
 )
 
-__all__ = ["module_handler", "functional", "shape_of", "first_tensor", "data_dependent", "EXIT_HINT"]
+__all__ = ["module_handler", "functional", "FREE_FUNCTIONS", "shape_of", "first_tensor", "data_dependent", "EXIT_HINT"]
 
 
 def shape_of(t) -> tuple[int, ...]:
@@ -197,7 +197,7 @@ def module_handler(module: nn.Module):
 # ------------------------------------------------------------------------------------------------
 # Functional ops (outside known modules)
 
-_FREE_FUNCTIONS = frozenset("""
+FREE_FUNCTIONS = frozenset("""
 __get__ __getitem__ __setitem__ view view_as reshape reshape_as flatten unflatten squeeze unsqueeze contiguous
 to cpu cuda float double half bfloat16 type type_as detach clone expand expand_as permute transpose t cat
 concat concatenate stack chunk split narrow select dropout dropout1d dropout2d dropout3d alpha_dropout
@@ -222,6 +222,13 @@ def data_dependent(rec, raw_name: str) -> None:
     raise DataDependentError(f"data-dependent control flow: {what} in {rec.describe_where()}; {EXIT_HINT}")
 
 
+# Comparisons (and min/max, clamps) are counted as multiplications, one per comparison (SCORING.md §4).
+_COMPARISONS = frozenset("""
+gt lt ge le eq ne greater less greater_equal less_equal not_equal __gt__ __lt__ __ge__ __le__ __eq__ __ne__
+maximum minimum fmax fmin clamp_min clamp_max
+""".split())
+_CLAMPS = frozenset({"clamp", "clip"})
+
 _ADD_NAMES = {"add", "__add__", "__radd__", "__iadd__", "sub", "__sub__", "__rsub__", "__isub__", "rsub", "subtract"}
 _MUL_NAMES = {"mul", "__mul__", "__rmul__", "__imul__", "multiply", "div", "__truediv__", "__rtruediv__",
               "__itruediv__", "true_divide", "divide"}
@@ -233,7 +240,7 @@ def _is_activation_tensor(x) -> bool:
 
 def functional(rec, raw_name: str, args, kwargs, out: torch.Tensor) -> None:
     name = raw_name.rstrip("_") if not raw_name.startswith("__") else raw_name
-    if name in _FREE_FUNCTIONS or raw_name in _FREE_FUNCTIONS:
+    if name in FREE_FUNCTIONS or raw_name in FREE_FUNCTIONS:
         return
     path = rec.where()
     idx = rec.fn_counter.get(f"{path}:{name}", 0)
@@ -255,10 +262,27 @@ def functional(rec, raw_name: str, args, kwargs, out: torch.Tensor) -> None:
             kind = "tensor_add" if is_add else "tensor_mul"
             broadcast = tensors[0].shape != tensors[1].shape
             label = ("add" if is_add else ("scale" if broadcast else "mul")) + f" ({raw_name})"
-            rec.add(OpRecord(fpath, kind, label, shape, broadcast=broadcast))
+            owner = type(rec.stack[-1].module).__name__ if rec.stack else ""
+            rec.add(OpRecord(fpath, kind, label, shape, broadcast=broadcast, owner=owner))
         else:
             m, a = (Fraction(0), Fraction(1)) if is_add else (Fraction(1), Fraction(0))
             rec.add(OpRecord(fpath, "elementwise", f"{raw_name} scalar", shape, mults_per_element=m, adds_per_element=a))
+        return
+    binary_minmax = name in ("max", "min") and len(args) > 1 and isinstance(args[1], torch.Tensor)
+    if name in _COMPARISONS or name in _CLAMPS or binary_minmax:
+        bounds = 1
+        if name in _CLAMPS:  # one comparison per bound given
+            lo = args[1] if len(args) > 1 else kwargs.get("min")
+            hi = args[2] if len(args) > 2 else kwargs.get("max")
+            bounds = (lo is not None) + (hi is not None)
+        rec.add(OpRecord(fpath, "elementwise", f"{name} (compare)", shape, mults_per_element=Fraction(bounds),
+                         note="comparisons counted as mults (SCORING §4)"))
+        return
+    if name in ("amax", "amin") or (name in ("max", "min") and (len(args) > 1 or "dim" in kwargs)):
+        dims = args[1] if len(args) > 1 else kwargs.get("dim")
+        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        window = math.prod(int(args[0].shape[d]) for d in dims)
+        rec.add(OpRecord(fpath, "max_pool", f"{name} {window}->1", shape, window=window))
         return
     if name in FUNCTION_ALIASES and FUNCTION_ALIASES[name] in ELEMENTWISE:
         key = FUNCTION_ALIASES[name]

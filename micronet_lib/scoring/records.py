@@ -69,6 +69,7 @@ class OpRecord:
     params: tuple[ParamStat, ...] = ()
     bn_follows: bool = False
     broadcast: bool = False
+    owner: str = ""  # class name of the module whose forward ran this functional op
     bias_charged: bool = True  # set by the bias policy (report.py); True = every conv/FC has a (folded-BN) bias
 
     @property
