@@ -35,7 +35,7 @@ from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObser
 
 from micronet_lib.scoring import count, register_module
 
-__all__ = ["ChannelScale", "quantize_model", "score_quantized", "agreement", "read_images", "quantization_table",
+__all__ = ["ChannelScale", "quantize_model", "score_quantized", "predictions", "agreement", "read_images", "quantization_table",
            "CIFAR100_MEAN", "CIFAR100_STD"]
 
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)  # the authors' normalisation (PAPER.md §2)
@@ -133,12 +133,16 @@ def score_quantized(model: nn.Module, *, convention: str = "official", input_siz
 
 
 @torch.no_grad()
-def agreement(reference: nn.Module, candidate: nn.Module, images: torch.Tensor, *, batch_size: int = 256) -> tuple[int, int]:
-    """(images where both models predict the same class, images): top-1 agreement, not accuracy."""
-    same = 0
-    for chunk in images.split(batch_size):
-        same += int((reference(chunk).argmax(1) == candidate(chunk).argmax(1)).sum())
-    return same, int(images.shape[0])
+def predictions(model: nn.Module, images: torch.Tensor, *, batch_size: int = 256) -> torch.Tensor:
+    """Top-1 class of each image (eval-mode forward in batches)."""
+    return torch.cat([model(chunk).argmax(1) for chunk in images.split(batch_size)])
+
+
+def agreement(reference: nn.Module | torch.Tensor, candidate: nn.Module, images: torch.Tensor) -> tuple[int, int]:
+    """(images where both models predict the same class, images): top-1 agreement, not accuracy.
+    ``reference`` may be a model or its :func:`predictions` on ``images`` (computed once for many candidates)."""
+    ref = reference if isinstance(reference, torch.Tensor) else predictions(reference, images)
+    return int((ref == predictions(candidate, images)).sum()), int(images.shape[0])
 
 
 # LEAD: a stand-in reader until #11b's data-layer reader for folders of real sample images lands;
@@ -200,14 +204,15 @@ def quantization_table(models: dict[str, nn.Module], *, weight_bits=(8, 6, 4), a
     rows = []
     for name, model in tqdm(list(models.items()), desc="quantise", leave=False):
         model = model.eval()
+        ref100, ref10 = predictions(model, c100), predictions(model, c10)
         fp32 = count(model, convention="official").summary
         rows.append(dict(checkpoint=name, weight_bits="fp32 (freebie)", act_bits="fp32", params_s=fp32["params_s"],
                          ops_s=fp32["ops_s"], score=fp32["score"], agree_c100=1.0, agree_natural=1.0))
         for bits in weight_bits:
             q = quantize_model(model, weight_bits=bits, act_bits=act_bits, calibration=calib)
             s = score_quantized(q).summary
-            a100, n100 = agreement(model, q, c100)
-            a10, n10 = agreement(model, q, c10)
+            a100, n100 = agreement(ref100, q, c100)
+            a10, n10 = agreement(ref10, q, c10)
             rows.append(dict(checkpoint=name, weight_bits=str(bits), act_bits=str(act_bits), params_s=s["params_s"],
                              ops_s=s["ops_s"], score=s["score"], agree_c100=a100 / n100, agree_natural=a10 / n10))
     table = pd.DataFrame(rows)
