@@ -230,3 +230,40 @@ def test_bias_present_reproduces_the_kaist_vectors(asset, convention):
     present = count(net, convention=convention, bias="present").exact
     assert folded == present
     assert round(float(present["score"]), 7) == {"kaist": 0.0054454, "official": 0.0054597}[convention]
+
+
+def test_register_module_with_a_cost_function():
+    class Pairwise(nn.Module):
+        """A layer whose cost is not per element: C² mults and C·(C−1) adds per pixel (a channel mixer)."""
+
+        def __init__(self, c):
+            super().__init__()
+            self.mix = nn.Parameter(torch.eye(c))
+            self.unused_buffer_like = nn.Parameter(torch.zeros(1))  # not declared: not stored
+
+        def forward(self, x):
+            return torch.einsum("bchw,cd->bdhw", x, self.mix)
+
+    seen = []
+
+    def cost(module, in_shapes, out_shape):
+        seen.append((in_shapes, out_shape))
+        c, h, w = out_shape
+        return c * c * h * w, c * (c - 1) * h * w
+
+    register_module(Pairwise, params=("mix",), cost=cost)
+    r = count(nn.Sequential(nn.Conv2d(3, 4, 1), Pairwise(4)), (2, 3, 5, 5), convention="official", freebie=False)
+    row = r.table.set_index("path").loc["1"]
+    assert seen == [([(4, 5, 5)], (4, 5, 5))]  # per-example shapes: no batch dimension
+    assert (row.kind, row.params, row.mults, row.adds) == ("module", 16, 16 * 25, 12 * 25)
+    with pytest.raises(ValueError, match="must be a sequence of parameter names"):
+        register_module(Pairwise, params="mix")
+
+
+def test_integer_cast_of_a_constant_is_not_data_dependent():
+    class Offsets(nn.Module):
+        def forward(self, x):
+            idx = torch.arange(x.shape[1]).long()  # a constant: no per-example data involved
+            return x[:, idx]
+
+    count(nn.Sequential(nn.Conv2d(3, 4, 1), Offsets()), (1, 3, 4, 4))

@@ -208,8 +208,9 @@ as_tensor requires_grad_ new_zeros new_ones new_empty new_full new_tensor
 _CONVERSIONS = frozenset({"fake_quantize_per_tensor_affine", "fake_quantize_per_channel_affine",
                           "_fake_quantize_learnable_per_tensor_affine", "_fake_quantize_learnable_per_channel_affine"})
 # Ops whose result only makes sense to branch on: the op count would depend on the data.
-_DATA_DEPENDENT = frozenset({"__bool__", "item", "tolist", "__int__", "__float__", "__index__", "long", "int", "bool",
-                             "short", "byte", "char", "numpy", "nonzero", "argwhere", "masked_select", "unique"})
+_INT_CASTS = frozenset({"long", "int", "bool", "short", "byte", "char"})
+_DATA_DEPENDENT = _INT_CASTS | {"__bool__", "item", "tolist", "__int__", "__float__", "__index__", "numpy", "nonzero",
+                                "argwhere", "masked_select", "unique"}
 EXIT_HINT = ("the op count cannot depend on the data. For an early-exit network, let the forward run the trunk "
              "and every exit branch while it is counted (a flag on the model), and pass "
              "exit_rates={'<exit branch module path>': <fraction of examples that stop there>} to "

@@ -1,9 +1,11 @@
 """``count(model)`` → :class:`ScoreReport`: per-layer table, totals, the two score terms (SCORING.md §1, §5).
 
 Units: a parameter value costs b/32 (16-bit freebie: ½), each mask bit 1/32, a multiply
-max(input bits)/32 (freebie: ½), an add always 1 (32-bit accumulation, SCORING.md §2.3). All sums
-are exact Fractions; the table and the summary show float64 views of them (``ScoreReport.exact``
-keeps the rationals).
+max(input bits)/32 (freebie: ½), an add accumulator_bits/32 (default 32, and always 32 under the
+freebie, SCORING.md §2.3). Widths come per layer from an int, a ``{glob: bits}`` dict or the model's
+attributes; the bias policy and early-exit rates are applied to the traced records before charging.
+All sums are exact Fractions; the table and the summary show float64 views of them
+(``ScoreReport.exact`` keeps the rationals).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
-from micronet_lib.scoring.handlers import _DATA_DEPENDENT, data_dependent, first_tensor, functional, module_handler, shape_of
+from micronet_lib.scoring.handlers import _DATA_DEPENDENT, _INT_CASTS, data_dependent, first_tensor, functional, module_handler, shape_of
 from micronet_lib.scoring.records import (
     ELEMENTWISE, OpRecord, ParamStat, UnsupportedOpError, how_to_register, param_stats, register_op_cost,
 )
@@ -125,6 +125,11 @@ class _Recorder(TorchFunctionMode):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", None) or repr(func)
         if name in _DATA_DEPENDENT and not self.paused and not any(f.handled or f.suppressed for f in self.stack):
+            arg = args[0] if args else None
+            constant_cast = (name in _INT_CASTS and isinstance(arg, torch.Tensor)
+                             and (arg.dim() == 0 or arg.shape[0] != self.batch))
+            if constant_cast:  # an integer cast of a constant (not of per-example data): no math
+                return func(*args, **kwargs)
             data_dependent(self, name)
         out = func(*args, **kwargs)
         if self.paused or any(f.handled or f.suppressed for f in self.stack):
