@@ -159,6 +159,8 @@ def read_images(paths) -> torch.Tensor:
 
 
 def _image_folder(name: str) -> Path:
+    """``name`` as given or under ``MICRONET_IMAGEFOLDER_ROOT`` (LEAD: fold into the data layer's resolver
+    with #11b's reader; ``data._resolve_folder`` insists on train/test subfolders)."""
     p = Path(name)
     root = os.environ.get("MICRONET_IMAGEFOLDER_ROOT")
     if not p.is_dir() and root and (Path(root) / name).is_dir():
