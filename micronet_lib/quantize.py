@@ -8,7 +8,7 @@
 * every conv/linear weight is fake-quantised per output channel, symmetric, to ``weight_bits``
   (torch.ao ``PerChannelMinMaxObserver`` + ``torch.fake_quantize_per_channel_affine``); zeros stay
   exactly zero, so pruning masks are kept and the sparsity is unchanged;
-* every conv/linear input is fake-quantised per tensor to ``act_bits`` (affine, ``MinMaxObserver`` on the
+* every conv/linear input is fake-quantised per tensor to ``act_bits`` (affine, ``HistogramObserver`` on the
   calibration images, ``torch.fake_quantize_per_tensor_affine`` in a forward pre-hook);
 * each conv/linear carries ``param_bits``, ``act_bits`` and ``bias_bits`` (32: own biases stay fp32)
   attributes, which ``count(..., param_bits="model", ...)`` reads (:func:`score_quantized`).
@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
+from torch.ao.quantization.observer import HistogramObserver, PerChannelMinMaxObserver
 
 from micronet_lib.scoring import count, register_module
 
@@ -109,7 +109,9 @@ def quantize_model(model: nn.Module, *, weight_bits: int, act_bits: int = 8, cal
                                                                   -qmax_w, qmax_w))
             m.param_bits, m.act_bits, m.bias_bits = weight_bits, act_bits, 32
         # Activation ranges: observe each layer's input on the calibration images, then install the quantiser.
-        observers = {m: MinMaxObserver(dtype=torch.quint8, quant_min=0, quant_max=2 ** act_bits - 1) for m in layers}
+        # HistogramObserver (torch's default for x86 post-training quantisation) picks the range that minimises
+        # the quantisation error; plain min-max flipped 4 % more CIFAR-10 predictions at 8 bits on v1_pr_60.
+        observers = {m: HistogramObserver(dtype=torch.quint8, quant_min=0, quant_max=2 ** act_bits - 1) for m in layers}
         def observe(mod, args):
             observers[mod](args[0])
 
