@@ -243,7 +243,7 @@ def score_records(records: Sequence[OpRecord], *, convention: str | Convention =
     omitted = 0
     for r, mbits, (pb, ab, acc, bb), share in zip(records, masks, widths, reach):
         c = conv.cost(r)
-        weighted = r.weight is not None or bool(r.params)
+        weighted = r.weight is not None or (r.kind == "module" and bool(r.params))  # a folded BN stores nothing
         if freebie:
             pb = bb = mult_bits = 16
             acc = 32
