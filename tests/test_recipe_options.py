@@ -126,3 +126,22 @@ def test_fit_runs_with_tf32_off_unless_asked(allow, expected, restore_tf32, monk
     assert set(seen.values()) == {expected}  # what a CUDA run of fit would use
     assert tf32_flags() == restore_tf32  # fit leaves the process as it found it
     assert config.to_dict()["allow_tf32"] is allow  # recorded with the run's config
+
+
+@pytest.mark.parametrize("allow, expected", [(False, "ieee"), (True, "tf32")])
+def test_evaluate_runs_with_tf32_off_unless_asked(allow, expected, restore_tf32):
+    from micronet_lib.data import load_dataset
+    from micronet_lib.evaluate import evaluate
+    from micronet_lib.tf32 import tf32_flags
+
+    ds = load_dataset("synthetic", synthetic_train_per_class=1, synthetic_test_per_class=2)
+    seen = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(tf32_flags())
+            return torch.zeros(len(x), ds.num_classes)
+
+    evaluate(Probe(), ds, "test", progress=False, allow_tf32=allow)
+    assert seen and all(set(flags.values()) == {expected} for flags in seen)
+    assert tf32_flags() == restore_tf32

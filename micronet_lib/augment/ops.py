@@ -10,7 +10,7 @@ level by :func:`op_magnitude`, sign included) and returns a new uint8 image. The
   (x, y) samples input (x + v·W, y); Rotate: counter-clockwise about the image centre;
 - Cutout: side L = v·W, PIL rectangle with inclusive, truncated corners, fill (125, 123, 114);
 - Contrast, Color, AutoContrast: PIL's integer grey conversion, float32 blend and truncation,
-  reproduced bit for bit (torchvision's float kernels differ by one grey level on some pixels).
+  reproduced bit for bit (torchvision's float kernels differ by one or two grey levels on some pixels).
 
 Speed: a nearest-neighbour geometric op only moves pixels, so its effect is fully described by a
 source-index map. :func:`apply_op` computes that map once per (op, v, H, W) by running the same

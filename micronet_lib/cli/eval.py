@@ -39,7 +39,6 @@ def run(args) -> int:
     from micronet_lib.data import load_dataset
     from micronet_lib.evaluate import evaluate
     from micronet_lib.models import build_model, load_checkpoint, model_builder
-    from micronet_lib.tf32 import fp32_mode
 
     if args.checkpoint is None and args.model is None:
         raise ValueError("give --checkpoint NAME_OR_PATH, or --model NAME for an untrained model")
@@ -55,13 +54,13 @@ def run(args) -> int:
     if model is None:
         torch.manual_seed(args.seed)
         model = build_model(args.model, num_classes=args.num_classes or dataset.num_classes)
-    with fp32_mode(allow_tf32=args.allow_tf32) as tf32:
-        result = evaluate(model, dataset, args.split, batch_size=args.batch_size, device=device, precision=args.precision,
-                          channels_last=args.channels_last, limit=args.limit, progress=args.progress)
+    result = evaluate(model, dataset, args.split, batch_size=args.batch_size, device=device, precision=args.precision,
+                      channels_last=args.channels_last, limit=args.limit, progress=args.progress, allow_tf32=args.allow_tf32)
     source = args.checkpoint or f"{args.model} (untrained, seed {args.seed})"
     if args.json:
         out = {"checkpoint": args.checkpoint, "model": args.model, "data": dataset.name,
-               "description": dataset.description, "device": device, "channels_last": args.channels_last, "tf32": tf32,
+               "description": dataset.description, "device": device, "channels_last": args.channels_last,
+               "allow_tf32": args.allow_tf32,
                **result.to_dict(), "classes": list(dataset.classes)}
         print(json.dumps(out, indent=2))
         return 0

@@ -112,7 +112,7 @@ def _evaluate_epoch(config, model, ds, device, *, cycle: int, epoch: int, progre
         recalibrate_bn(model, ds, n_images=n, batch_size=config.eval_batch_size, device=str(device),
                        seed=seed_for(config.seed, cycle, epoch, 3) % (2**31))
     kw = dict(batch_size=config.eval_batch_size, device=str(device), precision="bf16" if config.precision == "bf16" else "fp32",
-              channels_last=config.channels_last, progress=False)
+              channels_last=config.channels_last, progress=False, allow_tf32=config.allow_tf32)
     out: dict[str, Any] = {}
     for split in ("val", "test"):
         if split == "val" and ds.val is None:
