@@ -77,6 +77,7 @@ def _rotate(img, v):
 
 # PIL's RGB → "L" weights: L = (19595·R + 38470·G + 7471·B + 0x8000) >> 16 (ITU-R 601-2, fixed point).
 _PIL_LUMA = torch.tensor([[19595.0, 38470.0, 7471.0]])
+_PIL_ROUND = torch.tensor([[float(0x8000)]])
 
 
 def _pil_grey(img: torch.Tensor) -> torch.Tensor:
@@ -86,8 +87,8 @@ def _pil_grey(img: torch.Tensor) -> torch.Tensor:
     fixed-point sum exactly, and the shift is an exact division by 2**16 then floor.
     """
     c, h, w = img.shape
-    acc = torch.mm(_PIL_LUMA, img.reshape(c, h * w).to(torch.float32))
-    return acc.add_(0x8000).mul_(1.0 / 65536.0).floor_().reshape(1, h, w)
+    acc = torch.addmm(_PIL_ROUND, _PIL_LUMA, img.reshape(c, h * w).to(torch.float32))
+    return acc.div_(65536.0, rounding_mode="floor").reshape(1, h, w)
 
 
 def _pil_blend(degenerate, img: torch.Tensor, factor: float) -> torch.Tensor:
@@ -104,16 +105,16 @@ def _pil_blend(degenerate, img: torch.Tensor, factor: float) -> torch.Tensor:
 def _auto_contrast(img, _v):
     # ImageOps.autocontrast (cutoff 0): per channel lut[i] = int(i·s + (−lo·s)), s = 255 / (hi − lo), in
     # float64 as PIL's Python loop computes it; a flat channel (hi <= lo) is left as is (s = 0, offset lo).
+    # Every pixel lies in [lo, hi], so the value lies in [0, 255] up to round-off and the uint8 cast
+    # (truncation toward zero) is PIL's int() and clip.
     c = img.shape[0]
     lo, hi = torch.aminmax(img.reshape(c, -1), dim=1)
-    scale, offset = [], []
+    coef = []
     for low, high in zip(lo.tolist(), hi.tolist()):
-        s = 255.0 / (high - low) if high > low else 0.0
-        scale.append(s)
-        offset.append(-low * s if high > low else float(low))
-    shape = (c, 1, 1)
-    out = img.to(torch.float64).mul_(torch.tensor(scale, dtype=torch.float64).reshape(shape))
-    return out.add_(torch.tensor(offset, dtype=torch.float64).reshape(shape)).trunc_().clamp_(0, 255).to(torch.uint8)
+        scale = 255.0 / (high - low) if high > low else 0.0
+        coef.append((scale, -low * scale if high > low else float(low)))
+    coef = torch.tensor(coef, dtype=torch.float64).t().reshape(2, c, 1, 1)
+    return img.to(torch.float64).mul_(coef[0]).add_(coef[1]).to(torch.uint8)
 
 
 def _invert(img, _v):
