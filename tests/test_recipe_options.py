@@ -24,7 +24,7 @@ def test_pruning_stage_with_weighted_ls_uses_epsilon_0_1():
     assert TrainConfig.from_dict(prune.to_dict(with_derived=True)) == prune
 
 
-def test_fit_builds_the_loss_with_the_stage_epsilon(monkeypatch):
+def test_fit_builds_the_loss_with_the_stage_epsilon(monkeypatch, tmp_path):
     import micronet_lib.regularizers as regularizers
 
     seen = {}
@@ -40,7 +40,7 @@ def test_fit_builds_the_loss_with_the_stage_epsilon(monkeypatch):
     config = TrainConfig.from_profile("smoke", loss="wls", prune_rates=(10.0, 20.0), train_per_class=2, test_per_class=1,
                                       val_per_class=1)
     with pytest.raises(Built):
-        engine.fit(config, progress=False, runs_dir="/nonexistent-never-written")
+        engine.fit(config, progress=False, runs_dir=tmp_path)
     assert seen == dict(kind="wls", epsilon=0.1)
 
 
@@ -107,7 +107,7 @@ def test_fp32_mode_sets_and_restores_the_backend_flags(restore_tf32):
 
 
 @pytest.mark.parametrize("allow, expected", [(False, "ieee"), (True, "tf32")])
-def test_fit_runs_with_tf32_off_unless_asked(allow, expected, restore_tf32, monkeypatch):
+def test_fit_runs_with_tf32_off_unless_asked(allow, expected, restore_tf32, monkeypatch, tmp_path):
     from micronet_lib.tf32 import tf32_flags
 
     seen = {}
@@ -122,7 +122,7 @@ def test_fit_runs_with_tf32_off_unless_asked(allow, expected, restore_tf32, monk
     monkeypatch.setattr(engine, "prepare_data", spy)
     config = TrainConfig.from_profile("smoke", allow_tf32=allow)
     with pytest.raises(Stop):
-        engine.fit(config, progress=False, runs_dir="/nonexistent-never-written")
+        engine.fit(config, progress=False, runs_dir=tmp_path)
     assert set(seen.values()) == {expected}  # what a CUDA run of fit would use
     assert tf32_flags() == restore_tf32  # fit leaves the process as it found it
     assert config.to_dict()["allow_tf32"] is allow  # recorded with the run's config
