@@ -14,6 +14,11 @@ Specs:
   under ``MICRONET_CACHE/imagefolder`` keyed by the tree's listing (paths, sizes, mtimes). A relative
   path that does not exist is also looked up under ``MICRONET_IMAGEFOLDER_ROOT``.
 - ``synthetic``: deterministic, CIFAR-shaped, learnable (class colour + oriented stripes + noise).
+
+A few real test images, not a data set (issue #11): ``load_labelled_samples(folder)`` reads a flat
+folder of ``<name>_<test index>_<label>.png`` files (e.g. the 20 CIFAR-100 test images of
+``cifar100-samples/``) in test-index order; ``cifar100_test_head(n)`` returns the first ``n`` official
+CIFAR-100 test images, from the pickles when present, else from such a folder.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from .fileio import atomic_torch_save
 __all__ = [
     "Split", "Dataset", "load_dataset", "normalize", "stratified_subset", "subset", "with_validation",
     "CIFAR100_MEAN", "CIFAR100_STD", "CIFAR10_MEAN", "CIFAR10_STD", "data_root", "IMAGE_EXTENSIONS",
+    "load_labelled_samples", "cifar100_test_head",
 ]
 
 log = logging.getLogger(__name__)
@@ -406,6 +412,52 @@ def _load_imagefolder(path: str, *, workers: int) -> Dataset:
         atomic_torch_save(blob, cache)
     return Dataset(f"imagefolder:{path}", description, tuple(blob["classes"]), tuple(blob["mean"]), tuple(blob["std"]),
                    Split(blob["train_images"], blob["train_labels"]), Split(blob["test_images"], blob["test_labels"]))
+
+
+# ------------------------------------------------------------------------------ labelled sample images
+
+def load_labelled_samples(folder: str | os.PathLike) -> tuple[Split, tuple[int, ...]]:
+    """Images named ``<anything>_<index>_<label>.<ext>`` in ``folder`` → (``Split``, their indices), sorted
+    by index. A relative folder that does not exist is also looked up under ``MICRONET_IMAGEFOLDER_ROOT``.
+    Decoding is the image-folder one (PIL, RGB), so these pixels take the same path as a training tree."""
+    p = Path(folder).expanduser()
+    extra = os.environ.get("MICRONET_IMAGEFOLDER_ROOT")
+    if not p.is_dir() and not p.is_absolute() and extra and (Path(extra) / p).is_dir():
+        p = Path(extra) / p
+    if not p.is_dir():
+        raise FileNotFoundError(f"sample folder {p} not found (relative paths are also tried under "
+                                f"MICRONET_IMAGEFOLDER_ROOT={extra!r})")
+    entries = []
+    for f in p.iterdir():
+        if f.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        parts = f.stem.rsplit("_", 2)
+        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+            raise ValueError(f"sample image {f.name}: expected a name like cifar100_<index>_<label>{f.suffix}")
+        entries.append((int(parts[1]), f, int(parts[2])))
+    if not entries:
+        raise ValueError(f"sample folder {p} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    entries.sort()
+    split = _decode_split([(f, label) for _, f, label in entries], workers=1)
+    return split, tuple(i for i, _, _ in entries)
+
+
+def cifar100_test_head(n: int = 20, *, samples: str | os.PathLike = "cifar100-samples",
+                       root: str | os.PathLike | None = None) -> tuple[Split, str]:
+    """The first ``n`` CIFAR-100 test images and where they came from: the official pickles when they are
+    on this machine (nothing is downloaded), else the sample folder ``samples`` (which must hold test
+    images 0 .. n-1)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n={n!r} must be a positive int")
+    try:
+        test = _load_cifar("cifar100", data_root(root), download=False, verify=None).test
+        return Split(test.images[:n].contiguous(), test.labels[:n].contiguous()), "CIFAR-100 test pickles"
+    except FileNotFoundError:
+        pass
+    split, indices = load_labelled_samples(samples)
+    if indices[:n] != tuple(range(min(n, len(indices)))) or len(indices) < n:
+        raise ValueError(f"sample folder {samples} holds test indices {list(indices)}; need 0..{n - 1}")
+    return Split(split.images[:n].contiguous(), split.labels[:n].contiguous()), f"{n} sample PNGs ({Path(samples).name})"
 
 
 # ------------------------------------------------------------------------------------------ synthetic

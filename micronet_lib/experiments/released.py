@@ -28,6 +28,8 @@ __all__ = [
     "policy_op_stats",
     "chain_table",
     "oneshot_curve",
+    "sample_logits",
+    "sample_hits",
 ]
 
 log = logging.getLogger(__name__)
@@ -258,3 +260,36 @@ def oneshot_curve(
         rows.append(row)
         log.info("one-shot %s %%: %s", rate, row)
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------- real CIFAR-100 pixels (issue #11)
+
+
+def sample_logits(models: Mapping[str, nn.Module], images_uint8: torch.Tensor) -> dict[str, np.ndarray]:
+    """Eval-mode logits of each model on a few real images, through the project's own normalisation
+    (``data.normalize`` with the CIFAR-100 mean/std of the authors' code, PAPER.md §2)."""
+    from micronet_lib.data import CIFAR100_MEAN, CIFAR100_STD, normalize
+
+    x = normalize(images_uint8, CIFAR100_MEAN, CIFAR100_STD)
+    out = {}
+    for name, model in models.items():
+        model.eval()
+        with torch.no_grad():
+            out[name] = model(x).float().numpy()
+    return out
+
+
+def sample_hits(logits: Mapping[str, np.ndarray], labels: torch.Tensor | np.ndarray) -> pd.DataFrame:
+    """Top-1 hits of each model on the sample images with the Wilson interval of that single evaluation.
+    A handful of images is a check of the whole path on real pixels, not an accuracy: the interval says so."""
+    from micronet_lib.stats import wilson_interval
+
+    labels = np.asarray(labels)
+    rows = []
+    for name, z in logits.items():
+        hits = int((z.argmax(axis=1) == labels).sum())
+        iv = wilson_interval(hits, len(labels))
+        rows.append({"checkpoint": name, "top-1 hits": hits, "images": len(labels),
+                     "hit rate (%)": iv.estimate, "95 % Wilson low (%)": iv.low, "95 % Wilson high (%)": iv.high})
+    return pd.DataFrame(rows)
+
