@@ -30,6 +30,7 @@ __all__ = [
     "VERDICTS",
     "verdict",
     "exact_verdict",
+    "value_verdict",
     "not_verifiable",
 ]
 
@@ -216,6 +217,26 @@ def exact_verdict(error: float, tolerance: float, *, what: str = "error") -> Ver
     if err <= tol:
         return Verdict("reproduced exactly", f"measured {what} {err:.3g} ≤ tolerance {tol:.3g}")
     return Verdict("contradicted", f"measured {what} {err:.3g} exceeds the tolerance {tol:.3g}")
+
+
+def value_verdict(measured: Interval, reported: float, *, paper_setup: bool = False) -> Verdict:
+    """A reported number (e.g. 80.07 % top-1) against our measurement of the same quantity (rule 2b):
+    *reproduced* when the reported value lies inside the interval, else *contradicted* at the paper's setup
+    or *not reproduced at this budget* (fewer test images, another data set); one value without an
+    interval is *consistent but inconclusive*."""
+    if not isinstance(measured, Interval):
+        raise ValueError(f"measured must be an Interval, got {type(measured).__name__}")
+    (rep,) = _finite([reported], "reported")
+    pct = f"{round(measured.level * 100):d} %"
+    if not measured.has_interval:
+        return Verdict("consistent but inconclusive", f"n = {measured.n}: no interval around {measured.estimate:.2f}")
+    span = f"[{measured.low:.2f}, {measured.high:.2f}]"
+    if measured.contains(rep):
+        return Verdict("reproduced", f"the reported {rep:g} lies inside the {pct} interval {span}")
+    if paper_setup:
+        return Verdict("contradicted", f"the reported {rep:g} lies outside the {pct} interval {span} at the paper's setup")
+    return Verdict("not reproduced at this budget", f"the reported {rep:g} lies outside the {pct} interval {span}; "
+                                                     "the setup differs from the paper's")
 
 
 def not_verifiable(why: str) -> Verdict:

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from micronet_lib.stats import (
-    VERDICTS, Interval, exact_verdict, mean_interval, not_verifiable, paired_difference, separated_best, verdict,
+    VERDICTS, Interval, exact_verdict, mean_interval, value_verdict, not_verifiable, paired_difference, separated_best, verdict,
     wilson_interval,
 )
 
@@ -104,3 +104,11 @@ def test_exact_and_not_verifiable_verdicts():
     assert not_verifiable("needs CIFAR-100 pickles").label == "not verifiable here"
     with pytest.raises(ValueError):
         not_verifiable("  ")
+
+
+def test_value_verdict_reported_number_inside_or_outside_the_interval():
+    measured = wilson_interval(16, 20)  # [58.4, 91.9] %
+    assert value_verdict(measured, 80.07).label == "reproduced"
+    assert value_verdict(measured, 95.0).label == "not reproduced at this budget"
+    assert value_verdict(measured, 95.0, paper_setup=True).label == "contradicted"
+    assert value_verdict(mean_interval([80.0]), 80.07).label == "consistent but inconclusive"

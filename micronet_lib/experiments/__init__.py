@@ -10,7 +10,16 @@
   Fast-AutoAugment policy statistics, the pruning chain and one-shot pruning curves.
 """
 
-from micronet_lib.experiments.aggregate import curves_frame, mean_std, run_row, runs_frame, train_all
+from micronet_lib.experiments.aggregate import (
+    cell_intervals,
+    comparison_table,
+    curves_frame,
+    mean_std,
+    paired,
+    run_row,
+    runs_frame,
+    train_all,
+)
 from micronet_lib.experiments.configs import (
     ABLATION_CELLS,
     AblationCell,
@@ -48,13 +57,16 @@ __all__ = [
     "ablation_config",
     "augment_config",
     "base_config",
+    "cell_intervals",
     "chain_table",
+    "comparison_table",
     "curves_frame",
     "dense_config",
     "iterative_config",
     "mean_std",
     "oneshot_config",
     "oneshot_curve",
+    "paired",
     "orthogonality_table",
     "parse_setting",
     "policy_op_counts",
