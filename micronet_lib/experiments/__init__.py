@@ -22,6 +22,7 @@ from micronet_lib.experiments.aggregate import (
 )
 from micronet_lib.experiments.configs import (
     ABLATION_CELLS,
+    MATCHED_EPSILON_CELL,
     AblationCell,
     ablation_config,
     augment_config,
@@ -51,6 +52,7 @@ from micronet_lib.experiments.released import (
 
 __all__ = [
     "ABLATION_CELLS",
+    "MATCHED_EPSILON_CELL",
     "AblationCell",
     "CIFAR100_CLASSES",
     "CIFAR100_SUPERCLASSES",

@@ -21,6 +21,7 @@ from micronet_lib.train.config import TrainConfig
 __all__ = [
     "AblationCell",
     "ABLATION_CELLS",
+    "MATCHED_EPSILON_CELL",
     "MIXES",
     "base_config",
     "ablation_config",
@@ -44,20 +45,29 @@ class AblationCell:
 
     loss: str
     ortho: bool
+    epsilon: float | None = None  # None: the loss's own default (LS 0.1, WLS 0.3 in pretraining)
 
     def __post_init__(self) -> None:
         if self.loss not in ("ce", "ls", "wls"):
             raise ValueError(f"AblationCell.loss={self.loss!r}; allowed: 'ce', 'ls', 'wls'")
         if not isinstance(self.ortho, bool):
             raise ValueError(f"AblationCell.ortho={self.ortho!r} must be True or False")
+        if self.epsilon is not None and (self.loss == "ce" or not 0 < self.epsilon < 1):
+            raise ValueError(f"AblationCell.epsilon={self.epsilon!r}: only LS/WLS cells take an ε in (0, 1)")
 
     @property
     def label(self) -> str:
         names = {"ce": "CE", "ls": "uniform LS", "wls": "weighted LS"}
-        return f"{names[self.loss]}{' + ortho' if self.ortho else ''}"
+        eps = f" (ε {self.epsilon:g})" if self.epsilon is not None else ""
+        return f"{names[self.loss]}{eps}{' + ortho' if self.ortho else ''}"
 
 
-ABLATION_CELLS = tuple(AblationCell(loss, ortho) for loss in ("ce", "ls", "wls") for ortho in (False, True))
+# Uniform LS at weighted LS's pretraining ε (0.3), orthogonality on: the matched-ε partner of "weighted LS +
+# ortho", so the loss comparison is not confounded by the two losses' different default ε (issue #11).
+MATCHED_EPSILON_CELL = AblationCell("ls", True, epsilon=0.3)
+# The 3 × 2 grid {CE, LS, WLS} × {ortho off, on}, then the matched-ε cell.
+ABLATION_CELLS = (*(AblationCell(loss, ortho) for loss in ("ce", "ls", "wls") for ortho in (False, True)),
+                  MATCHED_EPSILON_CELL)
 
 # Batch-level mixing a setting may add to a pipeline ("<pipeline>+cutmix"), PAPER.md §6.4.
 MIXES = ("cutmix", "mixup")
@@ -112,7 +122,8 @@ def ablation_config(params: Mapping[str, Any], cell: AblationCell, *, seed: int)
     and orthogonality 0.7 or 0; everything else (CutMix included) as the profile has it."""
     if not isinstance(cell, AblationCell):
         raise ValueError(f"cell must be an AblationCell, got {cell!r}")
-    return base_config(params, seed=seed, loss=cell.loss, epsilon=None, ortho_coef=_ORTHO_ON if cell.ortho else 0.0)
+    return base_config(params, seed=seed, loss=cell.loss, epsilon=cell.epsilon,
+                       ortho_coef=_ORTHO_ON if cell.ortho else 0.0)
 
 
 def parse_setting(name: str) -> tuple[str, str]:
