@@ -38,6 +38,14 @@ def test_board_settles_claims_and_rejects_unknown_ones():
     assert "**reproduced**" in board.markdown() and board.markdown().count("pending") == 1
     assert CLAIMS["wls_beats_ls"].source in board.box("wls_beats_ls") and "stand-in" in board.box("wls_beats_ls")
     assert list(board.frame()["verdict"]) == ["reproduced", "pending"]
+    runs = pd.DataFrame(dict(cell=["a"] * 3 + ["b"] * 3, seed=[0, 1, 2] * 2, best_test_top1=[30, 31, 32, 28, 29.2, 29.9]))
+    board.settle_paired("ortho_helps", runs, by="cell", treatment="b", baseline="a",
+                        summaries=[_summary(s) for s in range(3)], params={"profile": "cpu", "data": "cifar100"})
+    assert board.entries["ortho_helps"].verdict.label == "not reproduced at this budget"
+    assert "goes against the paper" in board.box("ortho_helps") and "b − a" in board.box("ortho_helps")
+    board.settle_paired("ortho_helps", runs, by="cell", treatment="b", baseline="a",
+                        summaries=[_summary(0)], params={"profile": "paper", "data": "cifar100"})
+    assert board.entries["ortho_helps"].verdict.label == "contradicted"
     with pytest.raises(ValueError, match="unknown claim"):
         ClaimBoard(["no_such_claim"])
     with pytest.raises(ValueError, match="not on this board"):

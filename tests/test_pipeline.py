@@ -247,7 +247,7 @@ EXPECTED_TABLES = {
                         "03_randaugment_grid", "03_randaugment_best"],
     "04_pruning": ["04_chain_group_sparsity", "04_chain", "04_oneshot", "04_prune_runs", "04_prune_no_finetune",
                    "04_iterative_vs_oneshot"],
-    "05_scoring": ["05_final_scores", "05_trained_scores"],
+    "05_scoring": ["05_final_scores", "05_real_samples", "05_trained_scores"],
 }
 EXPECTED_FIGURES = {
     "01_architecture": ["01_per_block", "01_per_op_type"],
