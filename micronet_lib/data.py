@@ -2,12 +2,12 @@
 
 ``load_dataset(spec)`` returns a ``Dataset`` holding train/test (and optionally val) ``Split``s of
 uint8 ``[N, 3, H, W]`` images and int64 labels, plus class names and the normalisation constants
-(PAPER.md §2). Augmentation and normalisation happen later, on batches (``normalize``).
+(docs/method.md §2). Augmentation and normalisation happen later, on batches (``normalize``).
 
 Specs:
 - ``cifar100`` / ``cifar10``: the official python-pickle folders under ``root`` or ``MICRONET_DATA``
   (default ``~/.cache/micronet/data``); downloaded (md5-checked archive) when missing and allowed.
-  md5 of the extracted pickles (PAPER.md §2): ``verify=None`` checks a file when it holds the official
+  md5 of the extracted pickles (docs/method.md §2): ``verify=None`` checks a file when it holds the official
   number of images (small test pickles in the official layout are not checked), ``True`` always
   checks the known files, ``False`` never. A mismatch names the file and the expected md5.
 - ``imagefolder:<path>``: ``train/<class>/*`` + ``test/<class>/*``; decoded once, cached as one ``.pt``
@@ -47,7 +47,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# PAPER.md §2 (CIFAR-100); CIFAR-10 values are the usual per-channel train statistics.
+# docs/method.md §2 (CIFAR-100); CIFAR-10 values are the usual per-channel train statistics.
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -122,7 +122,7 @@ class Dataset:
 
 
 def normalize(images_uint8: torch.Tensor, mean, std) -> torch.Tensor:
-    """``(x / 255 - mean) / std`` as float32; channels at dim -3, any leading dims (PAPER.md §2)."""
+    """``(x / 255 - mean) / std`` as float32; channels at dim -3, any leading dims (docs/method.md §2)."""
     if images_uint8.dtype != torch.uint8:
         raise ValueError(f"normalize expects uint8 images, got {images_uint8.dtype}")
     if images_uint8.ndim < 3 or images_uint8.shape[-3] != 3:
@@ -195,7 +195,7 @@ class _CifarLayout:
 
 
 _CIFAR = {
-    # PAPER.md §2 table (CIFAR-100); CIFAR-10 md5s are those published with the archive.
+    # docs/method.md §2 table (CIFAR-100); CIFAR-10 md5s are those published with the archive.
     "cifar100": _CifarLayout(
         "cifar-100-python", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
         "eb9058c3a382ffc7106e4002c42a8d85",

@@ -1,4 +1,4 @@
-"""Fast-AutoAugment policy sets and their batched, generator-driven application (PAPER.md §5.2, §7).
+"""Fast-AutoAugment policy sets and their batched, generator-driven application (docs/method.md §5.2, §7).
 
 The four CIFAR-100 sets come from the asset layer (:func:`micronet_lib.assets.load_policies`). Per
 image (§7.2): one sub-policy uniformly at random; for each of its two ops, skip it when r > p (r ~ U[0, 1)),
@@ -18,7 +18,7 @@ from micronet_lib.augment.ops import OPS, apply_op, op_magnitude, warm_geometric
 
 __all__ = ["FASTAA_4X_ORDER", "FASTAA_DEFAULT_SET", "FastAAStage", "policy_set", "policy_set_names", "resolve_set_name"]
 
-# The paper's 4× epoch: copy k of the training set uses set k (PAPER.md §5.2).
+# The paper's 4× epoch: copy k of the training set uses set k (docs/method.md §5.2).
 FASTAA_4X_ORDER = (
     "fa_wresnet28x10_cifar100",
     "fa_shake26_2x96d_cifar100",

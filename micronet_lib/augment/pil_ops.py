@@ -1,7 +1,7 @@
-"""PIL reference of the FastAA pipeline: the authors' per-image approach (PAPER.md §5.1, §7).
+"""PIL reference of the FastAA pipeline: the authors' per-image approach (docs/method.md §5.1, §7).
 
 Used by ``micronet bench augment`` as the comparison point and by the tests to cross-check the tensor
-ops of :mod:`micronet_lib.augment.ops` pixel by pixel. Written from the op table of PAPER.md §7.3.
+ops of :mod:`micronet_lib.augment.ops` pixel by pixel. Written from the op table of docs/method.md §7.3.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def pil_apply_op(img: Image.Image, name: str, v: float, *, centre: tuple[float, 
 
 
 def pil_crop_flip(img: Image.Image, rng: random.Random, *, padding: int = 4, fill: int = 128) -> Image.Image:
-    """RandomCrop(size, padding, fill) then RandomHorizontalFlip(0.5), as in PAPER.md §5.1."""
+    """RandomCrop(size, padding, fill) then RandomHorizontalFlip(0.5), as in docs/method.md §5.1."""
     w, h = img.size
     padded = ImageOps.expand(img, border=padding, fill=(fill,) * 3)
     top, left = rng.randint(0, 2 * padding), rng.randint(0, 2 * padding)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Summary metrics a study table reports (RunSummary keys; best_* = the selected epoch, PAPER.md §5.7).
+# Summary metrics a study table reports (RunSummary keys; best_* = the selected epoch, docs/method.md §5.7).
 METRICS = ("best_val_top1", "best_test_top1", "final_test_top1")
 
 

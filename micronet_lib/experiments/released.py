@@ -1,7 +1,7 @@
 """Analyses of the released checkpoints and the policy file that need no training (issue #8, 02–04).
 
 Orthogonality of every 1×1 layer (the one-step estimate the authors train with vs the exact value,
-PAPER.md §6.1) and singular-value spectra; the class-similarity matrix S of a classifier ordered by
+docs/method.md §6.1) and singular-value spectra; the class-similarity matrix S of a classifier ordered by
 CIFAR-100 superclass and its most similar class pairs (§6.2); Fast-AutoAugment op statistics (§7.4);
 the released ver2 pruning chain and one-shot pruning curves (§4.4–§4.5, §8).
 """
@@ -175,7 +175,7 @@ def _short(name: str) -> str:
 
 
 def policy_op_counts(policies: Mapping[str, Sequence] | None = None) -> pd.DataFrame:
-    """Occurrences of each op in each policy set (PAPER.md §7.4's table): rows = ops (most frequent
+    """Occurrences of each op in each policy set (docs/method.md §7.4's table): rows = ops (most frequent
     first), columns = ``<set> (<sub-policies>)``; each column sums to 2 × its sub-policies."""
     sets = _policy_sets(policies)
     counts = {}
@@ -190,7 +190,7 @@ def policy_op_counts(policies: Mapping[str, Sequence] | None = None) -> pd.DataF
 
 def policy_op_stats(policies: Mapping[str, Sequence] | None = None) -> pd.DataFrame:
     """Per op and set: mean probability, mean level, and the expected number of applications per
-    image (Σ p over the sub-policies holding the op / number of sub-policies, PAPER.md §7.2)."""
+    image (Σ p over the sub-policies holding the op / number of sub-policies, docs/method.md §7.2)."""
     rows = []
     for name, subs in _policy_sets(policies).items():
         ops: dict[str, list[tuple[float, float]]] = {}
@@ -219,7 +219,7 @@ def _scores(model: nn.Module, conventions: Sequence[str]) -> dict[str, float]:
 
 def chain_table(models: Mapping[str, nn.Module], *, conventions: Sequence[str] = ("kaist", "official")) -> pd.DataFrame:
     """One row per checkpoint of a chain (in the given order): global sparsity, scores, and nesting
-    violations against the previous checkpoint (0 = its kept weights are a subset, PAPER.md §4.4)."""
+    violations against the previous checkpoint (0 = its kept weights are a subset, docs/method.md §4.4)."""
     from micronet_lib.pruning import global_sparsity, nesting_violations
 
     rows, prev = [], None
@@ -243,7 +243,7 @@ def oneshot_curve(
     """One-shot global magnitude pruning of ``source`` (released name, path or model) to each rate
     (``pruning.oneshot_prune``; existing masks kept, so rates below the file's sparsity change nothing):
     global sparsity and score per rate; with ``dataset`` also test top-1 without and with BN
-    recalibration on ``recal_images`` training images (PAPER.md §8.2)."""
+    recalibration on ``recal_images`` training images (docs/method.md §8.2)."""
     from micronet_lib.pruning import global_sparsity, load_pruned, oneshot_prune
 
     base = source if isinstance(source, nn.Module) else load_pruned(source)
@@ -267,7 +267,7 @@ def oneshot_curve(
 
 def sample_logits(models: Mapping[str, nn.Module], images_uint8: torch.Tensor) -> dict[str, np.ndarray]:
     """Eval-mode logits of each model on a few real images, through the project's own normalisation
-    (``data.normalize`` with the CIFAR-100 mean/std of the authors' code, PAPER.md §2)."""
+    (``data.normalize`` with the CIFAR-100 mean/std of the authors' code, docs/method.md §2)."""
     from micronet_lib.data import CIFAR100_MEAN, CIFAR100_STD, normalize
 
     x = normalize(images_uint8, CIFAR100_MEAN, CIFAR100_STD)

@@ -64,7 +64,7 @@ def _linear_module(rec, path, m: nn.Linear, inputs, out_shape):
 
 def _bn_module(rec, path, m, inputs, out_shape):
     rec.claim(rec.stat(getattr(m, "weight", None)), rec.stat(getattr(m, "bias", None)))
-    rec.add(OpRecord(path, "free", type(m).__name__, out_shape, note="BN folded into the conv bias (SCORING §4)"))
+    rec.add(OpRecord(path, "free", type(m).__name__, out_shape, note="BN folded into the conv bias (docs/scoring.md §4)"))
 
 
 def _free_module(rec, path, m, inputs, out_shape):
@@ -111,13 +111,13 @@ def _maxpool_module(rec, path, m, inputs, out_shape):
     else:
         window = _pool_window(inputs[0][1:], out_shape, path, "adaptive_max_pool2d")
     rec.add(OpRecord(path, "max_pool", f"MaxPool {window}->1", out_shape, window=window,
-                     note="comparisons counted as mults (SCORING §4)"))
+                     note="comparisons counted as mults (docs/scoring.md §4)"))
 
 
 def _upsample_module(rec, path, m: nn.Upsample, inputs, out_shape):
     if m.mode != "nearest":
         raise UnsupportedOpError(f"unsupported op 'upsample({m.mode})' in {path!r}; {how_to_register('upsample')}")
-    rec.add(OpRecord(path, "upsample", "Upsample nearest", out_shape, note="1 mult per output element (SCORING §4)"))
+    rec.add(OpRecord(path, "upsample", "Upsample nearest", out_shape, note="1 mult per output element (docs/scoring.md §4)"))
 
 
 def _base_module_handlers() -> dict[type, Callable]:
@@ -135,7 +135,7 @@ def _base_module_handlers() -> dict[type, Callable]:
         nn.AdaptiveMaxPool2d: _maxpool_module, nn.MaxPool2d: _maxpool_module,
         nn.Upsample: _upsample_module,
     }
-    try:  # the project's own hard-swish module (PAPER.md §3.1): 4 mults + 1 add, like nn.Hardswish
+    try:  # the project's own hard-swish module (docs/method.md §3.1): 4 mults + 1 add, like nn.Hardswish
         from micronet_lib.models.blocks import HSwish
         handlers[HSwish] = _activation_module("hswish")
     except ImportError:  # pragma: no cover - models package is part of this project
@@ -245,7 +245,7 @@ def functional(rec, raw_name: str, args, kwargs, out: torch.Tensor) -> None:
     if name == "batch_norm":
         for i, key in ((3, "weight"), (4, "bias")):
             rec.claim(rec.stat(args[i] if len(args) > i else kwargs.get(key)))
-        rec.add(OpRecord(fpath, "free", "batch_norm", shape, note="BN folded into the conv bias (SCORING §4)"))
+        rec.add(OpRecord(fpath, "free", "batch_norm", shape, note="BN folded into the conv bias (docs/scoring.md §4)"))
         return
     if name == "interpolate":
         mode = kwargs.get("mode", args[3] if len(args) > 3 else "nearest")

@@ -1,4 +1,4 @@
-"""What the tracer records, and the registry of element-wise op costs (SCORING.md §3.2, §4).
+"""What the tracer records, and the registry of element-wise op costs (docs/scoring.md §3.2, §4).
 
 :class:`OpRecord` is one executed op, per example; a convention (``conventions.py``) charges it.
 :func:`register_op_cost` defines ops the rules leave open; anything else fails loudly with
@@ -30,7 +30,7 @@ class ParamStat:
 
     name: str
     numel: int
-    nnz: int  # exact nonzeros (SCORING.md §5.1: density from exact zeros)
+    nnz: int  # exact nonzeros (docs/scoring.md §5.1: density from exact zeros)
     mask_nnz: int | None  # ones in the module's ``mask`` buffer, if masked
 
 

@@ -1,7 +1,7 @@
-"""``count(model)`` → :class:`ScoreReport`: per-layer table, totals, the two score terms (SCORING.md §1, §5).
+"""``count(model)`` → :class:`ScoreReport`: per-layer table, totals, the two score terms (docs/scoring.md §1, §5).
 
 Units: a parameter value costs b/32 (16-bit freebie: ½), each mask bit 1/32, a multiply
-max(input bits)/32 (freebie: ½), an add always 1 (32-bit accumulation, SCORING.md §2.3). All sums
+max(input bits)/32 (freebie: ½), an add always 1 (32-bit accumulation, docs/scoring.md §2.3). All sums
 are exact Fractions; the table and the summary show float64 views of them (``ScoreReport.exact``
 keeps the rationals).
 """
@@ -32,7 +32,7 @@ __all__ = [
     "register_layout",
 ]
 
-# WideResNet-28-10, the CIFAR-100 baseline since 2019-09-04 (SCORING.md §1, §7.2): 36,529,028 params
+# WideResNet-28-10, the CIFAR-100 baseline since 2019-09-04 (docs/scoring.md §1, §7.2): 36,529,028 params
 # (every conv with a folded-BN bias, FC 640→100) and 10,490,270,720 ops, rounded by the organisers.
 WRN28_10_PARAMS = 36_529_028
 WRN28_10_OPS = 10_490_270_720
@@ -59,7 +59,7 @@ def list_layouts() -> list[str]:
 
 
 def score(params_s: float, ops_s: float, *, normalizers: tuple[float, float] = (PARAMS_NORMALIZER, OPS_NORMALIZER)) -> float:
-    """score = S_p / 36.5e6 + S_o / 10.49e9 (SCORING.md §1)."""
+    """score = S_p / 36.5e6 + S_o / 10.49e9 (docs/scoring.md §1)."""
     return params_s / normalizers[0] + ops_s / normalizers[1]
 
 
@@ -72,7 +72,7 @@ class ScoreReport:
     exact: dict = field(repr=False)
 
     def by_group(self) -> pd.DataFrame:
-        """Raw params (values), mults and adds summed per ``group`` (the SCORING.md §7.4 rows)."""
+        """Raw params (values), mults and adds summed per ``group`` (the docs/scoring.md §7.4 rows)."""
         cols = ["params", "mask_bits", "mults", "adds"]
         return self.table.groupby("group", sort=False)[cols].sum()
 
@@ -121,7 +121,7 @@ def score_records(records: Sequence[OpRecord], *, convention: str | Convention =
     conv = get_convention(convention)
     if (param_bits is not None or act_bits is not None) and freebie:
         raise ValueError("param_bits/act_bits describe a quantised model, which forfeits the 16-bit freebie "
-                         "(SCORING.md §2.2); pass freebie=False with them")
+                         "(docs/scoring.md §2.2); pass freebie=False with them")
     if len(normalizers) != 2 or not all(isinstance(n, (int, float)) and n > 0 for n in normalizers):
         raise ValueError(f"normalizers={normalizers!r} must be two positive numbers (params, ops)")
     masks = conv.mask_bits(records)
@@ -170,13 +170,13 @@ def count(model: nn.Module, input_size: Iterable[int] = (1, 3, 32, 32), *, conve
           act_bits: int | Mapping[str, int] | None = None,
           normalizers: tuple[float, float] = (PARAMS_NORMALIZER, OPS_NORMALIZER), layout: str | None = None,
           device: str = "cpu") -> ScoreReport:
-    """Score ``model`` under the MicroNet Challenge rules (SCORING.md §1–§5).
+    """Score ``model`` under the MicroNet Challenge rules (docs/scoring.md §1–§5).
 
     * ``convention``: ``"kaist"`` (authors' revised count, §5.2) or ``"official"`` (library, §5.3).
     * ``freebie``: 16-bit params and mults (adds stay 32-bit). ``param_bits``/``act_bits``: bit widths
       of a quantised model, one int or ``{module path or glob: bits}`` (unlisted paths: 32); they need
       ``freebie=False``.
-    * ``layout``: a registered fixed op layout (e.g. ``"wrn_standard"``, SCORING §7.2) instead of the
+    * ``layout``: a registered fixed op layout (e.g. ``"wrn_standard"``, docs/scoring.md §7.2) instead of the
       traced forward; ``None`` traces the model (one eval-mode forward, ``device`` "cpu" or "meta").
     * ``normalizers``: (params, ops), default WRN-28-10's 36.5e6 / 10.49e9.
 
