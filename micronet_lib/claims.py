@@ -134,7 +134,8 @@ class ClaimBoard:
         for k in self.keys:
             c, e = CLAIMS[k], self.entries[k]
             verdict = f"**{e.verdict.label}**" if e.verdict else "pending (computed below)"
-            rows.append(f"| {c.text} | {c.source} | {e.result or '—'} | {verdict} |")
+            cells = (c.text, c.source, e.result or "—", verdict)
+            rows.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")  # a '|' in a result
         return "### Claims tested in this report\nVerdict rules: [docs/verdicts.md](../docs/verdicts.md).\n\n" + "\n".join(rows)
 
     def box(self, key: str) -> str:

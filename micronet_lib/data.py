@@ -438,8 +438,11 @@ def load_labelled_samples(folder: str | os.PathLike) -> tuple[Split, tuple[int, 
     if not entries:
         raise ValueError(f"sample folder {p} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
     entries.sort()
-    split = _decode_split([(f, label) for _, f, label in entries], workers=1)
-    return split, tuple(i for i, _, _ in entries)
+    arrays = [_decode(f) for _, f, _ in entries]  # a handful of images: no thread pool, no progress bar
+    if len({a.shape for a in arrays}) != 1:
+        raise ValueError(f"sample images in {p} differ in size: {sorted({a.shape for a in arrays})}")
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return Split(images, torch.tensor([lab for _, _, lab in entries], dtype=torch.int64)), tuple(i for i, _, _ in entries)
 
 
 def cifar100_test_head(n: int = 20, *, samples: str | os.PathLike = "cifar100-samples",

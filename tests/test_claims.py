@@ -38,6 +38,8 @@ def test_board_settles_claims_and_rejects_unknown_ones():
     assert "**reproduced**" in board.markdown() and board.markdown().count("pending") == 1
     assert CLAIMS["wls_beats_ls"].source in board.box("wls_beats_ls") and "stand-in" in board.box("wls_beats_ls")
     assert list(board.frame()["verdict"]) == ["reproduced", "pending"]
+    board.settle("wls_beats_ls", setup="x", result="max |Δ| = 0", verdict=v)
+    assert "max \\|Δ\\| = 0" in board.markdown()  # a '|' in a result does not split the table row
     runs = pd.DataFrame(dict(cell=["a"] * 3 + ["b"] * 3, seed=[0, 1, 2] * 2, best_test_top1=[30, 31, 32, 28, 29.2, 29.9]))
     board.settle_paired("ortho_helps", runs, by="cell", treatment="b", baseline="a",
                         summaries=[_summary(s) for s in range(3)], params={"profile": "cpu", "data": "cifar100"})
