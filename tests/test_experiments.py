@@ -200,3 +200,19 @@ def test_00_deviations_state_the_values_the_runs_use_with_reasons_that_apply():
     assert "…" not in "".join(table["reason"])
     ortho = used[("ortho_coef", "0.0")]
     assert ortho.runs.startswith("02:") and "of 21" in ortho.runs  # only the ortho-off ablation cells
+
+
+def test_oneshot_curve_accuracy_comes_with_a_wilson_interval(one_thread):
+    """A single evaluation per rate: top-1 with its 95 % Wilson interval over the images evaluated (issue #11)."""
+    from micronet_lib.data import load_dataset
+    from micronet_lib.models import build_model
+    from micronet_lib.stats import wilson_interval
+
+    ds = load_dataset("synthetic", synthetic_train_per_class=4, synthetic_test_per_class=3)
+    model = build_model("micronet_v2", num_classes=10, width_mult=0.25, depth_mult=0.5).eval()
+    curve = ex.oneshot_curve(model, [0, 50], dataset=ds, recal_images=20, conventions=("kaist",))
+    for r in curve.itertuples():
+        assert r.images == 30
+        iv = wilson_interval(round(r.top1 * r.images / 100), r.images)
+        assert (r.top1_low, r.top1_high) == pytest.approx((iv.low, iv.high))
+        assert r.top1_bn_recal_low <= r.top1_bn_recal <= r.top1_bn_recal_high

@@ -243,7 +243,8 @@ def oneshot_curve(
     """One-shot global magnitude pruning of ``source`` (released name, path or model) to each rate
     (``pruning.oneshot_prune``; existing masks kept, so rates below the file's sparsity change nothing):
     global sparsity and score per rate; with ``dataset`` also test top-1 without and with BN
-    recalibration on ``recal_images`` training images (docs/method.md §8.2)."""
+    recalibration on ``recal_images`` training images (docs/method.md §8.2), each with the 95 % Wilson
+    interval of its single evaluation (``top1_low``/``top1_high``, ``images`` evaluated)."""
     from micronet_lib.pruning import global_sparsity, load_pruned, oneshot_prune
 
     base = source if isinstance(source, nn.Module) else load_pruned(source)
@@ -254,9 +255,15 @@ def oneshot_curve(
         if dataset is not None:
             from micronet_lib.evaluate import evaluate, recalibrate_bn
 
-            row["top1"] = evaluate(model, dataset, "test", device=device, limit=eval_images, progress=False).top1
+            from micronet_lib.stats import wilson_interval
+
+            plain = evaluate(model, dataset, "test", device=device, limit=eval_images, progress=False)
             recal = recalibrate_bn(copy.deepcopy(model), dataset, n_images=recal_images, device=device)
-            row["top1_bn_recal"] = evaluate(recal, dataset, "test", device=device, limit=eval_images, progress=False).top1
+            recal = evaluate(recal, dataset, "test", device=device, limit=eval_images, progress=False)
+            for key, r in (("top1", plain), ("top1_bn_recal", recal)):  # one evaluation each: Wilson interval
+                iv = wilson_interval(r.correct, r.n)
+                row.update({key: r.top1, f"{key}_low": iv.low, f"{key}_high": iv.high})
+            row["images"] = plain.n
         rows.append(row)
         log.info("one-shot %s %%: %s", rate, row)
     return pd.DataFrame(rows)
