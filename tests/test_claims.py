@@ -64,3 +64,25 @@ def test_comparison_table_intervals_paired_deltas_and_no_std_for_one_seed():
     assert "std (%)" not in one.columns and one["95 % CI low (%)"].isna().all()
     with pytest.raises(ValueError, match="baseline"):
         comparison_table(df, "cell", "nope")
+
+
+def test_every_report_board_lists_known_claims_and_settles_each_one():
+    """Static check of notebooks 01-05: a board near the top, every claim on it settled in a later cell."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import nbformat
+
+    seen = set()
+    for path in sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("0[1-5]_*.ipynb")):
+        cells = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+        boards = [(i, re.search(r"ClaimBoard\((\[.*?\])\)", s)) for i, s in enumerate(cells)]
+        boards = [(i, ast.literal_eval(m.group(1))) for i, m in boards if m]
+        assert len(boards) == 1 and boards[0][0] <= 3, f"{path.name}: one claim board, before the results"
+        first, keys = boards[0]
+        assert keys and set(keys) <= set(CLAIMS), path.name
+        for key in keys:
+            assert any(f'"{key}"' in s and "settle" in s for s in cells[first + 1:]), f"{path.name}: {key} never settled"
+        seen.update(keys)
+    assert seen == set(CLAIMS)  # every claim of the table is tested by some report
