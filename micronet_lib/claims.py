@@ -188,6 +188,12 @@ class ClaimBoard:
         else:
             display(Markdown(text))
 
+    def save(self, name: str, *, meta: Mapping[str, Any]) -> None:
+        """Write the board as a table of this results set (``results.save``), e.g. ``02_claims``."""
+        from micronet_lib import results
+
+        results.save(self.frame(), name, meta=meta, title="Claims tested in this report and their verdicts")
+
     def frame(self):
         """The board as a table (for ``results.save``): one row per claim."""
         import pandas as pd
