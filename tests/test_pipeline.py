@@ -288,10 +288,11 @@ def test_full_smoke_pipeline_renders_every_report(tmp_path, monkeypatch, asset):
         for ext in ("png", "svg", "meta.json"):
             assert (out / "figures" / f"{fig}.{ext}").is_file(), f"{fig}.{ext}"
     ablation = pd.read_csv(out / "tables" / "02_ablation.csv")
-    assert len(ablation) == 6 and (ablation["n"] == 2).all()  # 6 cells x the profile's 2 seeds
+    assert len(ablation) == 7 and (ablation["seeds"] == 2).all()  # 6 cells + the matched-ε cell x the profile's 2 seeds
+    assert ablation["95 % CI low (%)"].notna().all()  # two seeds: every cell has its t interval
     trained = sorted(p.name for p in runs_dir.iterdir())
     stamps = {p: p.stat().st_mtime_ns for p in runs_dir.glob("*/summary.json")}
-    assert len(trained) >= 6 * 2 + 2  # ablation cells x seeds, plus the pruning runs (augmentation shares some)
+    assert len(trained) >= 7 * 2 + 2  # ablation cells x seeds, plus the pruning runs (augmentation shares some)
     pipeline.reproduce("smoke", only="02,04", results_dir=out)
     assert sorted(p.name for p in runs_dir.iterdir()) == trained  # no new run
     assert {p: p.stat().st_mtime_ns for p in runs_dir.glob("*/summary.json")} == stamps  # nothing retrained
