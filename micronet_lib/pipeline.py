@@ -147,7 +147,7 @@ PARAMS: tuple[Param, ...] = (
     Param("eval_images", int, "test images for evaluating released checkpoints (None = all)", nullable=True, check=_at_least(1)),
     Param("bn_recal_images", int, "training images for BN re-estimation (one-shot pruning; before evals of short runs)", check=_at_least(1)),
     Param("oneshot_rates", list, "one-shot global pruning rates (%) of a released checkpoint", check=_items(float, _rate, increasing=True)),
-    Param("prune_rates", list, "iterative pruning schedule, % per cycle (PAPER §8.3)", check=_items(float, _rate, increasing=True)),
+    Param("prune_rates", list, "iterative pruning schedule, % per cycle (docs/method.md §8.3)", check=_items(float, _rate, increasing=True)),
     Param("prune_epochs", int, "epochs per pruning cycle (None = the training profile's)", nullable=True, check=_at_least(1)),
     Param("augment_pipelines", list, "augmentation settings compared in 03: '<pipeline>[+cutmix|+mixup]'",
           check=_items(str, _setting)),

@@ -14,7 +14,7 @@
   attributes, which ``count(..., param_bits="model", ...)`` reads (:func:`score_quantized`).
 
 Ops outside the convs/linears (HSwish, sigmoid, pools, adds, the channel scales) run on 32-bit inputs
-and are charged at 32 bits: quantising below 16 bits forfeits the 16-bit freebie (SCORING.md §2.2).
+and are charged at 32 bits: quantising below 16 bits forfeits the 16-bit freebie (docs/scoring.md §2.2).
 
 :func:`agreement` is the top-1 agreement of two models on the same images -- the fraction of images on
 which the quantised model predicts the fp32 model's class. It is *not* accuracy: the only real CIFAR-100
@@ -38,7 +38,7 @@ from micronet_lib.scoring import count, register_module
 __all__ = ["ChannelScale", "quantize_model", "score_quantized", "predictions", "agreement", "read_images", "quantization_table",
            "CIFAR100_MEAN", "CIFAR100_STD"]
 
-CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)  # the authors' normalisation (PAPER.md §2)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)  # the authors' normalisation (docs/method.md §2)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 
@@ -66,7 +66,7 @@ class ChannelScale(nn.Module):
         return x * self.weight.view(shape) + self.bias.view(shape)
 
 
-register_module(ChannelScale, mults=1, adds=1, name="channel_scale")  # SCORING §4: unfused BN = 1 mult + 1 add
+register_module(ChannelScale, mults=1, adds=1, name="channel_scale")  # docs/scoring.md §4: unfused BN = 1 mult + 1 add
 
 
 def _check_bits(bits: int, field: str, low: int = 2) -> int:

@@ -240,14 +240,14 @@ def test_setup_notebook_runs_headless_under_smoke(tmp_path, monkeypatch):
 EXPECTED_TABLES = {
     "00_setup": ["00_environment", "00_datasets", "00_data_summary", "00_assets", "00_plan", "00_deviations"],
     "01_architecture": ["01_stages_v1", "01_stages_v2", "01_blocks_v1", "01_blocks_v2", "01_block_counts_v1",
-                        "01_block_counts_v2", "01_comparison", "01_by_op_type"],
+                        "01_block_counts_v2", "01_comparison", "01_by_op_type", "01_claims"],
     "02_regularizers": ["02_ortho_layers", "02_ortho_summary", "02_similarity_range", "02_similar_pairs",
-                        "02_ablation_runs", "02_ablation"],
+                        "02_ablation_runs", "02_ablation", "02_claims"],
     "03_augmentation": ["03_policy_op_counts", "03_policy_op_stats", "03_augment_runs", "03_augment_comparison",
-                        "03_randaugment_grid", "03_randaugment_best"],
+                        "03_randaugment_grid", "03_randaugment_best", "03_claims"],
     "04_pruning": ["04_chain_group_sparsity", "04_chain", "04_oneshot", "04_prune_runs", "04_prune_no_finetune",
-                   "04_iterative_vs_oneshot"],
-    "05_scoring": ["05_final_scores", "05_trained_scores"],
+                   "04_iterative_vs_oneshot", "04_claims"],
+    "05_scoring": ["05_final_scores", "05_real_samples", "05_trained_scores", "05_claims"],
 }
 EXPECTED_FIGURES = {
     "01_architecture": ["01_per_block", "01_per_op_type"],
@@ -288,10 +288,11 @@ def test_full_smoke_pipeline_renders_every_report(tmp_path, monkeypatch, asset):
         for ext in ("png", "svg", "meta.json"):
             assert (out / "figures" / f"{fig}.{ext}").is_file(), f"{fig}.{ext}"
     ablation = pd.read_csv(out / "tables" / "02_ablation.csv")
-    assert len(ablation) == 6 and (ablation["n"] == 2).all()  # 6 cells x the profile's 2 seeds
+    assert len(ablation) == 7 and (ablation["seeds"] == 2).all()  # 6 cells + the matched-ε cell x the profile's 2 seeds
+    assert ablation["95 % CI low (%)"].notna().all()  # two seeds: every cell has its t interval
     trained = sorted(p.name for p in runs_dir.iterdir())
     stamps = {p: p.stat().st_mtime_ns for p in runs_dir.glob("*/summary.json")}
-    assert len(trained) >= 6 * 2 + 2  # ablation cells x seeds, plus the pruning runs (augmentation shares some)
+    assert len(trained) >= 7 * 2 + 2  # ablation cells x seeds, plus the pruning runs (augmentation shares some)
     pipeline.reproduce("smoke", only="02,04", results_dir=out)
     assert sorted(p.name for p in runs_dir.iterdir()) == trained  # no new run
     assert {p: p.stat().st_mtime_ns for p in runs_dir.glob("*/summary.json")} == stamps  # nothing retrained

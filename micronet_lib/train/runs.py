@@ -48,7 +48,7 @@ class RunSummary(dict):
     Keys: ``run_id``, ``run_dir``, ``status`` (``finished`` | ``stopped``), ``config`` (dict),
     ``profile``, ``deviations``, ``selection_note``, ``epochs`` (completed), ``epochs_total``,
     ``seconds``, ``final_{val,test}_{top1,top5}`` (last epoch), ``best_{val,test}_{top1,top5}``,
-    ``best_cycle``/``best_epoch`` (the selected epoch of the last cycle: the stage result, PAPER
+    ``best_cycle``/``best_epoch`` (the selected epoch of the last cycle: the stage result, docs/method.md
     §5.4), ``cycle_best`` (one entry per cycle), ``data_id``, ``data``, ``library_version``.
     Missing metrics (no validation split) are ``None``.
     """

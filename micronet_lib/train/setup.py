@@ -1,4 +1,4 @@
-"""Setup for ``fit``: device, data subsets, the model at init, the optimiser (PAPER.md §2, §3.5, §5.3)."""
+"""Setup for ``fit``: device, data subsets, the model at init, the optimiser (docs/method.md §2, §3.5, §5.3)."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def build_training_model(config: TrainConfig, num_classes: int) -> nn.Module:
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """A fresh SGD (PAPER §5.3); ``decay_1d=False`` puts 1-D parameters (BN, biases) in a no-decay group."""
+    """A fresh SGD (docs/method.md §5.3); ``decay_1d=False`` puts 1-D parameters (BN, biases) in a no-decay group."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if config.decay_1d or p.ndim > 1]
     no_decay = [p for p in params if not (config.decay_1d or p.ndim > 1)]
