@@ -147,8 +147,8 @@ def agreement(reference: nn.Module | torch.Tensor, candidate: nn.Module, images:
     return int((ref == predictions(candidate, images)).sum()), int(images.shape[0])
 
 
-# LEAD: a stand-in reader until #11b's data-layer reader for folders of real sample images lands;
-# swap it for that reader (same output: uint8 [N, 3, H, W]).
+# A few hundred images of an image folder are read directly: load_dataset("imagefolder:…") would decode
+# (and cache) all 60,000 for the sake of 300.
 def read_images(paths) -> torch.Tensor:
     """uint8 ``[N, 3, H, W]`` RGB images from image files (PIL)."""
     from PIL import Image
@@ -161,8 +161,7 @@ def read_images(paths) -> torch.Tensor:
 
 
 def _image_folder(name: str) -> Path:
-    """``name`` as given or under ``MICRONET_IMAGEFOLDER_ROOT`` (LEAD: fold into the data layer's resolver
-    with #11b's reader; ``data._resolve_folder`` insists on train/test subfolders)."""
+    """``name`` as given or under ``MICRONET_IMAGEFOLDER_ROOT``."""
     p = Path(name)
     root = os.environ.get("MICRONET_IMAGEFOLDER_ROOT")
     if not p.is_dir() and root and (Path(root) / name).is_dir():
@@ -199,10 +198,9 @@ def quantization_table(models: dict[str, nn.Module], *, weight_bits=(8, 6, 4), a
 
     for bits in weight_bits:
         _check_bits(bits, "weight_bits")
-    c100_paths = sorted(_image_folder(cifar100_samples).glob("cifar100_*.png"))
-    if not c100_paths:
-        raise FileNotFoundError(f"no cifar100_*.png in {_image_folder(cifar100_samples)}")
-    c100 = _normalized(read_images(c100_paths))
+    from micronet_lib.data import load_labelled_samples
+
+    c100 = _normalized(load_labelled_samples(cifar100_samples)[0].images)
     c10 = _normalized(read_images(_per_class(_image_folder(natural) / "test", natural_images)))
     calib = _normalized(read_images(_per_class(_image_folder(natural) / "train", calibration_images)))
     rows = []
