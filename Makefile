@@ -32,3 +32,6 @@ bench: setup
 	$(VENV)/bin/micronet bench eval
 	$(VENV)/bin/micronet bench augment
 	$(VENV)/bin/micronet bench train
+
+clean-results:  # the git-ignored scratch sets and staging folders; committed sets are kept
+	rm -rf results/scratch results/.staging

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from micronet_lib.fileio import atomic_write_json, atomic_write_text
-from micronet_lib.results import RESULTS_ENV, results_root
+from micronet_lib.results import RESULTS_ENV
 
 __all__ = [
     "PROFILES",

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -306,7 +307,8 @@ def announce(params: Mapping[str, Any]) -> OutputsInfo:
     Called from every notebook's check cell. Under ``micronet reproduce`` the environment names the set
     being built. Run interactively (Jupyter, nbclient) with no ``$MICRONET_RESULTS``, the notebook
     writes the git-ignored scratch set of its profile and data: this sets ``$MICRONET_RESULTS`` and
-    ``$MICRONET_RUNS`` of the kernel to it, so ``publish`` and ``train.run_or_load`` follow.
+    ``$MICRONET_RUNS`` of the kernel to it, so ``publish`` and ``train.run_or_load`` follow. In a
+    notebook, Python warnings from then on are shown as notes of the report (``note``).
     """
     from micronet_lib.results_sets import relative_to_repo, results_set
 
@@ -334,4 +336,11 @@ def announce(params: Mapping[str, Any]) -> OutputsInfo:
         return info
     if get_ipython() is not None:
         display(Markdown(info.line))
+        warnings.showwarning = _warning_as_note
     return info
+
+
+def _warning_as_note(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings raised while a notebook runs become the report's notes (issue #11, item 9), not
+    stderr text a reader of the HTML report would take for a failure. ``warnings`` filters still apply."""
+    note(f"{category.__name__}: {message}")

@@ -27,6 +27,10 @@ __all__ = ["Quantity", "QUANTITIES", "quantity_of", "format_value", "format_tabl
 
 MISSING = "—"
 LONG_TABLE_ROWS = 25  # longer tables are collapsed into <details> in the HTML report
+# Compact cells so a 13-column score table fits a 1,280 px page; wider tables scroll inside their box.
+_TABLE_STYLE = ("<style>.micronet-table{font-size:0.85em}"
+                ".micronet-table th,.micronet-table td{padding:0.25em 0.45em;white-space:nowrap}"
+                ".micronet-table th{white-space:normal;vertical-align:bottom}</style>")
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,9 @@ def table_html(df, *, csv_href: str | None = None, max_rows: int = LONG_TABLE_RO
     a table longer than ``max_rows`` is collapsed into ``<details>`` whose summary links to the CSV."""
     shown = format_table(df)
     body = shown.to_html(index=False, escape=True, border=0, classes="micronet-table", na_rep=MISSING)
-    box = f'<div style="overflow-x:auto; max-width:100%">{body}</div>'
+    # Headers may wrap after '_' (snake_case names are the widest cells of a numeric table).
+    body = re.sub(r"<th>([^<]*)</th>", lambda m: "<th>" + m.group(1).replace("_", "_<wbr>") + "</th>", body)
+    box = f'<div style="overflow-x:auto; max-width:100%">{_TABLE_STYLE}{body}</div>'
     link = f' · <a href="{html.escape(csv_href)}">CSV</a>' if csv_href else ""
     if len(shown) > max_rows:
         return (f"<details><summary>{len(shown):,} rows — click to show the table{link}</summary>{box}</details>")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import matplotlib
 
@@ -174,3 +175,24 @@ def test_legend_outside_keeps_the_data_clear():
     with pytest.raises(ValueError, match="allowed: 'right', 'below'"):
         legend_outside(ax, where="inside")
     plt.close(fig)
+
+
+def test_announce_names_the_scratch_set_and_routes_writes_there(monkeypatch):
+    from micronet_lib import results_sets
+
+    for var in ("MICRONET_RESULTS", "MICRONET_RUNS", "MICRONET_RESULTS_KIND", "MICRONET_RESULTS_DEST"):
+        monkeypatch.delenv(var, raising=False)
+    info = results.announce({"profile": "smoke", "data": "synthetic"})
+    scratch = results_sets.results_set("smoke", "synthetic").folder
+    assert info.folder == scratch and results.results_root() == scratch
+    assert info.shown == "results/scratch/smoke-synthetic" and "profile **smoke**" in info.line
+    assert os.environ["MICRONET_RUNS"] == str(scratch / "runs")
+    # the same kernel, other parameters: outputs follow them (the first call's choice is not sticky)
+    again = results.announce({"profile": "cpu", "data": "imagefolder:x/cifar10-jpeg"})
+    assert again.shown == "results/scratch/cpu-cifar10-jpeg" and os.environ["MICRONET_RUNS"].endswith("cpu-cifar10-jpeg/runs")
+    # under `micronet reproduce` the environment names the set being built
+    monkeypatch.setenv("MICRONET_RESULTS", "/tmp/staging/x")
+    monkeypatch.setenv("MICRONET_RESULTS_DEST", "results/cpu-cifar10-jpeg")
+    monkeypatch.setenv("MICRONET_RESULTS_KIND", "committed")
+    built = results.announce({"profile": "cpu", "data": "imagefolder:x/cifar10-jpeg"})
+    assert built.shown == "results/cpu-cifar10-jpeg" and built.kind == "committed" and str(built.folder) == "/tmp/staging/x"
