@@ -15,7 +15,9 @@ committed set unless ``micronet reproduce --publish`` builds it.
 
 from __future__ import annotations
 
+import base64
 import functools
+import html
 import io
 import logging
 import os
@@ -240,7 +242,7 @@ def publish(obj, name: str, *, meta: Mapping[str, Any], title: str | None = None
     written = save(obj, name, meta=meta, title=title, **kwargs)
     try:
         from IPython import get_ipython
-        from IPython.display import HTML, Image, Markdown, display
+        from IPython.display import HTML, Markdown, display
     except ImportError:  # pragma: no cover - IPython ships with the notebook extras
         return None
     if get_ipython() is None:
@@ -251,7 +253,11 @@ def publish(obj, name: str, *, meta: Mapping[str, Any], title: str | None = None
     if isinstance(obj, Figure):
         # Show the saved PNG itself: a Figure built without pyplot has no inline-backend formatter
         # (it would render as "<Figure size …>"), and the report then shows exactly the committed file.
-        display(Image(data=Path(written["png"]).read_bytes(), alt=caption(meta, title)))  # alt text: accessible report
+        # As an <img> with alt text (the caption): nbconvert's lab template drops an Image's alt and then
+        # warns "Alternative text is missing" on every report.
+        png = base64.b64encode(Path(written["png"]).read_bytes()).decode("ascii")
+        display({"text/html": f'<img src="data:image/png;base64,{png}" alt="{html.escape(caption(meta, title))}" '
+                              'style="max-width:100%">', "text/plain": caption(meta, title)}, raw=True)
         import matplotlib.pyplot as plt
 
         plt.close(obj)  # shown once, by the display above, not again by the inline backend
