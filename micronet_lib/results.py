@@ -287,7 +287,7 @@ def note(text: str) -> None:
 DEST_ENV = "MICRONET_RESULTS_DEST"
 KIND_ENV = "MICRONET_RESULTS_KIND"
 RUNS_ENV = "MICRONET_RUNS"
-_ANNOUNCED = "scratch (git-ignored), interactive run"
+_ANNOUNCED = "scratch set, git-ignored; interactive run"
 
 
 @dataclass(frozen=True)

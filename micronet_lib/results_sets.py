@@ -94,7 +94,7 @@ class ResultsSet:
 
     @property
     def kind(self) -> str:
-        return "committed" if self.committed else "scratch (git-ignored)"
+        return "committed set" if self.committed else "scratch set, git-ignored"
 
     @property
     def staging(self) -> Path:
