@@ -468,7 +468,8 @@ def reproduce(
     sets.check_publish(target, profile=profile, data=params["data"], rebuild=rebuild, identity=identity)
     previous = None if rebuild else sets.read_manifest(target.folder)
 
-    stage = sets.prepare_staging(target, identity, rebuild=rebuild).resolve()
+    seed = None if rebuild else sets.committed_runs_for(target, identity)
+    stage = sets.prepare_staging(target, identity, rebuild=rebuild, seed_runs=seed).resolve()
     executed_dir, html_dir = stage / "executed", stage / "html"
     executed_dir.mkdir(parents=True, exist_ok=True)
     html_dir.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,7 @@ __all__ = [
     "build_manifest",
     "machine_info",
     "prepare_staging",
+    "committed_runs_for",
     "swap_in",
     "recover",
     "relative_to_repo",
@@ -285,6 +286,20 @@ def build_manifest(
 # --------------------------------------------------------------------------- staging and swap
 
 
+def committed_runs_for(target: ResultsSet, identity: Mapping[str, Any],
+                       same: Callable[[str | None, str | None], bool] = same_code) -> Path | None:
+    """The ``runs/`` of the committed set a new scratch set of the same name can start from: one made by
+    the same code (not a legacy set). A fresh clone then re-renders it in scratch from the committed run
+    records instead of retraining, and the committed set stays untouched."""
+    if target.committed or target.folder.exists():
+        return None
+    committed = target.folder.parent.parent / target.name
+    manifest = read_manifest(committed) if committed.is_dir() else None
+    if not manifest or manifest.get("legacy") or not same(manifest.get("commit"), identity.get("commit")):
+        return None
+    return committed / "runs"
+
+
 def recover(target: ResultsSet) -> None:
     """Finish or undo a swap a kill interrupted: the old set comes back if the new one never arrived."""
     if target.trash.exists():
@@ -303,11 +318,13 @@ def _remove_temp_files(folder: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def prepare_staging(target: ResultsSet, identity: Mapping[str, Any], *, rebuild: bool) -> Path:
+def prepare_staging(target: ResultsSet, identity: Mapping[str, Any], *, rebuild: bool,
+                    seed_runs: Path | None = None) -> Path:
     """An empty staging folder for ``target`` (a copy of the current set unless ``rebuild``).
 
     Training runs left by a killed build of the same identity are kept (they resume); every other
-    leftover of an earlier build is deleted.
+    leftover of an earlier build is deleted. ``seed_runs`` (a committed set's ``runs/``) starts a new
+    set's runs from those records, so it re-renders them instead of retraining.
     """
     recover(target)
     staging, identity = target.staging, {**identity, "set": target.name, "rebuild": rebuild}
@@ -326,6 +343,8 @@ def prepare_staging(target: ResultsSet, identity: Mapping[str, Any], *, rebuild:
     if not rebuild and target.folder.is_dir():
         shutil.copytree(target.folder, staging, symlinks=True)
     staging.mkdir(exist_ok=True)
+    if seed_runs is not None and seed_runs.is_dir() and not (staging / "runs").exists():
+        shutil.copytree(seed_runs, staging / "runs", symlinks=True)
     if kept_runs is not None:
         for run in kept_runs.iterdir():
             dest = staging / "runs" / run.name

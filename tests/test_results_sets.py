@@ -195,3 +195,19 @@ def test_kill_9_during_reproduce_leaves_the_old_set_intact(tmp_path):
     pipeline.reproduce("smoke", results_dir=base, notebooks=old)  # the next start
     assert _snapshot(target.folder)["tables/a.csv"] == b"old"
     assert not target.staging.exists() and not list(target.folder.rglob(".*"))
+
+
+def test_new_scratch_set_starts_from_the_committed_runs_of_the_same_code(tmp_path):
+    committed = _committed(tmp_path, profile="cpu", data="cifar100", commit=HEAD["commit"])
+    (committed.folder / "runs" / "r1").mkdir(parents=True)
+    (committed.folder / "runs" / "r1" / "summary.json").write_text("{}")
+    scratch = sets.results_set("cpu", "cifar100", base=tmp_path)
+    seed = sets.committed_runs_for(scratch, HEAD, same=_same)
+    assert seed == committed.folder / "runs"
+    stage = sets.prepare_staging(scratch, HEAD, rebuild=False, seed_runs=seed)
+    assert (stage / "runs" / "r1" / "summary.json").is_file()  # re-rendered from the records, not retrained
+    assert not (stage / "tables").exists()  # only the runs: the scratch set's reports are its own
+    assert sets.committed_runs_for(scratch, {"commit": "c" * 40}, same=_same) is None  # other code: train anew
+    manifest = json.loads((committed.folder / sets.MANIFEST).read_text())
+    (committed.folder / sets.MANIFEST).write_text(json.dumps({**manifest, "legacy": True}))
+    assert sets.committed_runs_for(scratch, HEAD, same=_same) is None  # a legacy set is not one commit's
