@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from pathlib import Path
 import torch
 
 from micronet_lib import experiments as ex
@@ -87,13 +88,19 @@ def test_iterative_and_oneshot_have_the_same_budget(smoke):
     assert it.total_epochs == one.total_epochs and it.init_from == one.init_from == "dense.pt"
 
 
-def test_relative_checkpoint(tmp_path):
-    run = tmp_path / "runs" / "abc"
-    run.mkdir(parents=True)
-    (run / "best.pt").write_bytes(b"x")
-    assert ex.relative_checkpoint({"run_dir": str(run)}, start=tmp_path / "nb") == "../runs/abc/best.pt"
-    with pytest.raises(FileNotFoundError, match="no last.pt"):
-        ex.relative_checkpoint({"run_dir": str(run), "run_id": "abc"}, "last.pt")
+def test_relative_checkpoint_is_a_run_reference_resolved_in_the_runs_folder(tmp_path, monkeypatch):
+    from micronet_lib.train.setup import checkpoint_path
+
+    # No folder path in the reference: the config hash is the same in staging, in the set, on a fresh clone.
+    ref = ex.relative_checkpoint({"run_dir": "/anywhere/runs/abc", "run_id": "abc"})
+    assert ref == "run:abc/best.pt"
+    monkeypatch.setenv("MICRONET_RUNS", str(tmp_path / "runs"))
+    with pytest.raises(FileNotFoundError, match="checkpoints are not committed"):
+        checkpoint_path(ref)
+    (tmp_path / "runs" / "abc").mkdir(parents=True)
+    (tmp_path / "runs" / "abc" / "best.pt").write_bytes(b"x")
+    assert checkpoint_path(ref) == tmp_path / "runs" / "abc" / "best.pt"
+    assert checkpoint_path("some/file.pt") == Path("some/file.pt")
 
 
 # ------------------------------------------------------------------ aggregation

@@ -202,9 +202,10 @@ def oneshot_config(params: Mapping[str, Any], init_from: str, *, seed: int) -> T
 
 
 def relative_checkpoint(summary: Mapping[str, Any], name: str = "best.pt", *, start: str | os.PathLike = ".") -> str:
-    """``<run_dir>/<name>`` relative to ``start`` (the notebooks' working directory): it goes into a
-    later config's ``init_from``, so the config -- and committed summaries -- carry no machine path."""
-    path = os.path.join(summary["run_dir"], name)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} does not exist: the run {summary.get('run_id')} has no {name}")
-    return os.path.relpath(path, start)
+    """``run:<run id>/<name>``, a checkpoint of a run in the runs folder: it goes into a later config's
+    ``init_from``, so the config -- its hash and committed summaries -- carries no folder path and stays the
+    same when a results set is built in staging or re-rendered on a fresh clone without checkpoints
+    (``train.setup.checkpoint_path`` resolves it when that run is trained). ``start`` is unused (kept for callers)."""
+    from micronet_lib.train.setup import RUN_REF
+
+    return f"{RUN_REF}{summary['run_id']}/{name}"
