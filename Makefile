@@ -1,5 +1,7 @@
 # make test       : create .venv if missing, install pinned deps, run pytest
 # make reproduce  : same setup, then run every notebook headless (PROFILE=smoke|cpu|paper, DATA=..., ONLY=NN)
+# make lab        : same setup, then JupyterLab on notebooks/ with .venv as the kernel; prints the URL
+#                   (LAB_PORT=8888, LAB_IP=127.0.0.1, LAB_TOKEN= (random), LAB_BROWSER=no for headless use)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -8,8 +10,12 @@ PROFILE ?= smoke
 DATA ?=
 ONLY ?=
 PYTEST_ARGS ?=
+LAB_PORT ?= 8888
+LAB_IP ?= 127.0.0.1
+LAB_TOKEN ?=
+LAB_BROWSER ?= yes
 
-.PHONY: setup test reproduce bench clean-results
+.PHONY: setup test reproduce bench lab clean-results
 
 setup: $(STAMP)
 
@@ -28,3 +34,6 @@ bench: setup
 	$(VENV)/bin/micronet bench eval
 	$(VENV)/bin/micronet bench augment
 	$(VENV)/bin/micronet bench train
+
+lab: setup
+	$(VENV)/bin/micronet lab --port $(LAB_PORT) --ip $(LAB_IP) $(if $(LAB_TOKEN),--token $(LAB_TOKEN)) $(if $(filter no,$(LAB_BROWSER)),--no-browser)
