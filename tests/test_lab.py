@@ -167,3 +167,11 @@ def test_lab_serves_and_runs_a_notebook_without_touching_the_repository(jupyter_
         log.close()
     assert server.returncode is not None
     assert _git_status() == before  # nothing written into the repository
+
+
+def test_make_lab_passes_the_headless_options():
+    out = subprocess.run(["make", "-n", "-o", ".venv/.installed", "lab", "LAB_PORT=8899", "LAB_TOKEN=abc", "LAB_BROWSER=no",
+                          "LAB_IP=0.0.0.0"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    line = next(line for line in out.splitlines() if " lab " in line + " ")
+    assert line.split()[1:] == ["lab", "--port", "8899", "--ip", "0.0.0.0", "--token", "abc", "--no-browser"]
+    assert lab_url(ip="0.0.0.0", port=8899, token="abc") == "http://127.0.0.1:8899/lab?token=abc"
