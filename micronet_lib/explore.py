@@ -137,6 +137,7 @@ def similarity_explorer(classifiers: Mapping[str, torch.Tensor], *, checkpoint: 
     coloured, and the dashed line is uniform smoothing's 1/99.
     """
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     from micronet_lib.experiments import CIFAR100_CLASSES, similarity_by_superclass
 
@@ -158,11 +159,12 @@ def similarity_explorer(classifiers: Mapping[str, torch.Tensor], *, checkpoint: 
         fig = Figure(figsize=(8, 0.28 * k + 1.4), layout="constrained")
         ax = fig.subplots()
         ax.barh(row.index[::-1], row.values[::-1], color=["C2" if m else "C7" for m in same[::-1]])
-        ax.axvline(1 / 99, color="0.3", ls="--", lw=0.8, label="uniform smoothing (1/99)")
-        ax.barh([], [], color="C2", label=f"same superclass ({superclass[cls]})")
+        uniform = ax.axvline(1 / 99, color="0.3", ls="--", lw=0.8)
         ax.set_xlabel(f"S[{cls}, j]: share of ε given to class j")
         ax.set_title(f"{checkpoint}: the {k} classes most similar to '{cls}'")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend([uniform, Patch(color="C2"), Patch(color="C7")],
+                  ["uniform smoothing (1/99)", f"same superclass ({superclass[cls]})", "other superclasses"],
+                  fontsize=8, loc="lower right")
         table = pd.DataFrame({"S": row.values, "superclass": [superclass[c] for c in row.index]}, index=row.index)
         _display(fig, table)
 
