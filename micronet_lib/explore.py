@@ -243,13 +243,15 @@ def augmentation_explorer(images_uint8: torch.Tensor, pipelines: Sequence[str], 
 
 
 def oneshot_explorer(model: nn.Module, *, name: str = "model", rate: float = 60.0, dataset: Any = None,
-                     eval_images: int | None = None, recal_images: int = 2560, device: str = "cpu") -> None:
+                     eval_images: int | None = None, recal_images: int = 2560, device: str = "cpu",
+                     curve: pd.DataFrame | None = None) -> None:
     """Move a one-shot global pruning rate; see the score terms, accuracy, and the sparsity per layer group.
 
     ``model`` is pruned (a copy; global magnitude, its own masks kept, ``pruning.oneshot_prune``) to the
     slider's rate and scored in both conventions (``experiments.oneshot_curve``); with a CIFAR-100
     ``dataset`` also its test top-1 on ``eval_images`` images, without and with BN recalibration on
-    ``recal_images`` training images (slower: seconds per move on a CPU).
+    ``recal_images`` training images (slower: seconds per move on a CPU). ``curve``: rows of an
+    ``oneshot_curve`` already computed for the same model and data, drawn beside the chosen rate.
     """
     from matplotlib.figure import Figure
 
@@ -258,7 +260,7 @@ def oneshot_explorer(model: nn.Module, *, name: str = "model", rate: float = 60.
 
     if not 0 <= rate < 100:
         raise ValueError(f"rate={rate!r} must lie in [0, 100)")
-    seen: dict[float, pd.DataFrame] = {}
+    seen: dict[float, pd.DataFrame] = {} if curve is None else {float(r): curve[curve["rate"] == r] for r in curve["rate"]}
 
     def view(rate: float) -> None:
         if rate not in seen:
