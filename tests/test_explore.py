@@ -44,20 +44,15 @@ def _pngs(outputs) -> list[Image.Image]:
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
-def test_explorers_are_widgets_live_and_static_views_in_headless_runs(tmp_path, monkeypatch):
-    """One kernel: first live (widgets), then as `micronet reproduce` runs it (TQDM_DISABLE=1: a table + PNG)."""
-    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+def test_explorers_draw_a_static_view_in_headless_runs(tmp_path, monkeypatch):
+    """As `micronet reproduce` runs them (TQDM_DISABLE=1), in a kernel: a table and a PNG, no widget."""
+    monkeypatch.setenv("TQDM_DISABLE", "1")
     nb = nbformat.v4.new_notebook()
-    calls = [nbformat.v4.new_code_cell(c) for c in CALLS]
-    headless = nbformat.v4.new_code_cell("import os\nos.environ['TQDM_DISABLE'] = '1'")
-    nb.cells = [nbformat.v4.new_code_cell(SETUP), *calls, headless, *[nbformat.v4.new_code_cell(c) for c in CALLS]]
+    nb.cells = [nbformat.v4.new_code_cell(SETUP), *[nbformat.v4.new_code_cell(c) for c in CALLS]]
     NotebookClient(nb, kernel_name="python3", timeout=300, resources={"metadata": {"path": str(tmp_path)}}).execute()
     for cell in nb.cells:
         assert not [o for o in cell.outputs if o.output_type == "error"], cell.source
-    for call, out in zip(CALLS, _outputs(nb, 1)):
-        views = [o for o in out if WIDGET in o.get("data", {})]
-        assert len(views) == 1 and not _pngs(out), call  # the interact box; its figure lives in the widget
-    static = _outputs(nb, 2 + len(CALLS))
+    static = _outputs(nb, 1)
     for call, out in zip(CALLS, static):
         pngs = _pngs(out)
         assert len(pngs) == 1, call  # one figure, as a PNG (not "<Figure size ...>" text)
@@ -68,6 +63,47 @@ def test_explorers_are_widgets_live_and_static_views_in_headless_runs(tmp_path, 
     assert "tiny (official)" in counts[0]["data"]["text/html"]
     oneshot = [o["data"]["text/html"] for o in static[3] if "text/html" in o.get("data", {})]
     assert "score_kaist" in oneshot[0] and "50.0" in oneshot[0]
+
+
+def test_explorers_are_ipywidgets_that_redraw_when_a_control_moves(monkeypatch):
+    """Live (JupyterLab): each explorer is an ``ipywidgets.interact`` box; moving a control re-runs its view.
+
+    In-process with real widgets (no kernel): executing ``interact`` through nbclient can block
+    intermittently (jupyter/nbclient#312, nteract/papermill#723), which is also why headless report
+    runs draw the static view instead.
+    """
+    import ipywidgets
+
+    made = []
+
+    def spy(view, **controls):
+        calls = []
+
+        def recorded(**kwargs):
+            calls.append(kwargs)
+            return view(**kwargs)
+
+        made.append((ipywidgets.interactive(recorded, **controls), calls))
+
+    monkeypatch.setattr(explore, "interactive", lambda: True)
+    monkeypatch.setattr(ipywidgets, "interact", spy)
+    torch.manual_seed(0)
+    from micronet_lib.models import build_model
+
+    tiny = build_model("micronet_v2", num_classes=10, width_mult=0.25, depth_mult=0.5).eval()
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    explore.count_explorer({"tiny": tiny, "tiny again": tiny}, rows=5)
+    explore.similarity_explorer({"random": torch.randn(100, 16)}, cls="maple_tree", k=5)
+    explore.augmentation_explorer(images, ["baseline", "cutout"], n=4)
+    explore.oneshot_explorer(tiny, name="tiny", rate=50)
+    moves = [("model", "tiny again"), ("class", "oak_tree"), ("pipeline", "cutout"), ("rate (%)", 30.0)]
+    for (box, calls), (control, value) in zip(made, moves):
+        widgets = {w.description: w for w in box.children if hasattr(w, "description")}
+        assert control in widgets and len(calls) == 1  # drawn once for the defaults
+        widgets[control].value = value
+        assert len(calls) == 2 and value in calls[1].values()  # and again for the new value
+    assert [sorted(d.description for d in b.children if hasattr(d, "description") and d.description) for b, _ in made] == [
+        ["convention", "model"], ["checkpoint", "class"], ["pipeline", "seed"], ["rate (%)"]]
 
 
 def test_progress_switch_follows_tqdm_disable(monkeypatch):
