@@ -252,12 +252,7 @@ def load_checkpoint(
 
 
 def load_released(name: str, *, num_classes: int | None = None) -> nn.Module:
-    """One of the authors' checkpoints (PAPER.md §4.1) as a masked model on the CPU, in eval mode.
-
-    ``name``: one of ``RELEASED_CHECKPOINTS`` (``micronet_v1_pr_60``, ``micronet_v2_pr_15`` ... ``_pr_60``).
-    The file comes from ``$MICRONET_ASSETS`` or the cache, sha256-checked, else is downloaded;
-    ``assets.AssetUnavailableError`` says where to put it when that is impossible.
-    """
+    """One of the authors' checkpoints (PAPER.md §4.1) as a masked model on the CPU, in eval mode."""
     entry = _released(name)
     if num_classes is not None and num_classes != 100:
         raise ValueError(f"{name} is a CIFAR-100 checkpoint with 100 classes, but num_classes={num_classes} was requested")
