@@ -2,6 +2,8 @@
 # make reproduce  : same setup, then run every notebook headless (PROFILE=smoke|cpu|paper, DATA=..., ONLY=NN) into the
 #                   git-ignored scratch set results/scratch/<profile>-<data>/; PUBLISH=1 (and REBUILD=1) write the
 #                   committed set results/<profile>-<data>/ (see README, Outputs)
+# make lab        : same setup, then JupyterLab on notebooks/ with .venv as the kernel; prints the URL
+#                   (LAB_PORT=8888, LAB_IP=127.0.0.1, LAB_TOKEN= (random), LAB_BROWSER=no for headless use)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -12,8 +14,12 @@ ONLY ?=
 PUBLISH ?=
 REBUILD ?=
 PYTEST_ARGS ?=
+LAB_PORT ?= 8888
+LAB_IP ?= 127.0.0.1
+LAB_TOKEN ?=
+LAB_BROWSER ?= yes
 
-.PHONY: setup test reproduce bench clean-results
+.PHONY: setup test reproduce bench lab clean-results
 
 setup: $(STAMP)
 
@@ -35,3 +41,6 @@ bench: setup
 
 clean-results:  # the git-ignored scratch sets and staging folders; committed sets are kept
 	rm -rf results/scratch results/.staging
+
+lab: setup
+	$(VENV)/bin/micronet lab --port $(LAB_PORT) --ip $(LAB_IP) $(if $(LAB_TOKEN),--token $(LAB_TOKEN)) $(if $(filter no,$(LAB_BROWSER)),--no-browser)

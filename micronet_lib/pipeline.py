@@ -38,6 +38,7 @@ __all__ = [
     "load_profile",
     "check_params",
     "user_namespace",
+    "parameter_cell_names",
     "reproduce",
     "environment_table",
     "dataset_table",
@@ -242,16 +243,78 @@ def check_params(
 
 # IPython puts these into every kernel's namespace; they are not parameters.
 _IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
+# The first line of the cell papermill injects (its translator's comment); the notebooks' own
+# parameters cells start with it too.
+_PAPERMILL_HEADER = "# Parameters"
+
+
+def _literal_assignments(source: str) -> list[str] | None:
+    """The names a cell assigns if it is nothing but ``name = <literal>`` lines, else None.
+
+    That is the shape of a papermill parameters cell and of the cell papermill injects.
+    """
+    import ast
+
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return None
+    names: list[str] = []
+    for node in body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else None
+        if not targets or node.value is None or not all(isinstance(t, ast.Name) for t in targets):
+            return None
+        try:
+            ast.literal_eval(node.value)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return None
+        names += [t.id for t in targets]
+    return names or None
+
+
+def parameter_cell_names(history: Iterable[str], known: Iterable[str] | None = None) -> list[str] | None:
+    """Names assigned by the parameter cells run last, read from a kernel's input history (``In``).
+
+    A parameter cell holds only ``name = <literal>`` lines and either starts with papermill's
+    ``# Parameters`` comment or assigns a known parameter. The cells taken are the last such cell and
+    the parameter cells run right before it: papermill runs the notebook's ``parameters`` cell and then
+    its injected cell, so both count; in JupyterLab the ones last edited and re-run count, and a typo
+    fixed since then is forgotten. None when the history holds no parameter cell.
+    """
+    known = set(_BY_NAME if known is None else known)
+    block: list[list[str]] = []
+    for source in reversed(list(history)):
+        names = _literal_assignments(source) if isinstance(source, str) else None
+        is_param = names is not None and (source.lstrip().startswith(_PAPERMILL_HEADER) or bool(known & set(names)))
+        if is_param:
+            block.append(names)
+        elif block:
+            break  # the block of parameter cells run last has ended
+    if not block:
+        return None
+    return list(dict.fromkeys(n for names in reversed(block) for n in names))
 
 
 def user_namespace(namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """The variables a notebook defined so far (parameters cell + papermill's injected cell).
+    """The notebook parameters among a kernel's globals, for ``check_params``.
 
-    Notebooks call ``check_params(user_namespace(globals()))`` right after the parameters cell, so a
-    misspelt ``-p`` name papermill injected is rejected instead of silently ignored.
+    Notebooks call ``check_params(user_namespace(globals()))`` right after the parameters cell. The
+    names checked are every parameter of the schema the kernel holds, plus whatever else the parameter
+    cells run last assigned (``parameter_cell_names`` of the kernel's ``In`` history): a misspelt
+    ``-p`` name papermill injected is rejected instead of silently ignored, while the variables later
+    cells define (``ax``, ``LEADERBOARD``...) are not parameters, so the check cell can be re-run at
+    any point after editing a parameter in JupyterLab. The kernel's own history is used, not the
+    notebook file: it exists in papermill, nbclient and JupyterLab alike and sees edits not yet saved.
+
+    Outside IPython (no ``In`` history) every plain variable of ``namespace`` is returned.
     """
     import types
 
+    history = namespace.get("In")
+    names = parameter_cell_names(history) if isinstance(history, list) else None
+    if names is not None:
+        wanted = [n for n in _BY_NAME if n in namespace] + [n for n in names if n not in _BY_NAME]
+        return {n: namespace.get(n) for n in wanted}
     return {
         k: v
         for k, v in namespace.items()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import pandas as pd
 
 from micronet_lib.train.config import TrainConfig
-from micronet_lib.train.runs import RunSummary, read_metrics, read_summary, run_dir_for, run_or_load
+from micronet_lib.train.runs import RunSummary, read_metrics, run_or_load
 
 __all__ = ["train_all", "run_row", "runs_frame", "mean_std", "curves_frame", "METRICS", "cell_intervals", "paired",
            "comparison_table"]
@@ -23,16 +23,28 @@ log = logging.getLogger(__name__)
 METRICS = ("best_val_top1", "best_test_top1", "final_test_top1")
 
 
-def train_all(configs: Sequence[TrainConfig], *, progress: bool = False) -> list[RunSummary]:
-    """``run_or_load`` each config in order: finished runs are read back, the others trained (or resumed)."""
+def train_all(configs: Sequence[TrainConfig], *, progress: bool | None = None) -> list[RunSummary]:
+    """``run_or_load`` each config in order: finished runs are read back, the others trained (or resumed).
+
+    ``progress`` (default: unless a headless report run turned bars off, ``progress.bars_enabled``)
+    first prints how long the training will take (``eta.announce``), then shows progress bars
+    (``tqdm.auto``: widgets in JupyterLab, text in a terminal).
+    """
+    from tqdm.auto import tqdm
+
+    from micronet_lib.eta import announce, is_finished
+    from micronet_lib.progress import bars_enabled
+
     configs = list(configs)
     for c in configs:
         if not isinstance(c, TrainConfig):
             raise ValueError(f"train_all expects TrainConfig objects, got {type(c).__name__}")
-    cached = sum(1 for c in configs if (s := read_summary(run_dir_for(c))) is not None
-                 and s.get("status") == "finished" and s.get("config") == c.to_dict())
+    progress = bars_enabled() if progress is None else progress
+    cached = sum(1 for c in configs if is_finished(c))
     log.info("%d run(s): %d already finished, %d to train", len(configs), cached, len(configs) - cached)
-    return [run_or_load(c, progress=progress) for c in configs]
+    if progress and configs:
+        announce(configs)
+    return [run_or_load(c, progress=progress) for c in tqdm(configs, desc="runs", unit="run", disable=not progress)]
 
 
 def run_row(summary: Mapping[str, Any], **labels: Any) -> dict[str, Any]:

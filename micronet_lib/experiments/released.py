@@ -247,9 +247,13 @@ def oneshot_curve(
     interval of its single evaluation (``top1_low``/``top1_high``, ``images`` evaluated)."""
     from micronet_lib.pruning import global_sparsity, load_pruned, oneshot_prune
 
+    from tqdm.auto import tqdm
+
+    from micronet_lib.progress import bars_enabled
+
     base = source if isinstance(source, nn.Module) else load_pruned(source)
     rows = []
-    for rate in rates:
+    for rate in tqdm(rates, desc="one-shot rates", unit="rate", leave=False, disable=len(rates) < 2 or not bars_enabled()):
         model = oneshot_prune(copy.deepcopy(base), float(rate))
         row = dict(rate=float(rate), global_sparsity=global_sparsity(model), **_scores(model, conventions))
         if dataset is not None:

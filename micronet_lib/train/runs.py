@@ -140,6 +140,8 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 
 
 def read_summary(run_dir: str | os.PathLike) -> RunSummary | None:
+    """``<run_dir>/summary.json`` (config, status, best/final accuracy, curves) as a ``RunSummary``, or None
+    when the run has no summary yet."""
     path = Path(run_dir) / "summary.json"
     if not path.exists():
         return None
