@@ -132,7 +132,7 @@ def similarity_explorer(classifiers: Mapping[str, torch.Tensor], *, checkpoint: 
     """Pick a released classifier and a CIFAR-100 class; see the ``k`` classes it is most similar to.
 
     ``classifiers``: name → classifier weight [100, D] (``model.linear.weight``). The bars are row
-    ``cls`` of S (``experiments.similarity_by_superclass``, PAPER.md §6.2): the share of weighted label
+    ``cls`` of S (``experiments.similarity_by_superclass``, docs/method.md §6.2): the share of weighted label
     smoothing's ε that class ``cls`` gives each other class; classes of the same superclass are
     coloured, and the dashed line is uniform smoothing's 1/99.
     """

@@ -50,7 +50,7 @@ QUANTITIES: tuple[Quantity, ...] = (
     Quantity(r"(top1|top5|top-1|top-5|accuracy)(?!.*(std|_n$))", "fixed", 2, "%"),
     Quantity(r"(top1|top5|top-1|top-5|accuracy).*std", "fixed", 2, "%"),
     Quantity(r"(^|_)(seconds|wall_seconds)$", "fixed", 1, "s"),
-    Quantity(r"score|_term$|leaderboard|pre_review", "sig", 5),  # 0.0054454: the digits SCORING.md gives
+    Quantity(r"score|_term$|leaderboard|pre_review", "sig", 5),  # 0.0054454: the digits docs/scoring.md gives
     Quantity(r"(^|_)(params|mults|adds|ops|mask_bits|params_s|ops_s|images|epochs|n|seed|step|steps)$", "count", 0),
     Quantity(r"sparsity|rate", "sig", 4),
     Quantity(r"loss|coef|norm|ortho|ratio", "sig", 4),
