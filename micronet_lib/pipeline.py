@@ -34,6 +34,8 @@ __all__ = [
     "notebooks_dir",
     "list_notebooks",
     "load_profile",
+    "notebook_params",
+    "pipeline_runs_dir",
     "check_params",
     "user_namespace",
     "reproduce",
@@ -370,24 +372,16 @@ def _render_html(nb) -> str:
     return body
 
 
-def reproduce(
-    profile: str,
-    *,
-    only: str | Iterable[str] | None = None,
-    data: str | None = None,
-    results_dir: str | os.PathLike | None = None,
-    notebooks: str | os.PathLike | None = None,
-) -> list[NotebookRun]:
-    """Run the notebooks of ``profile`` headless; see the module docstring.
+def pipeline_runs_dir(results_dir: str | os.PathLike | None = None) -> Path:
+    """Where the notebooks' training runs go: ``$MICRONET_RUNS``, else ``<results>/runs``."""
+    return Path(os.environ.get("MICRONET_RUNS") or results_root(results_dir).resolve() / "runs")
 
-    ``data`` overrides the profile's dataset (an ``imagefolder:`` path is taken relative to the
-    current directory). ``results_dir`` (default ``results_root()``) receives ``executed/``,
-    ``html/``, and, through ``$MICRONET_RESULTS`` in the kernel, the notebooks' tables and figures.
-    """
-    import nbformat
-    import papermill
 
-    folder = Path(notebooks or notebooks_dir())
+def notebook_params(profile: str, *, data: str | None = None, folder: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The parameters the notebooks of ``profile`` receive: the profile's YAML with ``data`` overriding
+    its dataset, validated, the data checked and an ``imagefolder:`` path made relative to ``folder``
+    (the notebooks' working directory). ``micronet sweep`` builds its grid from the same values."""
+    folder = Path(folder or notebooks_dir())
     params = load_profile(profile, folder=folder)
     if data is not None:
         params["data"] = data
@@ -395,6 +389,31 @@ def reproduce(
     if params["profile"] != profile:
         raise ValueError(f"{folder}/params/{profile}.yaml sets profile={params['profile']!r}; it must say {profile!r}")
     params["data"] = _resolve_data(params["data"], folder)
+    return params
+
+
+def reproduce(
+    profile: str,
+    *,
+    only: str | Iterable[str] | None = None,
+    data: str | None = None,
+    results_dir: str | os.PathLike | None = None,
+    notebooks: str | os.PathLike | None = None,
+    executor=None,
+) -> list[NotebookRun]:
+    """Run the notebooks of ``profile`` headless; see the module docstring.
+
+    ``data`` overrides the profile's dataset (an ``imagefolder:`` path is taken relative to the
+    current directory). ``results_dir`` (default ``results_root()``) receives ``executed/``,
+    ``html/``, and, through ``$MICRONET_RESULTS`` in the kernel, the notebooks' tables and figures.
+    ``executor`` (``experiments.make_executor("ray")``, say): train the grid of the selected study
+    notebooks (02–04) with it first, so the notebooks only read finished runs back.
+    """
+    import nbformat
+    import papermill
+
+    folder = Path(notebooks or notebooks_dir())
+    params = notebook_params(profile, data=data, folder=folder)
     selected = _select(list_notebooks(folder), only)
     if not selected:
         raise FileNotFoundError(f"no NN_*.ipynb notebooks in {folder}")
@@ -405,7 +424,16 @@ def reproduce(
     html_dir.mkdir(parents=True, exist_ok=True)
     # The kernel inherits this environment: tables/figures land in the same results folder, and
     # progress bars (whose rates change every run) stay out of the executed notebooks.
-    env = {RESULTS_ENV: str(out), "TQDM_DISABLE": "1", "MICRONET_RUNS": os.environ.get("MICRONET_RUNS") or str(out / "runs")}
+    env = {RESULTS_ENV: str(out), "TQDM_DISABLE": "1", "MICRONET_RUNS": str(pipeline_runs_dir(out))}
+    if executor is not None:
+        from micronet_lib.experiments.executors import sweep
+        from micronet_lib.experiments.studies import STUDIES
+
+        studies = [p.name[:2] for p in selected if p.name[:2] in STUDIES]
+        report = sweep(studies, params, executor=executor, runs_dir=env["MICRONET_RUNS"], workdir=folder)
+        if report.failures:
+            raise RuntimeError(f"{len(report.failures)} training run(s) of the grid failed, so the notebooks would "
+                               "fail too: " + "; ".join(f"{k}: {v}" for k, v in report.failures.items()))
     saved_env = {k: os.environ.get(k) for k in env}
     runs: list[NotebookRun] = []
     try:

@@ -1,4 +1,5 @@
-"""``micronet reproduce --profile smoke|cpu|paper [--only NN[,NN]] [--data SPEC]``: run the notebooks headless."""
+"""``micronet reproduce --profile smoke|cpu|paper [--only NN[,NN]] [--data SPEC] [--executor ray[:ADDRESS]]``:
+run the notebooks headless (with ``--executor``, train their grid with it first)."""
 
 from __future__ import annotations
 
@@ -27,13 +28,18 @@ def register(subparsers) -> None:
         "e.g. imagefolder:../shared/data/cifar10-jpeg",
     )
     p.add_argument("--results", metavar="DIR", help="output folder (default: $MICRONET_RESULTS or results/)")
+    from micronet_lib.cli.sweep import add_executor_options
+
+    add_executor_options(p, default=None)  # given: train the grid first (`micronet sweep`), then render
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from micronet_lib.cli.sweep import executor_from_args
     from micronet_lib.pipeline import reproduce
 
-    runs = reproduce(args.profile, only=args.only, data=args.data, results_dir=args.results)
+    runs = reproduce(args.profile, only=args.only, data=args.data, results_dir=args.results,
+                     executor=executor_from_args(args))
     for run in runs:
         print(f"{run.name}: {run.seconds:.1f} s -> {run.html}")
     print(f"{len(runs)} notebook(s) done, profile {args.profile}; total {sum(r.seconds for r in runs):.1f} s")

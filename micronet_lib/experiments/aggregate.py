@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from micronet_lib.train.config import TrainConfig
-from micronet_lib.train.runs import RunSummary, read_metrics, read_summary, run_dir_for, run_or_load
+from micronet_lib.train.runs import RunSummary, read_metrics
 
 __all__ = ["train_all", "run_row", "runs_frame", "mean_std", "curves_frame", "METRICS"]
 
@@ -19,16 +19,17 @@ log = logging.getLogger(__name__)
 METRICS = ("best_val_top1", "best_test_top1", "final_test_top1")
 
 
-def train_all(configs: Sequence[TrainConfig], *, progress: bool = False) -> list[RunSummary]:
-    """``run_or_load`` each config in order: finished runs are read back, the others trained (or resumed)."""
-    configs = list(configs)
-    for c in configs:
-        if not isinstance(c, TrainConfig):
-            raise ValueError(f"train_all expects TrainConfig objects, got {type(c).__name__}")
-    cached = sum(1 for c in configs if (s := read_summary(run_dir_for(c))) is not None
-                 and s.get("status") == "finished" and s.get("config") == c.to_dict())
-    log.info("%d run(s): %d already finished, %d to train", len(configs), cached, len(configs) - cached)
-    return [run_or_load(c, progress=progress) for c in configs]
+def train_all(configs: Sequence[TrainConfig], *, progress: bool = False, executor=None) -> list[RunSummary]:
+    """``run_or_load`` each config through ``executor`` (default: in this process, in order): finished
+    runs are read back, the others trained (or resumed). Summaries come back in ``configs`` order; a
+    failed run raises ``RuntimeError`` naming it (after the other runs are done)."""
+    from micronet_lib.experiments.executors import run_configs
+
+    report = run_configs(configs, executor=executor, progress=progress)
+    if report.failures:
+        raise RuntimeError(f"{len(report.failures)} run(s) failed: "
+                           + "; ".join(f"{k}: {v}" for k, v in report.failures.items()))
+    return [report.summaries[c.config_hash()] for c in configs]
 
 
 def run_row(summary: Mapping[str, Any], **labels: Any) -> dict[str, Any]:
