@@ -60,6 +60,16 @@ def cluster():
             ray.shutdown()
             if attempt == 2:
                 raise
+    # Start this driver's two workers now (they import the training code once and are reused), so a
+    # task of a test starts at once: the two-driver test needs its task to overlap the other driver's.
+    def import_training() -> int:  # defined here: Ray ships it by value (workers cannot import this file)
+        import micronet_lib.train.engine  # noqa: F401
+
+        time.sleep(0.5)  # hold the CPU so that the other call lands on the second worker
+        return os.getpid()
+
+    warm = ray.remote(num_cpus=1)(import_training)
+    ray.get([warm.remote() for _ in range(2)])
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
@@ -183,21 +193,19 @@ import json, sys
 from micronet_lib.experiments.executors import RayExecutor, run_configs
 from micronet_lib.train import TrainConfig
 
-address, runs, seeds, epochs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
-configs = [TrainConfig.from_profile("smoke", seed=s, train_per_class=4, val_per_class=2, test_per_class=4, cycles=1,
-                                    epochs_per_cycle=epochs, batch_size=16, bn_recalibrate_images=32, device="cpu")
-           for s in seeds]
+address, runs, configs = sys.argv[1], sys.argv[2], [TrainConfig.from_dict(c) for c in json.loads(sys.argv[3])]
 report = run_configs(configs, executor=RayExecutor(address), runs_dir=runs, echo=lambda line: print(line, flush=True))
 print("RESULT " + json.dumps({"loaded": report.loaded, "ran": report.ran, "failures": report.failures,
                                "seconds": {k: s["seconds"] for k, s in report.summaries.items()}}), flush=True)
 """
 
 
-def _driver(cluster: str, runs: Path, seeds: list[int], epochs: int, log: Path) -> subprocess.Popen:
+def _driver(cluster: str, runs: Path, configs: list[TrainConfig], log: Path) -> subprocess.Popen:
+    """Another Ray driver (a separate job) joining the test's cluster to run ``configs``."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
                OMP_NUM_THREADS="1")
     with open(log, "w") as out:
-        return subprocess.Popen([sys.executable, "-c", DRIVER, cluster, str(runs), json.dumps(seeds), str(epochs)],
+        return subprocess.Popen([sys.executable, "-c", DRIVER, cluster, str(runs), json.dumps([c.to_dict() for c in configs])],
                                 stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
 
 
@@ -213,21 +221,24 @@ def _finished(runs: Path, configs) -> list[TrainConfig]:
 
 
 def test_killed_driver_restarted_submits_only_unfinished_runs(cluster, tmp_path):
-    seeds, epochs = [10, 11, 12, 13], 3
-    configs = [tiny(s, epochs=epochs) for s in seeds]
+    epochs = 3
+    configs = [tiny(s, epochs=epochs) for s in (10, 11, 12, 13)]
     runs = tmp_path / "runs"
-    first = _driver(cluster, runs, seeds, epochs, tmp_path / "first.log")
-    done = _wait_for(lambda: _finished(runs, configs), "a first finished run")
+    first = _driver(cluster, runs, configs, tmp_path / "first.log")
+    _wait_for(lambda: _finished(runs, configs), "a first finished run")
     first.send_signal(signal.SIGKILL)
     first.wait(30)
+    # Ray ends the dead driver's tasks; wait for their workers to let go before the driver starts again
+    _wait_for(lambda: not _train_workers(), "the killed driver's tasks to end", every=0.2)
     before = {c.config_hash(): ((p := run_dir_for(c, runs) / "metrics.jsonl").read_bytes(), p.stat().st_mtime_ns)
               for c in _finished(runs, configs)}
-    assert len(done) < len(configs), "every run finished before the driver was killed"
-    # Ray ends the dead driver's tasks; wait for their workers to let go before the next driver starts
-    _wait_for(lambda: not _train_workers(), "the killed driver's tasks to end", every=0.2)
-    result = _result(_driver(cluster, runs, seeds, epochs, tmp_path / "second.log"), tmp_path / "second.log")
-    assert result["failures"] == {}
-    assert result["loaded"] >= len(before) and result["loaded"] + result["ran"] == len(configs) and result["ran"] >= 1
+    assert len(before) < len(configs), "every run finished before the driver was killed"
+
+    # the driver started again (here, in this process): only the unfinished runs are submitted
+    lines: list[str] = []
+    report = run_configs(configs, executor=RayExecutor(), runs_dir=runs, echo=lines.append)
+    assert report.failures == {} and (report.loaded, report.ran) == (len(before), len(configs) - len(before))
+    assert f"{len(before)} already finished, {len(configs) - len(before)} to run" in lines[0]
     assert len(_finished(runs, configs)) == len(configs)
     for key, (text, mtime) in before.items():  # finished runs were not retrained: not even touched
         path = runs / key / "metrics.jsonl"
@@ -238,17 +249,22 @@ def test_killed_driver_restarted_submits_only_unfinished_runs(cluster, tmp_path)
 
 # ---------------------------------------------------------------------- two drivers, one grid
 def test_two_drivers_on_one_grid_train_each_run_once(cluster, tmp_path):
-    """Relies on the run store's lock in ``run_or_load`` (issue #18): the second caller waits, then loads."""
-    seeds, epochs = [20, 21, 22], 2
-    configs = [tiny(s, epochs=epochs) for s in seeds]
-    runs = tmp_path / "runs"
-    procs = [(_driver(cluster, runs, seeds, epochs, tmp_path / f"d{i}.log"), tmp_path / f"d{i}.log") for i in range(2)]
-    a, b = (_result(p, log) for p, log in procs)
-    assert a["failures"] == b["failures"] == {}
-    for c in configs:
-        key = c.config_hash()
-        on_disk = read_summary(run_dir_for(c, runs))
-        # one training per run: both drivers got the one summary on disk (its own time measurement),
-        # and the history holds each epoch once
-        assert a["seconds"][key] == b["seconds"][key] == on_disk["seconds"]
-        assert [r["global_epoch"] for r in read_metrics(run_dir_for(c, runs))] == list(range(1, epochs + 1))
+    """Relies on the run store's lock in ``run_or_load`` (issue #18): the second caller waits, then loads.
+
+    The grid is one run, so that the two drivers' tasks hold the cluster's two CPUs at the same time:
+    the second driver starts while the first one's worker is training that very run.
+    """
+    epochs = 6
+    config = tiny(20, epochs=epochs, train_per_class=12)
+    runs, run_dir = tmp_path / "runs", run_dir_for(config, tmp_path / "runs")
+    other = _driver(cluster, runs, [config], tmp_path / "other.log")
+    _wait_for(lambda: (run_dir / "config.json").exists(), "the first driver's run to start")
+    assert len(read_metrics(run_dir)) < epochs
+    mine = run_configs([config], executor=RayExecutor(), runs_dir=runs)
+    theirs = _result(other, tmp_path / "other.log")
+    assert mine.failures == theirs["failures"] == {}
+    on_disk = read_summary(run_dir)
+    # trained once: both drivers got the one summary on disk (its own time measurement included),
+    # and the history holds each epoch once
+    assert mine.summaries[config.config_hash()]["seconds"] == theirs["seconds"][config.config_hash()] == on_disk["seconds"]
+    assert [r["global_epoch"] for r in read_metrics(run_dir)] == list(range(1, epochs + 1))

@@ -195,21 +195,26 @@ class _Progress:
 
         self.bar = tqdm(total=0, desc="runs", unit="run", disable=not enabled, dynamic_ncols=True)
         self.echo = echo or log.info
-        self.enabled = enabled
+        self.done_count = self.total = 0  # kept here too: a disabled bar counts nothing
 
     def add(self, n: int) -> None:
-        self.bar.total += n
+        self.total += n
+        self.bar.total = self.total
         self.bar.refresh()
 
     def line(self, text: str) -> None:
-        if self.enabled and not self.bar.disable:
-            self.bar.write(text)
-        else:
+        if self.bar.disable:
             self.echo(text)
+        else:
+            self.bar.write(text)
+
+    def count(self) -> None:
+        self.done_count += 1
+        self.bar.update(1)
 
     def done(self, text: str) -> None:
-        self.bar.update(1)
-        self.line(f"[{self.bar.n}/{self.bar.total}] {text}")
+        self.count()
+        self.line(f"[{self.done_count}/{self.total}] {text}")
 
     def close(self) -> None:
         self.bar.close()
@@ -239,7 +244,7 @@ def run_configs(configs: Sequence[TrainConfig], *, executor=None, runs_dir: str 
         if summary is not None:
             report.summaries[c.config_hash()] = summary
             report.loaded += 1
-            bar.bar.update(1)
+            bar.count()
         elif stopped is not None and stopped.get("status") == "stopped":
             report.failures[c.config_hash()] = f"stopped earlier: {stopped.get('stopped_reason')}"
             report.skipped.append(c.config_hash())
