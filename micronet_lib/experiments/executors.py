@@ -43,7 +43,10 @@ RAY_MISSING = ("the ray executor needs Ray: install the cluster extra with "
 
 def finished_summary(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> RunSummary | None:
     """The summary of ``config``'s run if its folder holds a finished run of exactly this config."""
-    summary = read_summary(run_dir_for(config, runs_dir))
+    try:
+        summary = read_summary(run_dir_for(config, runs_dir))
+    except ValueError:  # an unreadable summary: the run is submitted, and run_or_load repairs or reports it
+        return None
     if summary is not None and summary.get("status") == "finished" and summary.get("config") == config.to_dict():
         return summary
     return None
@@ -124,7 +127,11 @@ class RayExecutor:
             return
         # The workers see this driver's MICRONET_* settings (data, cache and asset folders).
         env = {k: v for k, v in os.environ.items() if k.startswith("MICRONET_")}
-        ray.init(address=self.address, runtime_env={"env_vars": env}, log_to_driver=False)
+        try:
+            ray.init(address=self.address, runtime_env={"env_vars": env}, log_to_driver=False)
+        except ConnectionError as exc:
+            raise RuntimeError(f"no Ray cluster at {self.address or '$RAY_ADDRESS'} ({str(exc).splitlines()[0]}); start one "
+                               "with `ray start --head`, or use --executor ray to run a local one") from None
         try:
             yield ray
         finally:
