@@ -50,6 +50,8 @@ def cluster():
         pytest.fail(executors.RAY_MISSING, pytrace=False)
     # A short path: Ray's unix sockets live under it (108-byte limit), pytest's tmp paths are long.
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+    saved_stats = os.environ.get("RAY_USAGE_STATS_ENABLED")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"  # no usage report leaves the machine (the drivers inherit it)
     env = {"OMP_NUM_THREADS": "1", **{k: v for k, v in os.environ.items() if k.startswith("MICRONET_")}}
     for attempt in (1, 2):  # on a machine under heavy load the raylet may miss Ray's 30 s start window once
         try:
@@ -68,13 +70,17 @@ def cluster():
         time.sleep(0.5)  # hold the CPU so that the other call lands on the second worker
         return os.getpid()
 
-    warm = ray.remote(num_cpus=1)(import_training)
-    ray.get([warm.remote() for _ in range(2)])
     try:
+        warm = ray.remote(num_cpus=1)(import_training)
+        ray.get([warm.remote() for _ in range(2)])
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
         shutil.rmtree(temp, ignore_errors=True)
+        if saved_stats is None:
+            os.environ.pop("RAY_USAGE_STATS_ENABLED", None)
+        else:
+            os.environ["RAY_USAGE_STATS_ENABLED"] = saved_stats
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +227,7 @@ def _finished(runs: Path, configs) -> list[TrainConfig]:
 
 
 def test_killed_driver_restarted_submits_only_unfinished_runs(cluster, tmp_path):
-    epochs = 3
+    epochs = 2  # two runs at a time on the 2 CPUs: when the first finishes, two have not started
     configs = [tiny(s, epochs=epochs) for s in (10, 11, 12, 13)]
     runs = tmp_path / "runs"
     first = _driver(cluster, runs, configs, tmp_path / "first.log")

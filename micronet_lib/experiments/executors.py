@@ -119,49 +119,58 @@ class RayExecutor:
             raise ValueError(f"cpus_per_run={cpus_per_run} must be >= 1 and max_retries={max_retries} >= 0")
         self.address, self.cpus_per_run, self.max_retries = address, int(cpus_per_run), int(max_retries)
 
-    @contextlib.contextmanager
-    def _connected(self):
+    _owned = False  # this executor called ray.init (and so shuts Ray down in close())
+
+    def _connect(self):
         ray = _import_ray()
         if ray.is_initialized():
-            yield ray
-            return
+            return ray
         # The workers see this driver's MICRONET_* settings (data, cache and asset folders).
         env = {k: v for k, v in os.environ.items() if k.startswith("MICRONET_")}
+        # Ray reports usage statistics over the network unless told not to; a sweep sends nothing
+        # anywhere unless the user opts in by setting the variable to 1.
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         try:
             ray.init(address=self.address, runtime_env={"env_vars": env}, log_to_driver=False)
         except ConnectionError as exc:
             raise RuntimeError(f"no Ray cluster at {self.address or '$RAY_ADDRESS'} ({str(exc).splitlines()[0]}); start one "
                                "with `ray start --head`, or use --executor ray to run a local one") from None
-        try:
-            yield ray
-        finally:
-            ray.shutdown()
+        self._owned = True
+        return ray
+
+    def close(self) -> None:
+        """Disconnect (and stop a private local cluster) if this executor connected; else nothing."""
+        if self._owned:
+            _import_ray().shutdown()
+            self._owned = False
 
     def execute(self, configs: Sequence[TrainConfig], *, runs_dir: Path, workdir: Path | None,
                 progress: bool) -> Iterator[tuple[TrainConfig, RunSummary | BaseException]]:
-        with self._connected() as ray:
-            gpus = ray.cluster_resources().get("GPU", 0) >= 1
-            task = ray.remote(_train_in_worker)
-            refs = {}
-            for config in configs:
-                wants_gpu = gpus and (config.device == "auto" or config.device.startswith("cuda"))
-                # Ray's retries: worker death (max_retries); the run's own exceptions are final.
-                ref = task.options(name=f"train {config.config_hash()}", num_cpus=self.cpus_per_run,
-                                   num_gpus=1 if wants_gpu else 0, max_retries=self.max_retries,
-                                   retry_exceptions=False).remote(
-                    config.to_dict(), str(runs_dir), None if workdir is None else str(workdir),
-                    0 if wants_gpu else self.cpus_per_run)
-                refs[ref] = config
-            pending = list(refs)
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                for ref in done:
-                    try:
-                        yield refs[ref], RunSummary(ray.get(ref))
-                    except ray.exceptions.RayTaskError as exc:  # the run's own exception, not retried
-                        yield refs[ref], exc.cause if isinstance(exc.cause, BaseException) else exc
-                    except ray.exceptions.RayError as exc:  # worker died more than max_retries times, ...
-                        yield refs[ref], exc
+        if not configs:
+            return
+        ray = self._connect()  # stays connected across the rounds of a sweep; sweep() calls close()
+        gpus = ray.cluster_resources().get("GPU", 0) >= 1
+        task = ray.remote(_train_in_worker)
+        refs = {}
+        for config in configs:
+            wants_gpu = gpus and (config.device == "auto" or config.device.startswith("cuda"))
+            # Ray's retries: worker death (max_retries); the run's own exceptions are final.
+            ref = task.options(name=f"train {config.config_hash()}", num_cpus=self.cpus_per_run,
+                               num_gpus=1 if wants_gpu else 0, max_retries=self.max_retries,
+                               retry_exceptions=False).remote(
+                config.to_dict(), str(runs_dir), None if workdir is None else str(workdir),
+                0 if wants_gpu else self.cpus_per_run)
+            refs[ref] = config
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                try:
+                    yield refs[ref], RunSummary(ray.get(ref))
+                except ray.exceptions.RayTaskError as exc:  # the run's own exception, not retried
+                    yield refs[ref], exc.cause if isinstance(exc.cause, BaseException) else exc
+                except ray.exceptions.RayError as exc:  # worker died more than max_retries times, ...
+                    yield refs[ref], exc
 
 
 def make_executor(spec: str | None, *, cpus_per_run: int = 1, max_retries: int = 3):
@@ -309,4 +318,6 @@ def sweep(studies: Sequence[str], params: Mapping[str, Any], *, executor=None,
                                     retry_stopped=False, echo=echo, _bar=bar))
     finally:
         bar.close()
+        if hasattr(executor, "close"):
+            executor.close()
     return total
