@@ -41,12 +41,16 @@ RAY_MISSING = ("the ray executor needs Ray: install the cluster extra with "
                "pip install -c constraints.txt -e \".[cluster]\" (or make setup, which installs it)")
 
 
-def finished_summary(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> RunSummary | None:
-    """The summary of ``config``'s run if its folder holds a finished run of exactly this config."""
+def _stored_summary(config: TrainConfig, runs_dir: str | os.PathLike | None) -> RunSummary | None:
     try:
-        summary = read_summary(run_dir_for(config, runs_dir))
+        return read_summary(run_dir_for(config, runs_dir))
     except ValueError:  # an unreadable summary: the run is submitted, and run_or_load repairs or reports it
         return None
+
+
+def finished_summary(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> RunSummary | None:
+    """The summary of ``config``'s run if its folder holds a finished run of exactly this config."""
+    summary = _stored_summary(config, runs_dir)
     if summary is not None and summary.get("status") == "finished" and summary.get("config") == config.to_dict():
         return summary
     return None
@@ -256,7 +260,7 @@ def run_configs(configs: Sequence[TrainConfig], *, executor=None, runs_dir: str 
     bar.add(len(unique))
     for c in unique:
         summary = finished_summary(c, root)
-        stopped = read_summary(run_dir_for(c, root)) if summary is None and not retry_stopped else None
+        stopped = _stored_summary(c, root) if summary is None and not retry_stopped else None
         if summary is not None:
             report.summaries[c.config_hash()] = summary
             report.loaded += 1
