@@ -36,6 +36,8 @@ __all__ = [
     "notebooks_dir",
     "list_notebooks",
     "load_profile",
+    "notebook_params",
+    "pipeline_runs_dir",
     "check_params",
     "user_namespace",
     "parameter_cell_names",
@@ -448,6 +450,33 @@ def _render_html(nb) -> str:
     return body
 
 
+def pipeline_runs_dir(profile: str, data: str, *, results_dir: str | os.PathLike | None = None,
+                      publish: bool = False) -> Path:
+    """Where the notebooks of (``profile``, ``data``) keep their training runs: ``$MICRONET_RUNS``, else the
+    ``runs/`` of that results set (``micronet sweep`` trains there, so ``reproduce`` reads them back)."""
+    from micronet_lib import results_sets as sets
+    from micronet_lib.results import RUNS_ENV
+
+    if os.environ.get(RUNS_ENV):
+        return Path(os.environ[RUNS_ENV])
+    return sets.results_set(profile, data, publish=publish, base=results_dir).folder.resolve() / "runs"
+
+
+def notebook_params(profile: str, *, data: str | None = None, folder: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The parameters the notebooks of ``profile`` receive: the profile's YAML with ``data`` overriding
+    its dataset, validated, the data checked and an ``imagefolder:`` path made relative to ``folder``
+    (the notebooks' working directory). ``micronet sweep`` builds its grid from the same values."""
+    folder = Path(folder or notebooks_dir())
+    params = load_profile(profile, folder=folder)
+    if data is not None:
+        params["data"] = data
+    params = check_params(params)
+    if params["profile"] != profile:
+        raise ValueError(f"{folder}/params/{profile}.yaml sets profile={params['profile']!r}; it must say {profile!r}")
+    params["data"] = _resolve_data(params["data"], folder)
+    return params
+
+
 def _quiet_kernel_manager():
     """nbclient's kernel manager without the two messages every successful run printed.
 
@@ -511,6 +540,7 @@ def reproduce(
     notebooks: str | os.PathLike | None = None,
     publish: bool = False,
     rebuild: bool = False,
+    executor=None,
 ) -> list[NotebookRun]:
     """Run the notebooks of ``profile`` headless into a results set; see the module docstring.
 
@@ -520,7 +550,9 @@ def reproduce(
     repository's ``results/``); ``rebuild=True`` builds it whole instead of adding to it. The set is
     built in a staging folder and swapped in only when every selected notebook succeeded
     (``micronet_lib.results_sets``); the kernels write tables, figures and training runs there through
-    ``$MICRONET_RESULTS`` / ``$MICRONET_RUNS``.
+    ``$MICRONET_RESULTS`` / ``$MICRONET_RUNS``. ``executor`` (``experiments.make_executor("ray")``, say):
+    train the grid of the selected study notebooks (02–04) with it first, into the set's runs, so the
+    notebooks only read finished runs back.
     """
     import nbformat
 
@@ -529,13 +561,7 @@ def reproduce(
     from micronet_lib.results import DEST_ENV, KIND_ENV, RUNS_ENV
 
     folder = Path(notebooks or notebooks_dir())
-    params = load_profile(profile, folder=folder)
-    if data is not None:
-        params["data"] = data
-    params = check_params(params)
-    if params["profile"] != profile:
-        raise ValueError(f"{folder}/params/{profile}.yaml sets profile={params['profile']!r}; it must say {profile!r}")
-    params["data"] = _resolve_data(params["data"], folder)
+    params = notebook_params(profile, data=data, folder=folder)
     selected = _select(list_notebooks(folder), only)
     if not selected:
         raise FileNotFoundError(f"no NN_*.ipynb notebooks in {folder}")
@@ -555,6 +581,15 @@ def reproduce(
     # of the executed notebooks.
     env = {RESULTS_ENV: str(stage), RUNS_ENV: str(stage / "runs"), DEST_ENV: shown, KIND_ENV: target.kind,
            "TQDM_DISABLE": "1"}
+    if executor is not None:
+        from micronet_lib.experiments.executors import sweep
+        from micronet_lib.experiments.studies import STUDIES
+
+        studies = [p.name[:2] for p in selected if p.name[:2] in STUDIES]
+        report = sweep(studies, params, executor=executor, runs_dir=env[RUNS_ENV], workdir=folder)
+        if report.failures:
+            raise RuntimeError(f"{len(report.failures)} training run(s) of the grid failed, so the notebooks would "
+                               "fail too: " + "; ".join(f"{k}: {v}" for k, v in report.failures.items()))
     saved_env = {k: os.environ.get(k) for k in env}
     runs: list[NotebookRun] = []
     try:

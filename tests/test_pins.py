@@ -94,7 +94,8 @@ def test_installed_versions_follow_the_pins():
     pins, _ = read_constraints(REPO / "constraints.txt")
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     wrong = []
-    for req in project["dependencies"] + project["optional-dependencies"]["dev"]:
+    # every extra: `make setup` installs them all (dev, and cluster = Ray for the cluster tests)
+    for req in project["dependencies"] + [r for reqs in project["optional-dependencies"].values() for r in reqs]:
         name = canonical(PIN.match(req).group(1))
         installed = metadata.version(name).split("+", 1)[0]  # a local build tag (+cpu) is the same release
         if installed != pins[name]:

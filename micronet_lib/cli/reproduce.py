@@ -1,5 +1,6 @@
-"""``micronet reproduce --profile smoke|cpu|paper [--only NN[,NN]] [--data SPEC] [--publish [--rebuild]]``: run the
-notebooks headless into a results set (``micronet_lib.results_sets``)."""
+"""``micronet reproduce --profile smoke|cpu|paper [--only NN[,NN]] [--data SPEC] [--publish [--rebuild]]
+[--executor ray[:ADDRESS]]``: run the notebooks headless into a results set (``micronet_lib.results_sets``);
+with ``--executor``, train their grid with it first."""
 
 from __future__ import annotations
 
@@ -35,16 +36,20 @@ def register(subparsers) -> None:
     p.add_argument("--rebuild", action="store_true",
                    help="build the set whole, from nothing (needed to replace a committed set made by another commit)")
     p.add_argument("--results", metavar="DIR", help="folder holding the results sets (default: results/)")
+    from micronet_lib.cli.sweep import add_executor_options
+
+    add_executor_options(p, default=None)  # given: train the grid first (`micronet sweep`), then render
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
+    from micronet_lib.cli.sweep import executor_from_args
     from micronet_lib.pipeline import reproduce
 
     from micronet_lib.results_sets import relative_to_repo
 
     runs = reproduce(args.profile, only=args.only, data=args.data, results_dir=args.results, publish=args.publish,
-                     rebuild=args.rebuild)
+                     rebuild=args.rebuild, executor=executor_from_args(args))
     for run in runs:
         print(f"{run.name}: {run.seconds:.1f} s -> {relative_to_repo(run.html)}")
     print(f"{len(runs)} notebook(s) done, profile {args.profile}; total {sum(r.seconds for r in runs):.1f} s")

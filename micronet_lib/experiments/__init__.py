@@ -3,6 +3,10 @@
 - :mod:`.configs`: the ``TrainConfig`` of every cell of a study under a notebook profile (the
   regulariser ablation, the augmentation comparison and RandAugment grid, dense → iterative /
   one-shot pruning), built from the notebook parameters (``pipeline.PARAMS``).
+- :mod:`.studies`: the training grid of each study (``study_configs``), shared by the notebooks and
+  ``micronet sweep``.
+- :mod:`.executors`: run the unfinished configs of a grid in process (default) or as Ray tasks
+  (``run_configs``, ``sweep``; issue #15).
 - :mod:`.aggregate`: training summaries → tables (one row per run, mean ± std over seeds) and
   learning curves.
 - :mod:`.released`: analyses of the released checkpoints that need no data: orthogonality of every
@@ -35,6 +39,7 @@ from micronet_lib.experiments.configs import (
     relative_checkpoint,
     unavailable_settings,
 )
+from micronet_lib.experiments.executors import InProcess, RayExecutor, SweepReport, make_executor, run_configs, sweep
 from micronet_lib.experiments.released import (
     CIFAR100_CLASSES,
     CIFAR100_SUPERCLASSES,
@@ -49,11 +54,35 @@ from micronet_lib.experiments.released import (
     similarity_by_superclass,
     singular_values,
 )
+from micronet_lib.experiments.studies import (
+    STUDIES,
+    ablation_grid,
+    augment_grid,
+    available_settings,
+    comparison_seeds,
+    dense_configs,
+    prune_pairs,
+    study_configs,
+)
 
 __all__ = [
     "ABLATION_CELLS",
     "MATCHED_EPSILON_CELL",
     "AblationCell",
+    "InProcess",
+    "RayExecutor",
+    "STUDIES",
+    "SweepReport",
+    "ablation_grid",
+    "augment_grid",
+    "available_settings",
+    "comparison_seeds",
+    "dense_configs",
+    "make_executor",
+    "prune_pairs",
+    "run_configs",
+    "study_configs",
+    "sweep",
     "CIFAR100_CLASSES",
     "CIFAR100_SUPERCLASSES",
     "ablation_config",

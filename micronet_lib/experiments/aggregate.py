@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import pandas as pd
 
 from micronet_lib.train.config import TrainConfig
-from micronet_lib.train.runs import RunSummary, read_metrics, run_or_load
+from micronet_lib.train.runs import RunSummary, read_metrics
 
 __all__ = ["train_all", "run_row", "runs_frame", "mean_std", "curves_frame", "METRICS", "cell_intervals", "paired",
            "comparison_table"]
@@ -23,16 +23,17 @@ log = logging.getLogger(__name__)
 METRICS = ("best_val_top1", "best_test_top1", "final_test_top1")
 
 
-def train_all(configs: Sequence[TrainConfig], *, progress: bool | None = None) -> list[RunSummary]:
-    """``run_or_load`` each config in order: finished runs are read back, the others trained (or resumed).
+def train_all(configs: Sequence[TrainConfig], *, progress: bool | None = None, executor=None) -> list[RunSummary]:
+    """``run_or_load`` each config through ``executor`` (default: in this process, in order): finished
+    runs are read back, the others trained (or resumed). Summaries come back in ``configs`` order; a
+    failed run raises ``RuntimeError`` naming it (after the other runs are done).
 
     ``progress`` (default: unless a headless report run turned bars off, ``progress.bars_enabled``)
     first prints how long the training will take (``eta.announce``), then shows progress bars
     (``tqdm.auto``: widgets in JupyterLab, text in a terminal).
     """
-    from tqdm.auto import tqdm
-
-    from micronet_lib.eta import announce, is_finished
+    from micronet_lib.eta import announce
+    from micronet_lib.experiments.executors import run_configs
     from micronet_lib.progress import bars_enabled
 
     configs = list(configs)
@@ -40,11 +41,13 @@ def train_all(configs: Sequence[TrainConfig], *, progress: bool | None = None) -
         if not isinstance(c, TrainConfig):
             raise ValueError(f"train_all expects TrainConfig objects, got {type(c).__name__}")
     progress = bars_enabled() if progress is None else progress
-    cached = sum(1 for c in configs if is_finished(c))
-    log.info("%d run(s): %d already finished, %d to train", len(configs), cached, len(configs) - cached)
     if progress and configs:
         announce(configs)
-    return [run_or_load(c, progress=progress) for c in tqdm(configs, desc="runs", unit="run", disable=not progress)]
+    report = run_configs(configs, executor=executor, progress=progress)
+    if report.failures:
+        raise RuntimeError(f"{len(report.failures)} run(s) failed: "
+                           + "; ".join(f"{k}: {v}" for k, v in report.failures.items()))
+    return [report.summaries[c.config_hash()] for c in configs]
 
 
 def run_row(summary: Mapping[str, Any], **labels: Any) -> dict[str, Any]:

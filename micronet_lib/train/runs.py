@@ -21,6 +21,9 @@ import torch
 from micronet_lib.train import store
 from micronet_lib.train.config import TrainConfig
 
+#: The run store folder of this process (set by the notebook pipeline and the sweep executors).
+RUNS_ENV = "MICRONET_RUNS"
+
 __all__ = [
     "RunSummary",
     "runs_root",
@@ -73,7 +76,7 @@ def runs_root(root: str | os.PathLike | None = None) -> Path:
     """``root``, else ``$MICRONET_RUNS``, else ``<repo>/results/runs`` (``./results/runs`` if not a checkout)."""
     if root is not None:
         return Path(root)
-    env = os.environ.get("MICRONET_RUNS")
+    env = os.environ.get(RUNS_ENV)
     if env:
         return Path(env)
     return _repo_results() or Path.cwd() / "results" / "runs"
