@@ -218,6 +218,6 @@ def quantization_table(models: dict[str, nn.Module], *, weight_bits=(8, 6, 4), a
             rows.append(dict(checkpoint=name, weight_bits=str(bits), act_bits=str(act_bits), params_s=s["params_s"],
                              ops_s=s["ops_s"], score=s["score"], agree_c100=a100 / n100, agree_natural=a10 / n10))
     table = pd.DataFrame(rows)
-    table.attrs.update(images_c100=len(c100_paths), images_natural=int(c10.shape[0]),
+    table.attrs.update(images_c100=int(c100.shape[0]), images_natural=int(c10.shape[0]),
                        calibration_images=int(calib.shape[0]))
     return table
