@@ -579,7 +579,10 @@ def reproduce(
     # The kernel inherits this environment: tables/figures/runs land in the staging copy of the set, the
     # first cell names the set's own folder, and progress bars (whose rates change every run) stay out
     # of the executed notebooks.
-    env = {RESULTS_ENV: str(stage), RUNS_ENV: str(stage / "runs"), DEST_ENV: shown, KIND_ENV: target.kind,
+    # A run store named by the user ($MICRONET_RUNS, e.g. shared storage of a cluster) is used as it is;
+    # its runs are then not copied into the set's runs/ (docs/cluster.md).
+    env = {RESULTS_ENV: str(stage), RUNS_ENV: os.environ.get(RUNS_ENV) or str(stage / "runs"), DEST_ENV: shown,
+           KIND_ENV: target.kind,
            "TQDM_DISABLE": "1"}
     if executor is not None:
         from micronet_lib.experiments.executors import sweep
