@@ -25,7 +25,8 @@ __all__ = ["TrainConfig", "PROFILES", "list_profiles", "parse_overrides"]
 _LOSSES = ("ce", "ls", "wls")
 _MIXES = ("cutmix", "mixup", "none")
 _SCHEDULES = ("cosine", "step")
-_PRECISIONS = ("fp32", "bf16", "fp16")
+_PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+_MEMORY_FORMATS = ("contiguous", "channels_last", "auto")
 _SELECT = ("val", "test", "last")
 _PRUNE_SCOPES = ("global", "layer")
 _ORTHO_LAYERS = ("all_1x1", "expand", "project")
@@ -100,8 +101,11 @@ class TrainConfig:
     bn_recalibrate_images: int = 0      # >0: re-estimate BN stats on this many train images before each eval (on a copy)
     eval_batch_size: int = 256
     # --- execution
-    precision: str = "fp32"             # fp32 (authors) | bf16 (autocast) | fp16 (autocast + grad scaler, CUDA only)
-    channels_last: bool = False
+    # (execution mode: how steps run, not what they compute; micronet_lib/execution.py)
+    precision: str = "fp32"             # fp32 (authors) | bf16 (autocast) | fp16 (autocast + grad scaler, CUDA only) | auto
+    memory_format: str = "contiguous"   # contiguous (authors) | channels_last | auto (auto: calibrated per machine, cached,
+                                        # recorded in the run's execution.json and reused on resume)
+    channels_last: bool = False         # legacy spelling of memory_format="channels_last" (kept: older run records)
     compile: bool = False               # torch.compile the training forward
     device: str = "auto"                # auto → cuda, mps, cpu
     checkpoint_every: int = 1           # epochs between checkpoints (the last epoch is always checkpointed)
@@ -146,6 +150,7 @@ class TrainConfig:
         _allowed("mix", self.mix, _MIXES)
         _allowed("schedule", self.schedule, _SCHEDULES)
         _allowed("precision", self.precision, _PRECISIONS)
+        _allowed("memory_format", self.memory_format, _MEMORY_FORMATS)
         _allowed("select_on", self.select_on, _SELECT)
         _allowed("prune_scope", self.prune_scope, _PRUNE_SCOPES)
         _allowed("ortho_layers", self.ortho_layers, _ORTHO_LAYERS)
@@ -303,6 +308,8 @@ def parse_overrides(assignments: Iterable[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------------- profiles
 # Each profile: "values" (fields that differ from the dataclass defaults) and "reasons" (why each
 # differs from the authors' recipe). ``paper`` is the recipe itself, so it has no values.
+_AUTO_MODE = ("execution mode (bf16 autocast / channels-last where faster) calibrated per machine and recorded in the "
+              "run (execution.json); changes rounding only, not the recipe")
 _SHORT_BUDGET_BN = (
     "BN momentum 0.01 leaves the running statistics near their init after a few hundred steps, so an "
     "eval-mode model scores chance; statistics are re-estimated on training images before each evaluation"
@@ -313,7 +320,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "values": dict(
             train_per_class=50, val_per_class=5, test_per_class=10,
             augment="baseline", cycles=1, epochs_per_cycle=4,
-            select_on="val", bn_recalibrate_images=2560,
+            select_on="val", bn_recalibrate_images=2560, precision="auto", memory_format="auto",
         ),
         "reasons": {
             "train_per_class": "CPU budget: a stratified subset of the training set",
@@ -324,6 +331,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "epochs_per_cycle": "CPU budget: a few minutes on two cores",
             "select_on": "honest model selection on a validation split instead of the test set (PAPER §5.7)",
             "bn_recalibrate_images": _SHORT_BUDGET_BN,
+            "precision": _AUTO_MODE,
+            "memory_format": _AUTO_MODE,
         },
     },
     "smoke": {
@@ -331,7 +340,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             dataset="synthetic", width_mult=0.25, depth_mult=0.5, train_per_class=32, val_per_class=8,
             test_per_class=16,
             augment="baseline", cycles=2, epochs_per_cycle=2, batch_size=32,
-            select_on="val", bn_recalibrate_images=256, eval_batch_size=128,
+            select_on="val", bn_recalibrate_images=256, eval_batch_size=128, precision="auto", memory_format="auto",
         ),
         "reasons": {
             "dataset": "smoke test: synthetic images, no download",
@@ -347,6 +356,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "select_on": "honest model selection on a validation split instead of the test set (PAPER §5.7)",
             "bn_recalibrate_images": _SHORT_BUDGET_BN,
             "eval_batch_size": "smoke test",
+            "precision": _AUTO_MODE,
+            "memory_format": _AUTO_MODE,
         },
     },
 }
