@@ -29,7 +29,7 @@ from typing import Callable, Iterable
 import torch
 
 __all__ = ["ExecutionMode", "PRECISIONS", "MEMORY_FORMATS", "cpu_flags", "bf16_native", "machine_key", "candidates",
-           "resolve", "calibrate", "cache_path", "autocast", "train_runner", "eval_runner", "SPEED_FLAGS"]
+           "resolve", "calibrate", "time_alternating", "cache_path", "autocast", "train_runner", "eval_runner", "SPEED_FLAGS"]
 
 log = logging.getLogger(__name__)
 
@@ -140,21 +140,17 @@ def candidates(device: torch.device, *, precision: str = "auto", memory_format: 
 
 
 # ---------------------------------------------------------------------- calibration
-def calibrate(make_runner: Callable[[ExecutionMode], Callable[[], None]], modes: Iterable[ExecutionMode], *,
-              steps: int = 3, warmup: int = 1, rounds: int = 2) -> dict[str, float]:
-    """Seconds per call of each mode's runner: warm-up, then ``rounds`` alternating blocks of ``steps``.
+def time_alternating(runners: dict[str, Callable[[], None]], *, steps: int = 3, warmup: int = 1, rounds: int = 2
+                     ) -> dict[str, float]:
+    """Seconds per call of each runner: ``warmup`` calls, then ``rounds`` alternating blocks of ``steps`` calls.
 
-    Alternating blocks make background load on a shared machine hit every mode alike; the figure is
+    Alternating blocks make background load on a shared machine hit every runner alike; the figure is
     the median block time / steps.
     """
-    modes = list(modes)
-    runners = {}
-    for mode in modes:
-        runner = make_runner(mode)
+    for runner in runners.values():
         for _ in range(warmup):
             runner()
-        runners[mode.name] = runner
-    times: dict[str, list[float]] = {m.name: [] for m in modes}
+    times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, runner in runners.items():
             t0 = time.perf_counter()
@@ -162,6 +158,12 @@ def calibrate(make_runner: Callable[[ExecutionMode], Callable[[], None]], modes:
                 runner()
             times[name].append((time.perf_counter() - t0) / steps)
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def calibrate(make_runner: Callable[[ExecutionMode], Callable[[], None]], modes: Iterable[ExecutionMode], *,
+              steps: int = 3, warmup: int = 1, rounds: int = 2) -> dict[str, float]:
+    """Seconds per call of each mode's runner (:func:`time_alternating`), keyed by ``mode.name``."""
+    return time_alternating({m.name: make_runner(m) for m in modes}, steps=steps, warmup=warmup, rounds=rounds)
 
 
 def cache_path() -> Path:
