@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-__all__ = ["print_result"]
+__all__ = ["print_result", "add_machine_options"]
 
 
 def print_result(result: dict, *, title: str, as_json: bool) -> None:
@@ -22,3 +22,10 @@ def print_result(result: dict, *, title: str, as_json: bool) -> None:
     print(f"  chosen mode (auto): {result['chosen']} [{result['chosen_source']}]")
     for name, ips in result["images_per_s"].items():
         print(f"  {name:<22s} {ips:>9.1f} img/s   {result['ratio_vs_authors'][name]:>5.2f}x authors-style")
+
+
+def add_machine_options(parser) -> None:
+    """--threads, --device, --json: the options every bench target shares."""
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto")
+    parser.add_argument("--json", action="store_true", help="print the whole result as JSON")

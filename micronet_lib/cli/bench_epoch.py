@@ -13,15 +13,15 @@ def _default_data() -> str | None:
 
 
 def register(targets) -> None:
+    from micronet_lib.cli._bench_report import add_machine_options
+
     parser = targets.add_parser("epoch", help="images/s of whole fit epochs (FastAA 4x, CutMix, WLS, ortho) vs authors-style")
     parser.add_argument("--data", default=None,
                         help="dataset spec (default: imagefolder:$MICRONET_IMAGEFOLDER_ROOT/cifar10-jpeg)")
     parser.add_argument("--train-per-class", type=int, default=20, help="training images per class (default 20)")
     parser.add_argument("--test-per-class", type=int, default=10, help="test images per class (default 10)")
     parser.add_argument("--rounds", type=int, default=2, help="epochs per side, alternating (default 2; median)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto")
-    parser.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    add_machine_options(parser)
     parser.set_defaults(func=_run)
 
 

@@ -14,15 +14,15 @@ def register(subparsers) -> None:
 
 
 def _common(parser, default_weights: str, *, batch: int) -> None:
+    from micronet_lib.cli._bench_report import add_machine_options
+
     parser.add_argument("--weights", default=default_weights,
                         help=f"released name or checkpoint (default {default_weights}); 'none': fresh init")
     parser.add_argument("--batch-size", type=int, default=batch)
     parser.add_argument("--steps", type=int, default=3, help="calls per timed block (default 3)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating blocks per mode (default 3; median)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per mode (default 1)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto")
-    parser.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    add_machine_options(parser)
 
 
 def _check(args) -> None:

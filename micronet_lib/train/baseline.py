@@ -115,7 +115,8 @@ class PilImageDataset(torch.utils.data.Dataset):
 
 
 def authors_epoch(model: nn.Module, ds, *, batch_size: int = 128, eval_batch_size: int = 256, loss: str = "wls",
-                  ortho_coef: float = 0.7, seed: int = 0, num_workers: int = 0, max_batches: int | None = None) -> dict:
+                  ortho_coef: float = 0.7, seed: int = 0, num_workers: int = 0, max_batches: int | None = None,
+                  device: str | torch.device = "cpu") -> dict:
     """One authors-style epoch (FastAA 4× through PIL, CutMix every batch, ``loss``, λ·ortho) + a test pass.
 
     Returns ``{"images": n, "seconds": s}``; images counts the training samples seen.
@@ -129,7 +130,9 @@ def authors_epoch(model: nn.Module, ds, *, batch_size: int = 128, eval_batch_siz
     gen = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(PilImageDataset(ds.train.images, ds.train.labels, pipeline, seed=seed),
                                          batch_size=batch_size, shuffle=True, generator=gen, num_workers=num_workers)
-    loss_fn = make_loss(loss, num_classes=ds.num_classes)
+    device = torch.device(device)
+    model.to(device)
+    loss_fn = make_loss(loss, num_classes=ds.num_classes).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-5)
     step = authors_step(model, optimizer, loss_fn, ortho_coef=ortho_coef)
     t0 = time.perf_counter()
@@ -140,11 +143,11 @@ def authors_epoch(model: nn.Module, ds, *, batch_size: int = 128, eval_batch_siz
         if max_batches is not None and b >= max_batches:
             break
         x, y_a, y_b, lam = cutmix(x, y, generator=gen)
-        step(x, y_a, y_b, lam)
+        step(x.to(device), y_a.to(device), y_b.to(device), lam)
         seen += len(y)
     model.eval()
     with torch.no_grad():
         for lo in range(0, len(ds.test), eval_batch_size):
-            logits = model(normalize(ds.test.images[lo:lo + eval_batch_size], ds.mean, ds.std))
-            (logits.argmax(1) == ds.test.labels[lo:lo + eval_batch_size]).sum().item()
+            logits = model(normalize(ds.test.images[lo:lo + eval_batch_size].to(device), ds.mean, ds.std))
+            (logits.argmax(1).cpu() == ds.test.labels[lo:lo + eval_batch_size]).sum().item()
     return {"images": seen, "seconds": time.perf_counter() - t0}

@@ -193,7 +193,7 @@ def bench_epoch(*, data: str, train_per_class: int = 20, test_per_class: int = 1
         for r in range(rounds):
             model = authors_style(build_training_model(config, ds.num_classes))
             out = authors_epoch(model, ds, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
-                                loss="wls", seed=seed + r)
+                                loss="wls", seed=seed + r, device=dev)
             times["authors"].append(out["seconds"])
             images = out["images"]
             run_dir = os.path.join(tmp, f"run{r}")
