@@ -190,3 +190,20 @@ def test_bf16_evaluation_agrees_with_fp32_on_real_images(asset, cifar10_jpeg):
             agreement = float((got == want).float().mean())
             print(f"{name}: bf16 vs fp32 top-1 agreement {agreement:.4f} on {len(x)} images")
             assert agreement >= floor, (name, agreement)
+
+
+def test_authors_style_baseline_computes_what_this_project_computes(asset):
+    """The speed reference (x·relu6(x+3)/6, unfused SE) loads the released weights and gives the same logits
+    as the native hardswish network, within the released-logits tolerance of tests/test_released.py."""
+    import copy
+
+    from micronet_lib.models.released import load_released
+    from micronet_lib.train.baseline import AuthorsHSwish, authors_style
+
+    asset("micronet_v2_pr_60.t7")
+    model = load_released("micronet_v2_pr_60")
+    authors = authors_style(copy.deepcopy(model))
+    assert sum(isinstance(m, AuthorsHSwish) for m in authors.modules()) > 30
+    x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(authors(x), model(x), rtol=0, atol=1e-4)

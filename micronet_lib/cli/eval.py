@@ -22,7 +22,8 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, metavar="N", help="evaluate a fixed random subset of N images")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+                   help="fp32 (default) | bf16 autocast | auto: the fastest mode this machine runs (calibrated, cached)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed of an untrained --model")
@@ -64,7 +65,8 @@ def run(args) -> int:
         return 0
     rows = [("model", source), ("data", f"{dataset.description} [{dataset.name}]"), ("split", f"{args.split} (n={result.n})"),
             ("top-1 %", f"{result.top1:.2f} ({result.correct}/{result.n})"), ("top-5 %", f"{result.top5:.2f}"),
-            ("loss", f"{result.loss:.4f}"), ("precision", f"{args.precision}{', channels-last' if args.channels_last else ''} on {device}")]
+            ("loss", f"{result.loss:.4f}"), ("precision", f"{result.precision}, {result.memory_format}{', BN folded' if result.bn_folded else ''} on {device}"
+                          f" [{result.mode_source}]")]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
