@@ -2,13 +2,15 @@
 
 ``evaluate`` follows the authors' test protocol (docs/method.md §5.1 "Test": ToTensor + Normalize only, eval
 mode, no test-time augmentation), batched under ``torch.inference_mode``; bf16 autocast and channels-last
-are optional speed modes (logits are compared in fp32). ``recalibrate_bn`` re-estimates the BN running
+are optional speed modes (logits are compared in fp32), ``"auto"`` picks the fastest the machine runs
+(``micronet_lib.execution``), and BatchNorm is folded into the preceding convolutions of an evaluated
+copy (the same function up to float rounding; the model passed in is not changed). ``recalibrate_bn`` re-estimates the BN running
 statistics with a cumulative average over normalised training images, e.g. after pruning (docs/method.md §8).
 """
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import logging
 from dataclasses import asdict, dataclass, field
 
@@ -25,7 +27,8 @@ __all__ = ["EvalResult", "evaluate", "recalibrate_bn", "PRECISIONS"]
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
+MEMORY_FORMATS = ("contiguous", "channels_last", "auto")
 # A limited evaluation uses a fixed random subset (image folders are sorted by class, so "the first
 # N images" would be one class); the seed is fixed so that repeated calls see the same images.
 LIMIT_SEED = 0
@@ -43,6 +46,9 @@ class EvalResult:
     correct: int = 0
     split: str = "test"
     precision: str = "fp32"
+    memory_format: str = "contiguous"
+    bn_folded: bool = False
+    mode_source: str = "config"  # config | cache | calibrated (precision/memory_format "auto")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -57,10 +63,40 @@ def _check_positive_int(name: str, value, *, allow_none: bool = False) -> None:
         raise ValueError(f"{name}={value!r} must be a positive integer{' or None' if allow_none else ''}")
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, bool]:
+    """An eval-mode copy of ``model`` with each conv → BatchNorm pair folded into one conv; ``model`` is untouched.
+
+    Uses ``torch.fx.experimental.optimization.fuse`` (pruning masks are applied to the copy first, so
+    the folded weights keep their zeros). Returns ``(copy, folded)``; a model fx cannot trace is
+    returned unfolded (``folded=False``).
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    from micronet_lib.pruning import apply_masks
+
+    work = copy.deepcopy(model).eval()
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in work.modules()):
+        return work, False
+    apply_masks(work)
+    try:
+        return fuse(work, inplace=True), True
+    except Exception as exc:  # noqa: BLE001 - any tracing failure: evaluate the unfolded copy
+        log.debug("BatchNorm folding skipped for %s: %s", type(model).__name__, exc)
+        return work, False
+
+
+def resolve_eval_mode(model: nn.Module, *, batch_size: int, device: torch.device, precision: str = "auto",
+                      memory_format: str = "auto", num_classes: int | None = None) -> dict:
+    """The evaluation mode: explicit, or calibrated on a BN-folded copy (cached per machine); see ``execution.resolve``."""
+    from micronet_lib import execution
+
+    n_params = sum(p.numel() for p in model.parameters())
+    return execution.resolve(
+        "eval", device, execution.eval_runner(model, batch_size=batch_size, device=device,
+                                              prepare=lambda m: fold_batchnorm(m)[0]),
+        precision=precision, memory_format=memory_format, compile=False, batch_size=batch_size,
+        model_key=f"{type(model).__name__}:{n_params}params:{num_classes}classes",
+    )
 
 
 def evaluate(
@@ -72,18 +108,29 @@ def evaluate(
     device: str | torch.device = "cpu",
     precision: str = "fp32",
     channels_last: bool = False,
+    memory_format: str | None = None,
+    fold_bn: bool = True,
     limit: int | None = None,
     progress: bool = True,
     allow_tf32: bool = False,
 ) -> EvalResult:
     """Top-1/top-5 accuracy (%), mean loss and per-class top-1 of ``model`` on ``dataset.split(split)``.
 
-    The model is moved to ``device`` (in place, as ``Module.to`` does) and run in eval mode; its
-    training flag and memory format are restored afterwards. ``limit`` evaluates a fixed random
-    subset of that many images. On CUDA, fp32 is true fp32 unless ``allow_tf32`` (``tf32.fp32_mode``).
+    The model is moved to ``device`` (in place, as ``Module.to`` does); a copy is run in eval mode
+    (BatchNorm folded when ``fold_bn``), so the model's training flag and memory format are unchanged.
+    ``memory_format`` ("contiguous" | "channels_last" | "auto") overrides ``channels_last``;
+    ``precision="auto"`` / ``memory_format="auto"`` pick the fastest mode the machine runs (calibrated
+    once, cached). ``limit`` evaluates a fixed random subset of that many images. On CUDA, fp32 is
+    true fp32 unless ``allow_tf32`` (``tf32.fp32_mode``).
     """
+    from micronet_lib import allocator, execution
+
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; allowed: {', '.join(PRECISIONS)}")
+    if memory_format is None:
+        memory_format = "channels_last" if channels_last else "contiguous"
+    if memory_format not in MEMORY_FORMATS:
+        raise ValueError(f"memory_format={memory_format!r} is not supported; allowed: {', '.join(MEMORY_FORMATS)}")
     _check_positive_int("batch_size", batch_size)
     _check_positive_int("limit", limit, allow_none=True)
     data = dataset.split(split)
@@ -100,47 +147,54 @@ def evaluate(
     num_classes = dataset.num_classes
     device = torch.device(device)
 
-    was_training = model.training
-    model.to(device).eval()
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    correct1 = correct5 = 0
-    class_correct = torch.zeros(num_classes, dtype=torch.int64)
+    model.to(device)
+    if device.type == "cpu":
+        allocator.configure()
+    chosen = resolve_eval_mode(model, batch_size=batch_size, device=device, precision=precision,
+                               memory_format=memory_format, num_classes=num_classes)
+    mode = execution.ExecutionMode.from_dict(chosen["mode"])
+    work, folded = fold_batchnorm(model) if fold_bn else (copy.deepcopy(model).eval(), False)
+    if mode.channels_last:
+        work.to(memory_format=torch.channels_last)
+    # Inputs in the model's own float type (a float64 model, e.g. tests/test_fidelity.py); autocast casts for bf16.
+    input_dtype = next((p.dtype for p in work.parameters() if p.is_floating_point()), torch.float32)
+    # Sums stay on the device until the end: no host read per batch.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct5 = torch.zeros((), dtype=torch.int64, device=device)
+    class_correct = torch.zeros(num_classes, dtype=torch.int64, device=device)
     class_total = torch.bincount(labels, minlength=num_classes)[:num_classes]
-    try:
-        with torch.inference_mode(), fp32_mode(allow_tf32=allow_tf32):
-            bar = tqdm(total=n, desc=f"eval {split}", unit="img", disable=not progress, leave=False)
-            for start in range(0, n, batch_size):
-                x = normalize(images[start:start + batch_size].to(device), dataset.mean, dataset.std)
-                y = labels[start:start + batch_size].to(device)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with _autocast(device, precision):
-                    logits = model(x)
-                logits = logits.float()
-                if start == 0 and (logits.ndim != 2 or logits.shape[1] != num_classes):
-                    raise ValueError(
-                        f"model outputs {list(logits.shape[1:])} logits per image but dataset {dataset.name!r} has "
-                        f"{num_classes} classes; build the model with num_classes={num_classes}"
-                    )
-                loss_sum += F.cross_entropy(logits, y, reduction="sum").double().cpu()
-                top = logits.topk(min(5, num_classes), dim=1).indices
-                hit1 = (top[:, 0] == y).cpu()
-                correct1 += int(hit1.sum())
-                correct5 += int((top == y[:, None]).any(dim=1).sum())
-                class_correct += torch.bincount(y.cpu()[hit1], minlength=num_classes)[:num_classes]
-                bar.update(int(y.shape[0]))
-            bar.close()
-    finally:
-        if channels_last:
-            model.to(memory_format=torch.contiguous_format)
-        model.train(was_training)
+    with torch.inference_mode(), fp32_mode(allow_tf32=allow_tf32):
+        bar = tqdm(total=n, desc=f"eval {split}", unit="img", disable=not progress, leave=False)
+        for start in range(0, n, batch_size):
+            x = normalize(images[start:start + batch_size].to(device, non_blocking=True), dataset.mean, dataset.std)
+            x = x.to(input_dtype)
+            y = labels[start:start + batch_size].to(device, non_blocking=True)
+            if mode.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with execution.autocast(mode, device):
+                logits = work(x)
+            logits = logits.float()
+            if start == 0 and (logits.ndim != 2 or logits.shape[1] != num_classes):
+                raise ValueError(
+                    f"model outputs {list(logits.shape[1:])} logits per image but dataset {dataset.name!r} has "
+                    f"{num_classes} classes; build the model with num_classes={num_classes}"
+                )
+            loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+            top = logits.topk(min(5, num_classes), dim=1).indices
+            hit1 = top[:, 0] == y
+            correct5 += (top == y[:, None]).any(dim=1).sum()
+            class_correct += torch.bincount(y[hit1], minlength=num_classes)[:num_classes]
+            bar.update(int(y.shape[0]))
+        bar.close()
+    class_correct = class_correct.cpu()
+    correct1 = int(class_correct.sum())
+    correct5 = int(correct5)
     with np.errstate(invalid="ignore", divide="ignore"):
         per_class = 100.0 * class_correct.numpy() / class_total.numpy()
     result = EvalResult(
         top1=100.0 * correct1 / n, top5=100.0 * correct5 / n, loss=float(loss_sum) / n,
-        per_class=per_class.astype(np.float64), n=n, correct=correct1, split=split, precision=precision,
+        per_class=per_class.astype(np.float64), n=n, correct=correct1, split=split, precision=mode.precision,
+        memory_format=mode.memory_format, bn_folded=folded, mode_source=chosen["source"],
     )
     log.info("%s %s: top-1 %.2f %%, top-5 %.2f %%, loss %.4f (n=%d)", dataset.name, split, result.top1, result.top5, result.loss, n)
     return result

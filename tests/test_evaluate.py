@@ -174,17 +174,18 @@ def test_cli_eval_on_real_cifar10_jpeg(cifar10_jpeg, capsys):
     assert out["n"] == 64 and out["classes"][0] == "airplane" and out["description"].startswith("CIFAR-10")
 
 
-def test_cli_bench_eval_tiny(capsys):
+def test_cli_bench_eval_tiny(capsys, tmp_path, monkeypatch):
     from micronet_lib.cli import main
 
-    argv = ["bench", "eval", "--batch-size", "2", "--iters", "1", "--warmup", "0", "--models", "micronet_v2",
-            "--modes", "fp32,channels_last,masked", "--json"]
+    monkeypatch.setenv("MICRONET_CACHE", str(tmp_path))
+    argv = ["bench", "eval", "--batch-size", "2", "--steps", "1", "--rounds", "1", "--warmup", "0", "--weights", "none",
+            "--threads", "1", "--json"]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"micronet_v2/fp32", "micronet_v2/channels_last", "micronet_v2/masked"}
-    assert all(v > 0 for v in out.values())
-    assert main(["bench", "eval", "--modes", "turbo"]) == 2
-    assert "turbo" in capsys.readouterr().err
+    assert {"authors", "fp32", "fp32+channels_last"} <= set(out["images_per_s"]) and out["chosen"] in out["images_per_s"]
+    assert all(v > 0 for v in out["images_per_s"].values())
+    assert main(["bench", "eval", "--rounds", "0"]) == 2
+    assert "--rounds 0" in capsys.readouterr().err
 
 
 def test_masked_model_evaluates_and_trains_afterwards(oracle_data):

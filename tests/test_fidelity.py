@@ -33,6 +33,7 @@ BASE = dict(
     dataset="synthetic", train_per_class=2, val_per_class=None, test_per_class=3, select_on="test",
     bn_recalibrate_images=0, batch_size=8, cycles=1, epochs_per_cycle=2, augment="test",
     width_mult=0.25, depth_mult=0.5,
+    precision="fp32", memory_format="contiguous",  # float64 runs: no autocast, the reference layout
 )
 
 

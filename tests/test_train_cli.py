@@ -38,9 +38,13 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
     assert "not a run folder" in capsys.readouterr().err
 
 
-def test_bench_train_json(capsys):
-    args = ["bench", "train", "--json", "--steps", "1", "--warmup", "0", "--batch-size", "4", "--threads", "1",
-            "--modes", "fp32_eager", "channels_last"]
+def test_bench_train_json(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("MICRONET_CACHE", str(tmp_path))
+    args = ["bench", "train", "--json", "--steps", "1", "--rounds", "1", "--warmup", "0", "--batch-size", "4",
+            "--threads", "1", "--weights", "none"]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result) == {"fp32_eager", "channels_last"} and all(v > 0 for v in result.values())
+    assert result["ratio_vs_authors"]["authors"] == 1.0 and result["chosen"] in result["images_per_s"]
+    assert {"fp32", "fp32+channels_last"} <= set(result["images_per_s"]) and all(v > 0 for v in result["images_per_s"].values())
+    assert result["machine"]["allocator"]["applied"] is True and "avx512_bf16" in result["machine"]["flags"]
+    assert main(["bench", "train", "--steps", "0"]) == 2 and "--steps 0" in capsys.readouterr().err

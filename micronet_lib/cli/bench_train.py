@@ -1,40 +1,55 @@
-"""``micronet bench train``: images/s of a ver2 training step at batch 128, fp32 eager vs faster modes."""
+"""``micronet bench train``: training-step images/s per execution mode vs the authors-style step (ver2)."""
 
 from __future__ import annotations
-
-import json
 
 __all__ = ["register"]
 
 
 def register(subparsers) -> None:
-    from micronet_lib.train.bench import MODES
+    from micronet_lib.train.bench import DEFAULT_WEIGHTS
 
-    parser = subparsers.add_parser("train", help="training-step images/s (ver2, batch 128) per execution mode")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per mode (median reported)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per mode (includes compilation)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--model", default="micronet_v2")
-    parser.add_argument("--device", default="cpu", help="cpu (the figure the issue asks for), cuda, auto")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--modes", nargs="+", default=["fp32_eager", "channels_last", "compile_channels_last"],
-                        choices=list(MODES), help="modes to time; fp32_eager is the baseline")
-    parser.add_argument("--json", action="store_true", help="print {mode: images/s} as JSON only")
+    parser = subparsers.add_parser("train", help="training-step images/s per mode, vs the authors-style fp32 step")
+    _common(parser, DEFAULT_WEIGHTS, batch=128)
     parser.set_defaults(func=_run)
 
 
-def _run(args) -> int:
+def _common(parser, default_weights: str, *, batch: int) -> None:
+    from micronet_lib.cli._bench_report import add_machine_options
+
+    parser.add_argument("--weights", default=default_weights,
+                        help=f"released name or checkpoint (default {default_weights}); 'none': fresh init")
+    parser.add_argument("--batch-size", type=int, default=batch)
+    parser.add_argument("--steps", type=int, default=3, help="calls per timed block (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating blocks per mode (default 3; median)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls per mode (default 1)")
+    add_machine_options(parser)
+
+
+def _check(args) -> None:
+    import torch
+
+    for name in ("batch_size", "steps", "rounds"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)} must be >= 1")
+    if args.warmup < 0:
+        raise ValueError(f"--warmup {args.warmup} must be >= 0")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+
+
+def run_target(args, bench, title: str) -> int:
     from micronet_lib.cli import resolve_device
+    from micronet_lib.cli._bench_report import print_result
+
+    _check(args)
+    weights = None if args.weights.lower() == "none" else args.weights
+    result = bench(weights=weights, batch_size=args.batch_size, steps=args.steps, rounds=args.rounds,
+                   warmup=args.warmup, device=resolve_device(args.device))
+    print_result(result, title=f"{title}, batch {args.batch_size}, weights {weights or 'fresh init'}", as_json=args.json)
+    return 0
+
+
+def _run(args) -> int:
     from micronet_lib.train.bench import bench_train
 
-    result = bench_train(modes=tuple(args.modes), steps=args.steps, warmup=args.warmup, batch_size=args.batch_size,
-                         model_name=args.model, device=resolve_device(args.device), threads=args.threads)
-    if args.json:
-        print(json.dumps({k: round(v, 2) for k, v in result.items()}))
-        return 0
-    base = result["fp32_eager"]
-    for mode, ips in result.items():
-        print(f"{mode:>24s}: {ips:8.1f} images/s  ({ips / base:.2f}x fp32 eager)")
-    best = max(result, key=result.get)
-    print(f"fastest: {best} ({result[best] / base:.2f}x)")
-    return 0
+    return run_target(args, bench_train, "training step (CE + 0.7·ortho, Nesterov SGD)")

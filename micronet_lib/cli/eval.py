@@ -22,7 +22,8 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, metavar="N", help="evaluate a fixed random subset of N images")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+                   help="fp32 (default) | bf16 autocast | auto: the fastest mode this machine runs (calibrated, cached)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument("--allow-tf32", action=argparse.BooleanOptionalAction, default=False,
                    help="let CUDA run fp32 matmul/conv in TF32 (default: true fp32, as the authors)")
@@ -66,8 +67,8 @@ def run(args) -> int:
         return 0
     rows = [("model", source), ("data", f"{dataset.description} [{dataset.name}]"), ("split", f"{args.split} (n={result.n})"),
             ("top-1 %", f"{result.top1:.2f} ({result.correct}/{result.n})"), ("top-5 %", f"{result.top5:.2f}"),
-            ("loss", f"{result.loss:.4f}"), ("precision", f"{args.precision}{', TF32 allowed' if args.allow_tf32 else ''}"
-                                    f"{', channels-last' if args.channels_last else ''} on {device}")]
+            ("loss", f"{result.loss:.4f}"), ("precision", f"{result.precision}{', TF32 allowed' if args.allow_tf32 else ''}, {result.memory_format}{', BN folded' if result.bn_folded else ''} on {device}"
+                          f" [{result.mode_source}]")]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")

@@ -1,92 +1,211 @@
-"""Training-step throughput (images/s) of ``fit``'s inner step in several execution modes.
+"""``micronet bench train|eval|epoch``: this project's execution vs an authors-style one, same process.
 
-One step is what ``engine.fit`` does per batch (docs/method.md §5.5): forward in train mode, cross-entropy
-+ 0.7 · orthogonality over the 68 1×1 convs, backward, Nesterov SGD step with weight decay. Inputs are
-random tensors: the data pipeline is benchmarked separately (``micronet bench augment``).
+The reference is :mod:`micronet_lib.train.baseline` (NCHW fp32, ``x·relu6(x+3)/6``, unfused SE, the
+orthogonality penalty layer by layer, ``loss.item()`` per step, PIL per image in a ``DataLoader``),
+loaded with the same trained weights (``micronet_v2_pr_60`` by default). Every figure comes from
+blocks of calls timed in alternation (``execution.time_alternating``), so background load on a shared
+machine hits every side alike; results are ratios to the reference plus the images/s behind them,
+with the machine's CPU flags, the allocator state and the load average stated.
 
-Modes are timed round-robin (one step of each mode in turn) so that background load on a shared
-machine hits every mode alike; the reported figure is images / median step time.
+* train: one step (forward, cross-entropy + 0.7·ortho over the 68 1×1 convs, backward, Nesterov SGD)
+  at batch 128 on fixed random inputs, per execution mode;
+* eval: one inference batch of 256 (BatchNorm folded on this project's side), per execution mode;
+* epoch: whole epochs of ``fit`` under the paper recipe (FastAA 4×, CutMix, weighted LS,
+  orthogonality; ``precision``/``memory_format`` "auto") on a small real-image subset, vs the same
+  epoch through the authors-style pipeline and step.
 """
 
 from __future__ import annotations
 
-import logging
+import copy
+import os
 import statistics
-import time
+import tempfile
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
-__all__ = ["MODES", "bench_train", "make_step"]
+from micronet_lib import allocator, execution
 
-log = logging.getLogger(__name__)
+__all__ = ["machine_info", "load_weights", "bench_train", "bench_eval", "bench_epoch", "DEFAULT_WEIGHTS"]
 
-# name → (channels_last, compile, autocast dtype or None)
-MODES: dict[str, tuple[bool, bool, torch.dtype | None]] = {
-    "fp32_eager": (False, False, None),
-    "channels_last": (True, False, None),
-    "bf16_eager": (False, False, torch.bfloat16),
-    "compile": (False, True, None),
-    "compile_channels_last": (True, True, None),
-}
+DEFAULT_WEIGHTS = "micronet_v2_pr_60"
 
 
-def make_step(mode: str, *, model_name: str = "micronet_v2", batch_size: int = 128, num_classes: int = 100,
-              ortho_coef: float = 0.7, device: str = "cpu", seed: int = 0) -> Callable[[], None]:
-    """A closure running one training step of ``mode`` on fixed random inputs."""
+def machine_info(device: torch.device) -> dict:
+    """CPU model and the flags that matter, threads, load average, allocator, torch version, GPU name."""
+    info = execution.cpu_flags()
+    out = {"cpu": info["model"], "flags": info["flags"], "bf16_native": execution.bf16_native(device),
+           "threads": torch.get_num_threads(), "torch": str(torch.__version__), "device": str(device),
+           "allocator": allocator.state()}
+    if hasattr(os, "getloadavg"):
+        out["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+    return out
+
+
+def load_weights(weights: str | None, *, model_name: str = "micronet_v2", num_classes: int = 100) -> torch.nn.Module:
+    """A released checkpoint (masks attached) or, with ``weights=None``, a seeded fresh ``model_name``."""
     from micronet_lib.models import build_model
+    from micronet_lib.models.released import load_checkpoint
+
+    if weights:
+        return load_checkpoint(weights)
+    torch.manual_seed(0)
+    return build_model(model_name, num_classes=num_classes)
+
+
+def _modes(device: torch.device) -> list[execution.ExecutionMode]:
+    return execution.candidates(device, compile=False)
+
+
+def _result(seconds: dict[str, float], images: int, chosen: dict, device: torch.device, **extra) -> dict:
+    base = seconds["authors"]
+    return {"machine": machine_info(device), "chosen": chosen["name"], "chosen_source": chosen["source"], **extra,
+            "images_per_s": {k: round(images / v, 1) for k, v in seconds.items()},
+            "ratio_vs_authors": {k: round(base / v, 2) for k, v in seconds.items()}}
+
+
+def _project_train_step(model, mode, *, batch_size, device, num_classes=100, ortho_coef=0.7) -> Callable[[], None]:
     from micronet_lib.regularizers import orthogonality_penalty
 
-    if mode not in MODES:
-        raise ValueError(f"unknown bench mode {mode!r}; allowed: {', '.join(MODES)}")
-    channels_last, compile_, dtype = MODES[mode]
-    torch.manual_seed(seed)
-    model = build_model(model_name, num_classes=num_classes).to(device).train()
-    x = torch.randn(batch_size, 3, 32, 32, device=device)
-    y = torch.randint(0, num_classes, (batch_size,), device=device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    work = copy.deepcopy(model).to(device).train()
+    if mode.channels_last:
+        work.to(memory_format=torch.channels_last)
+    forward = torch.compile(work) if mode.compile else work
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(batch_size, 3, 32, 32, generator=gen).to(device)
+    if mode.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    forward = torch.compile(model) if compile_ else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-5)
-    device_type = torch.device(device).type
+    y = torch.randint(0, num_classes, (batch_size,), generator=gen).to(device)
+    opt = torch.optim.SGD(work.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-5)
+    loss_sum = torch.zeros((), device=device)  # accumulated on the device, as fit does: no host read
 
     def step() -> None:
-        with torch.autocast(device_type=device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with execution.autocast(mode, device):
             logits = forward(x)
-        loss = F.cross_entropy(logits.float(), y)
-        if ortho_coef:
-            loss = loss + ortho_coef * orthogonality_penalty(model)
-        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(logits.float(), y) + ortho_coef * orthogonality_penalty(work)
+        opt.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        if device_type == "cuda":
-            torch.cuda.synchronize()
+        opt.step()
+        loss_sum.add_(loss.detach())
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     return step
 
 
-def bench_train(*, modes: tuple[str, ...] = ("fp32_eager", "channels_last", "compile_channels_last"), steps: int = 5,
-                warmup: int = 2, batch_size: int = 128, model_name: str = "micronet_v2", device: str = "cpu",
-                threads: int | None = None) -> dict[str, float]:
-    """``{mode: images/s}``, all modes measured in this process, interleaved step by step."""
-    if steps < 1 or warmup < 0:
-        raise ValueError(f"steps={steps} must be >= 1 and warmup={warmup} >= 0")
-    if "fp32_eager" not in modes:
-        raise ValueError("modes must include 'fp32_eager', the baseline every other mode is compared with")
-    if threads is not None:
-        torch.set_num_threads(threads)
-    steppers = {m: make_step(m, model_name=model_name, batch_size=batch_size, device=device) for m in modes}
-    for mode, step in steppers.items():
-        t0 = time.perf_counter()
-        for _ in range(warmup):  # compile happens here
-            step()
-        log.info("%s: warm-up %.1f s", mode, time.perf_counter() - t0)
-    times: dict[str, list[float]] = {m: [] for m in modes}
-    for _ in range(steps):
-        for mode, step in steppers.items():
-            t0 = time.perf_counter()
-            step()
-            times[mode].append(time.perf_counter() - t0)
-    return {m: batch_size / statistics.median(ts) for m, ts in times.items()}
+def _authors_train_step(model, *, batch_size, num_classes=100) -> Callable[[], None]:
+    from micronet_lib.regularizers import make_loss
+    from micronet_lib.train.baseline import authors_step, authors_style
+
+    work = authors_style(copy.deepcopy(model)).train()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(batch_size, 3, 32, 32, generator=gen)
+    y = torch.randint(0, num_classes, (batch_size,), generator=gen)
+    opt = torch.optim.SGD(work.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-5)
+    step = authors_step(work, opt, make_loss("ce", num_classes=num_classes))
+    return lambda: step(x, y)
+
+
+def bench_train(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 128, steps: int = 3, rounds: int = 3,
+                warmup: int = 1, device: str = "cpu") -> dict:
+    """Training-step images/s and ratios vs the authors-style fp32 NCHW step (CPU only for the reference)."""
+    from micronet_lib.regularizers import orthogonality_penalty
+
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        allocator.configure()
+    model = load_weights(weights)
+    chosen = execution.resolve(
+        "train", dev, execution.train_runner(model, batch_size=batch_size, num_classes=100, device=dev,
+                                             ortho=lambda m: 0.7 * orthogonality_penalty(m)),
+        model_key="micronet_v2:w1.0:d1.0:100classes", batch_size=batch_size)
+    runners = {"authors": _authors_train_step(model, batch_size=batch_size)} if dev.type == "cpu" else {}
+    for mode in _modes(dev):
+        runners[mode.name] = _project_train_step(model, mode, batch_size=batch_size, device=dev)
+    seconds = execution.time_alternating(runners, steps=steps, warmup=warmup, rounds=rounds)
+    if "authors" not in seconds:  # on a GPU the reference is this project's fp32 step
+        seconds["authors"] = seconds["fp32"]
+    return _result(seconds, batch_size, chosen, dev, weights=weights, batch_size=batch_size, steps=steps, rounds=rounds)
+
+
+def bench_eval(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 256, steps: int = 3, rounds: int = 3,
+               warmup: int = 1, device: str = "cpu") -> dict:
+    """Inference images/s and ratios vs the authors-style fp32 NCHW forward (``torch.no_grad``, BN unfolded)."""
+    from micronet_lib.evaluate import fold_batchnorm, resolve_eval_mode
+    from micronet_lib.train.baseline import authors_style
+
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        allocator.configure()
+    model = load_weights(weights)
+    chosen = resolve_eval_mode(model, batch_size=batch_size, device=dev, num_classes=100)
+    x = torch.randn(batch_size, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    runners: dict[str, Callable[[], None]] = {}
+    if dev.type == "cpu":
+        authors = authors_style(copy.deepcopy(model)).eval()
+
+        def authors_forward() -> None:
+            with torch.no_grad():
+                authors(x).argmax(1).tolist()  # the authors read predictions back per batch
+
+        runners["authors"] = authors_forward
+    for mode in _modes(dev):
+        runners[mode.name] = execution.eval_runner(model, batch_size=batch_size, device=dev,
+                                                   prepare=lambda m: fold_batchnorm(m)[0])(mode)
+    seconds = execution.time_alternating(runners, steps=steps, warmup=warmup, rounds=rounds)
+    if "authors" not in seconds:
+        seconds["authors"] = seconds["fp32"]
+    return _result(seconds, batch_size, chosen, dev, weights=weights, batch_size=batch_size, steps=steps, rounds=rounds)
+
+
+def bench_epoch(*, data: str, train_per_class: int = 20, test_per_class: int = 10, rounds: int = 2,
+                device: str = "cpu", seed: int = 0) -> dict:
+    """Images/s of whole epochs (training pass + test pass) of ``fit`` under the paper recipe vs authors-style.
+
+    The paper recipe: FastAA 4× epoch, CutMix every batch, weighted label smoothing, 0.7·orthogonality,
+    Nesterov SGD at batch 128 (``TrainConfig`` "paper" values), on ``train_per_class`` images per class,
+    with ``precision``/``memory_format`` "auto"; fresh initial weights on both sides. The two sides
+    alternate epoch by epoch, ``rounds`` times each; images/s = training samples / epoch seconds.
+    """
+    from micronet_lib.train.baseline import authors_epoch, authors_style
+    from micronet_lib.train.config import TrainConfig
+    from micronet_lib.train.engine import fit
+    from micronet_lib.train.runs import read_metrics
+    from micronet_lib.train.setup import build_training_model, prepare_data
+
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        allocator.configure()
+    config = TrainConfig.from_profile(
+        "paper", dataset=data, train_per_class=train_per_class, test_per_class=test_per_class, cycles=1,
+        epochs_per_cycle=1, loss="wls", epsilon=0.1, precision="auto", memory_format="auto", device=device,
+        seed=seed, select_on="last")
+    ds = prepare_data(config)
+    times: dict[str, list[float]] = {"authors": [], "project": []}
+    images = 0
+    execution_record = None
+    with tempfile.TemporaryDirectory(prefix="micronet-bench-epoch-") as tmp:
+        # An untimed first fit resolves (calibrates or reads from the cache) the execution mode.
+        fit(config, os.path.join(tmp, "warm"), progress=False)
+        for r in range(rounds):
+            model = authors_style(build_training_model(config, ds.num_classes))
+            out = authors_epoch(model, ds, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
+                                loss="wls", seed=seed + r, device=dev)
+            times["authors"].append(out["seconds"])
+            images = out["images"]
+            run_dir = os.path.join(tmp, f"run{r}")
+            summary = fit(config, run_dir, progress=False)
+            record = read_metrics(run_dir)[-1]
+            times["project"].append(record["seconds"])
+            execution_record = summary.get("execution")
+
+    seconds = {k: statistics.median(v) for k, v in times.items()}
+    chosen = {"name": execution_record["train"]["name"] if execution_record else "?",
+              "source": execution_record["train"]["source"] if execution_record else "?"}
+    result = _result(seconds, images, chosen, dev, data=ds.description, train_images=len(ds.train),
+                     samples_per_epoch=images, rounds=rounds, epoch_seconds={k: [round(t, 2) for t in v] for k, v in times.items()})
+    result["eval_mode"] = execution_record["eval"]["name"] if execution_record else None
+    return result

@@ -26,7 +26,8 @@ __all__ = ["TrainConfig", "PROFILES", "list_profiles", "parse_overrides"]
 _LOSSES = ("ce", "ls", "wls")
 _MIXES = ("cutmix", "mixup", "none")
 _SCHEDULES = ("cosine", "step")
-_PRECISIONS = ("fp32", "bf16", "fp16")
+_PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+_MEMORY_FORMATS = ("contiguous", "channels_last", "auto")
 _SELECT = ("val", "test", "last")
 _PRUNE_SCOPES = ("global", "layer")
 _PRUNE_TIES = ("exact", "threshold")  # pruning.criteria.TIE_RULES
@@ -103,8 +104,11 @@ class TrainConfig:
     bn_recalibrate_images: int = 0      # >0: re-estimate BN stats on this many train images before each eval (on a copy)
     eval_batch_size: int = 256
     # --- execution
-    precision: str = "fp32"             # fp32 (authors) | bf16 (autocast) | fp16 (autocast + grad scaler, CUDA only)
-    channels_last: bool = False
+    # (execution mode: how steps run, not what they compute; micronet_lib/execution.py)
+    precision: str = "fp32"             # fp32 (authors) | bf16 (autocast) | fp16 (autocast + grad scaler, CUDA only) | auto
+    memory_format: str = "contiguous"   # contiguous (authors) | channels_last | auto (auto: calibrated per machine, cached,
+                                        # recorded in the run's execution.json and reused on resume)
+    channels_last: bool = False         # legacy spelling of memory_format="channels_last" (kept: older run records)
     compile: bool = False               # torch.compile the training forward
     device: str = "auto"                # auto → cuda, mps, cpu
     allow_tf32: bool = False            # False: fp32 is true fp32 on CUDA (authors, PyTorch 1.1); True: TF32 matmul/conv
@@ -156,6 +160,7 @@ class TrainConfig:
         _allowed("mix", self.mix, _MIXES)
         _allowed("schedule", self.schedule, _SCHEDULES)
         _allowed("precision", self.precision, _PRECISIONS)
+        _allowed("memory_format", self.memory_format, _MEMORY_FORMATS)
         _allowed("select_on", self.select_on, _SELECT)
         _allowed("prune_scope", self.prune_scope, _PRUNE_SCOPES)
         _allowed("prune_ties", self.prune_ties, _PRUNE_TIES)
@@ -341,6 +346,8 @@ def parse_overrides(assignments: Iterable[str]) -> dict[str, Any]:
 # ---------------------------------------------------------------------- profiles
 # Each profile: "values" (fields that differ from the dataclass defaults) and "reasons" (why each
 # differs from the authors' recipe). ``paper`` is the recipe itself, so it has no values.
+_AUTO_MODE = ("execution mode (bf16 autocast / channels-last where faster) calibrated per machine and recorded in the "
+              "run (execution.json); changes rounding only, not the recipe")
 _SHORT_BUDGET_BN = (
     "BN momentum 0.01 leaves the running statistics near their init after a few hundred steps, so an "
     "eval-mode model scores chance; statistics are re-estimated on training images before each evaluation"
@@ -352,7 +359,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             # the cpu notebook budget (notebooks/params/cpu.yaml), so its runs carry these reasons
             train_per_class=120, val_per_class=20, test_per_class=50,
             augment="baseline", cycles=1, epochs_per_cycle=5,
-            select_on="val", bn_recalibrate_images=500,
+            select_on="val", bn_recalibrate_images=500, precision="auto", memory_format="auto",
         ),
         "reasons": {
             "train_per_class": "CPU budget: a stratified subset of the training set",
@@ -363,6 +370,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "epochs_per_cycle": "CPU budget: a few minutes on two cores",
             "select_on": "honest model selection on a validation split instead of the test set (docs/method.md §5.7)",
             "bn_recalibrate_images": _SHORT_BUDGET_BN,
+            "precision": _AUTO_MODE,
+            "memory_format": _AUTO_MODE,
         },
     },
     "smoke": {
@@ -370,7 +379,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             dataset="synthetic", width_mult=0.25, depth_mult=0.5, train_per_class=32, val_per_class=8,
             test_per_class=16,
             augment="baseline", cycles=2, epochs_per_cycle=2, batch_size=32,
-            select_on="val", bn_recalibrate_images=256, eval_batch_size=128,
+            select_on="val", bn_recalibrate_images=256, eval_batch_size=128, precision="auto", memory_format="auto",
         ),
         "reasons": {
             "dataset": "smoke test: synthetic images, no download",
@@ -386,6 +395,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "select_on": "honest model selection on a validation split instead of the test set (docs/method.md §5.7)",
             "bn_recalibrate_images": _SHORT_BUDGET_BN,
             "eval_batch_size": "smoke test",
+            "precision": _AUTO_MODE,
+            "memory_format": _AUTO_MODE,
         },
     },
 }

@@ -13,8 +13,8 @@ epoch-end checkpoint replays exactly what an uninterrupted run would have done.
 
 from __future__ import annotations
 
+import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -23,12 +23,13 @@ import torch
 import torch.nn as nn
 
 import micronet_lib
+from micronet_lib import allocator, execution
+from micronet_lib.fileio import atomic_write_json
 from micronet_lib.tf32 import fp32_mode, tf32_flags
 from micronet_lib.train import runs, store
 from micronet_lib.train.config import TrainConfig
 from micronet_lib.train.schedule import lr_at
 from micronet_lib.train.setup import (
-    autocast,
     build_training_model,
     check_runtime,
     data_fingerprint,
@@ -42,6 +43,9 @@ from micronet_lib.train.setup import (
 __all__ = ["fit", "resume", "NonFiniteLossError", "prepare_data", "build_training_model", "make_optimizer"]
 
 log = logging.getLogger(__name__)
+
+EXECUTION_FILE = "execution.json"  # the run's execution modes (train and eval), allocator and machine
+FINITE_CHECK_EVERY = 50  # steps between host reads of the loss (each read waits for the device)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -60,7 +64,7 @@ def _batch_images(pipeline, images: torch.Tensor, idx: torch.Tensor, copy: torch
             continue
         part = pipeline(images[idx[sel]], copy=c, generator=g)
         if out is None:
-            out = torch.empty((len(idx), *part.shape[1:]), dtype=part.dtype)
+            out = torch.empty((len(idx), *part.shape[1:]), dtype=part.dtype, device=part.device)
         out[sel] = part
     return out
 
@@ -102,7 +106,7 @@ def _restore_buffers(model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
             model.get_buffer(key).copy_(value)
 
 
-def _evaluate_epoch(config, model, ds, device, *, cycle: int, epoch: int, progress: bool):
+def _evaluate_epoch(config, model, ds, device, *, cycle: int, epoch: int, progress: bool, eval_mode: dict):
     """Val/test metrics and the evaluated weights; BN re-estimation leaves the training stats untouched."""
     from micronet_lib.evaluate import evaluate, recalibrate_bn
 
@@ -111,8 +115,8 @@ def _evaluate_epoch(config, model, ds, device, *, cycle: int, epoch: int, progre
         n = min(config.bn_recalibrate_images, len(ds.train))
         recalibrate_bn(model, ds, n_images=n, batch_size=config.eval_batch_size, device=str(device),
                        seed=seed_for(config.seed, cycle, epoch, 3) % (2**31))
-    kw = dict(batch_size=config.eval_batch_size, device=str(device), precision="bf16" if config.precision == "bf16" else "fp32",
-              channels_last=config.channels_last, progress=False, allow_tf32=config.allow_tf32)
+    kw = dict(batch_size=config.eval_batch_size, device=str(device), precision=eval_mode["precision"],
+              memory_format=eval_mode["memory_format"], progress=False, allow_tf32=config.allow_tf32)
     out: dict[str, Any] = {}
     for split in ("val", "test"):
         if split == "val" and ds.val is None:
@@ -154,6 +158,7 @@ def _summary(config, run_dir: Path, st: dict[str, Any], *, status: str, data_des
         best_epoch=best.get("epoch"),
         cycle_best=st["cycle_best"] + ([best] if best and best.get("cycle") not in [c.get("cycle") for c in st["cycle_best"]] else []),
     )
+    out["execution"] = st.get("execution")
     for split in ("val", "test"):
         for k in ("top1", "top5", "loss"):
             out[f"final_{split}_{k}"] = last.get(f"{split}_{k}")
@@ -264,11 +269,15 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
     elif (run_dir / "metrics.jsonl").exists():
         (run_dir / "metrics.jsonl").unlink()  # a run killed before its first checkpoint starts over
     model.to(device)
-    if config.channels_last:
+    st["execution"] = _execution_record(config, run_dir, model, ds, device)
+    mode = execution.ExecutionMode.from_dict(st["execution"]["train"]["mode"])
+    if mode.channels_last:
         model.to(memory_format=torch.channels_last)
-    forward = torch.compile(model) if config.compile else model
-    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+    forward = torch.compile(model) if mode.compile else model
+    scaler = torch.amp.GradScaler(device.type, enabled=mode.precision == "fp16")
     images, labels, n_train = ds.train.images, ds.train.labels, len(ds.train)
+    if device.type == "cuda":  # augment on the device: the same tensor ops run on CUDA tensors
+        images, labels = images.pin_memory().to(device, non_blocking=True), labels.to(device)
 
     start_cycle = st["cycle"] + (1 if st["epoch"] == config.epochs_per_cycle - 1 else 0)
     for cycle in range(start_cycle, config.cycles):
@@ -304,7 +313,12 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
             loss_fn.update_similarity(model)  # weighted LS: S from the classifier, once per epoch (§6.2)
             model.train()
             order = torch.randperm(n_copies * n_train, generator=g)
-            sums = dict(loss=0.0, loss_cls=0.0, loss_ortho=0.0, top1=0.0, top5=0.0, n=0)
+            # Running sums stay on the device (no host read per step); the loss is checked every
+            # FINITE_CHECK_EVERY steps and at the epoch end.
+            sums = {k: torch.zeros((), dtype=torch.float64, device=device) for k in ("loss", "loss_cls", "loss_ortho", "top1", "top5")}
+            sums["n"] = 0
+            first_bad = torch.full((), -1, dtype=torch.int64, device=device)  # index of the first non-finite step
+            bad_value = torch.zeros((), dtype=torch.float32, device=device)
             t0 = time.perf_counter()
             bar = tqdm(order.split(config.batch_size), desc=f"cycle {cycle + 1}/{config.cycles} epoch {epoch + 1}/"
                        f"{config.epochs_per_cycle}", disable=not progress, leave=False)
@@ -313,26 +327,22 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
                 x = _batch_images(pipeline, images, idx, copy, n_copies, g)
                 x, y_a, y_b, lam = _mix(config, x, labels[idx], g)
                 x = x.to(device, non_blocking=True)
-                if config.channels_last:
+                if mode.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                y_a = y_a.to(device)
-                y_b = y_b.to(device) if y_b is not None else None
+                y_a = y_a.to(device, non_blocking=True)
+                y_b = y_b.to(device, non_blocking=True) if y_b is not None else None
                 # --- forward, loss + λ·ortho (docs/method.md §5.5)
-                with autocast(config, device):
+                with execution.autocast(mode, device):
                     logits = forward(x)
                 # fp32 loss under autocast; a float64 model (tests/test_fidelity.py) keeps float64
                 loss_cls = loss_fn(logits if logits.dtype == torch.float64 else logits.float(), y_a, y_b, lam)
                 ortho = (orthogonality_penalty(model, layers=config.ortho_layers) if config.ortho_coef > 0
                          else torch.zeros((), device=device))
                 loss = loss_cls + config.ortho_coef * ortho
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    message = (f"non-finite loss ({value}) at cycle {cycle + 1} epoch {epoch + 1} step {batch_in_epoch + 1} "
-                               f"(global step {st['step'] + 1}); " + (f"the last good checkpoint {run_dir / runs.LAST} was kept"
-                               if (run_dir / runs.LAST).exists() else "no checkpoint had been written yet"))
-                    log.error(message)
-                    _mark_stopped(config, run_dir, st, ds.description, message)
-                    raise NonFiniteLossError(message)
+                detached = loss.detach()
+                newly_bad = (first_bad < 0) & ~torch.isfinite(detached)
+                first_bad = torch.where(newly_bad, batch_in_epoch, first_bad)
+                bad_value = torch.where(newly_bad, detached.float(), bad_value)
                 # --- backward, step, masks
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -348,19 +358,26 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
                         h1a, h5a = lam * h1a + (1 - lam) * h1b, lam * h5a + (1 - lam) * h5b
                 b = len(idx)
                 sums["n"] += b
-                sums["loss"] += value * b
-                sums["loss_cls"] += float(loss_cls.detach()) * b
-                sums["loss_ortho"] += float(ortho.detach()) * b
-                sums["top1"] += float(h1a.sum())
-                sums["top5"] += float(h5a.sum())
-                bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.4g}")
+                sums["loss"] += detached * b
+                sums["loss_cls"] += loss_cls.detach() * b
+                sums["loss_ortho"] += ortho.detach() * b
+                sums["top1"] += h1a.sum()
+                sums["top5"] += h5a.sum()
+                if (batch_in_epoch + 1) % FINITE_CHECK_EVERY == 0:
+                    _stop_if_non_finite(config, run_dir, st, ds, first_bad, bad_value, cycle=cycle, epoch=epoch,
+                                        steps_done=batch_in_epoch)
+                    bar.set_postfix(loss=f"{float(sums['loss']) / sums['n']:.3f}", lr=f"{lr:.4g}")
             bar.close()
+            _stop_if_non_finite(config, run_dir, st, ds, first_bad, bad_value, cycle=cycle, epoch=epoch,
+                                steps_done=batch_in_epoch)
+            sums = {k: (float(v) if torch.is_tensor(v) else v) for k, v in sums.items()}
             train_seconds = time.perf_counter() - t0
 
             # --- epoch end: masks, evaluation, selection, metrics line, checkpoint
             apply_masks(model)
             t1 = time.perf_counter()
-            metrics, eval_state = _evaluate_epoch(config, model, ds, device, cycle=cycle, epoch=epoch, progress=progress)
+            metrics, eval_state = _evaluate_epoch(config, model, ds, device, cycle=cycle, epoch=epoch, progress=progress,
+                                                  eval_mode=st["execution"]["eval"]["mode"])
             eval_seconds = time.perf_counter() - t1
             n = max(1, sums["n"])
             record = dict(
@@ -391,12 +408,62 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
                     cycle=cycle, epoch=epoch, global_epoch=global_epoch + 1, step=st["step"], seconds=st["seconds"],
                     best=st["best"], best_state=st["best_state"], cycle_best=st["cycle_best"],
                     rng=runs.rng_state(), config=config.to_dict(), data_id=data_id, history=list(history),
-                    library_version=micronet_lib.__version__,
+                    library_version=micronet_lib.__version__, execution=st["execution"],
                 ))
 
     summary = _summary(config, run_dir, st, status="finished", data_desc=ds.description)
     runs.write_summary(run_dir, summary)
     return summary
+
+
+def _stop_if_non_finite(config, run_dir, st, ds, first_bad, bad_value, *, cycle: int, epoch: int, steps_done: int):
+    """Raise NonFiniteLossError (summary marked stopped, last good checkpoint kept) if a step's loss was nan/inf."""
+    bad = int(first_bad)  # the one host read: waits for the device
+    if bad < 0:
+        return
+    value = float(bad_value)
+    global_step = st["step"] - steps_done + bad
+    message = (f"non-finite loss ({value}) at cycle {cycle + 1} epoch {epoch + 1} step {bad + 1} "
+               f"(global step {global_step}); " + (f"the last good checkpoint {run_dir / runs.LAST} was kept"
+                                                   if (run_dir / runs.LAST).exists() else "no checkpoint had been written yet"))
+    log.error(message)
+    _mark_stopped(config, run_dir, st, ds.description, message)
+    raise NonFiniteLossError(message)
+
+
+def _execution_record(config: TrainConfig, run_dir: Path, model: nn.Module, ds, device: torch.device) -> dict:
+    """The run's execution modes: read from ``execution.json`` when the run has one (resume), else resolved
+    (explicit, cached, or calibrated now) and written there before the first step. Applies the allocator."""
+    from micronet_lib.evaluate import resolve_eval_mode
+    from micronet_lib.regularizers import orthogonality_penalty
+
+    alloc = allocator.configure() if device.type == "cpu" else allocator.state()
+    path = run_dir / EXECUTION_FILE
+    if path.is_file():
+        record = store.read_json(path, fix=f"delete {path} to choose the modes again (the run then continues in the "
+                                           "modes chosen now), or restore it from version control")
+        record["train"]["source"], record["eval"]["source"] = "recorded", "recorded"
+        record["allocator_now"] = alloc
+        return record
+    memory_format = "channels_last" if config.channels_last else config.memory_format
+    compile_ = True if config.compile else (None if "auto" in (config.precision, memory_format) else False)
+    ortho = ((lambda m: config.ortho_coef * orthogonality_penalty(m, layers=config.ortho_layers))
+             if config.ortho_coef > 0 else None)
+    model_key = f"{config.model}:w{config.width_mult}:d{config.depth_mult}:{ds.num_classes}classes"
+    train = execution.resolve(
+        "train", device, execution.train_runner(model, batch_size=config.batch_size, num_classes=ds.num_classes,
+                                                device=device, ortho=ortho),
+        precision=config.precision, memory_format=memory_format, compile=compile_, model_key=model_key,
+        batch_size=config.batch_size)
+    train_mode = train["mode"]
+    # Evaluation follows the run's choice where it is explicit; "auto" calibrates inference separately.
+    eval_precision = "auto" if config.precision == "auto" else ("bf16" if train_mode["precision"] == "bf16" else "fp32")
+    eval_ = resolve_eval_mode(model, batch_size=config.eval_batch_size, device=device, precision=eval_precision,
+                              memory_format=memory_format, num_classes=ds.num_classes)
+    record = dict(train=train, eval=eval_, allocator=alloc, device=str(device), machine=execution.machine_key(device),
+                  torch=str(torch.__version__))
+    atomic_write_json(path, record)
+    return record
 
 
 def _fmt(v) -> str:

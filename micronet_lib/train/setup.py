@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import torch.nn as nn
 from micronet_lib.train.config import TrainConfig
 
 __all__ = ["prepare_data", "data_fingerprint", "build_training_model", "make_optimizer", "model_options", "seed_for",
-           "resolve_device", "autocast", "check_runtime"]
+           "resolve_device", "check_runtime"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -125,13 +124,15 @@ def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimiz
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
 
 
-def autocast(config: TrainConfig, device: torch.device):
-    if config.precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def check_runtime(config: TrainConfig, device: torch.device) -> None:
     if config.precision == "fp16" and device.type != "cuda":
         raise ValueError(f"TrainConfig.precision='fp16' needs a CUDA device (got {device.type}); use 'bf16' or 'fp32'")
+    if config.precision == "bf16" and device.type == "cpu":
+        from micronet_lib.execution import bf16_native
+
+        if not bf16_native(device):
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "precision='bf16' on a CPU without native bf16 (avx512_bf16/AMX) is emulated and slow; "
+                "'auto' picks the fastest mode this machine runs")

@@ -1,0 +1,31 @@
+"""Shared printing for ``micronet bench train|eval|epoch``: machine line, chosen mode, ratio table."""
+
+from __future__ import annotations
+
+import json
+
+__all__ = ["print_result", "add_machine_options"]
+
+
+def print_result(result: dict, *, title: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    m = result["machine"]
+    flags = " ".join(f for f, on in m["flags"].items() if on) or "none of the listed"
+    alloc = m["allocator"]
+    print(f"{title}")
+    print(f"  machine: {m['cpu']}, {m['threads']} thread(s), torch {m['torch']}, device {m['device']}"
+          + (f" ({m['gpu']})" if "gpu" in m else ""))
+    print(f"  CPU flags: {flags}; native bf16: {m['bf16_native']}")
+    print(f"  allocator: {alloc.get('allocator')} ({alloc.get('note')}); load average: {m.get('load_average')}")
+    print(f"  chosen mode (auto): {result['chosen']} [{result['chosen_source']}]")
+    for name, ips in result["images_per_s"].items():
+        print(f"  {name:<22s} {ips:>9.1f} img/s   {result['ratio_vs_authors'][name]:>5.2f}x authors-style")
+
+
+def add_machine_options(parser) -> None:
+    """--threads, --device, --json: the options every bench target shares."""
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) | cuda | auto")
+    parser.add_argument("--json", action="store_true", help="print the whole result as JSON")
