@@ -58,10 +58,12 @@ def _duration(seconds: float) -> str:
 
 def is_finished(config: TrainConfig) -> bool:
     """True when ``run_or_load(config)`` would read a finished run back instead of training."""
-    from micronet_lib.train.runs import read_summary, run_dir_for
+    from micronet_lib.train.runs import finished_summary
 
-    summary = read_summary(run_dir_for(config))
-    return summary is not None and summary.get("status") == "finished" and summary.get("config") == config.to_dict()
+    try:
+        return finished_summary(config) is not None
+    except ValueError:  # an unreadable summary: run_or_load repairs or reports it
+        return False
 
 
 def _images_per_epoch(config: TrainConfig) -> tuple[int, int]:

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from micronet_lib.train.config import TrainConfig
-from micronet_lib.train.runs import RUNS_ENV, RunSummary, read_summary, run_dir_for, run_or_load, runs_root
+from micronet_lib.train.engine import run_or_load
+from micronet_lib.train import runs
+from micronet_lib.train.runs import RUNS_ENV, RunSummary, read_summary, run_dir_for, runs_root
 
 __all__ = ["InProcess", "RayExecutor", "SweepReport", "finished_summary", "make_executor", "run_configs", "sweep",
            "EXECUTORS", "RAY_MISSING"]
@@ -49,11 +51,12 @@ def _stored_summary(config: TrainConfig, runs_dir: str | os.PathLike | None) -> 
 
 
 def finished_summary(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> RunSummary | None:
-    """The summary of ``config``'s run if its folder holds a finished run of exactly this config."""
-    summary = _stored_summary(config, runs_dir)
-    if summary is not None and summary.get("status") == "finished" and summary.get("config") == config.to_dict():
-        return summary
-    return None
+    """The summary of ``config``'s run if its folder holds a finished run of exactly this config; None
+    also for an unreadable summary (the run is submitted, and run_or_load repairs or reports it)."""
+    try:
+        return runs.finished_summary(config, runs_dir)
+    except ValueError:
+        return None
 
 
 def _describe(config: TrainConfig) -> str:

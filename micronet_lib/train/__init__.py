@@ -2,14 +2,16 @@
 
 - :mod:`.config`: ``TrainConfig`` and the ``smoke`` / ``cpu`` / ``paper`` profiles (deviations named).
 - :mod:`.schedule`: the authors' step-at-epoch-start cosine with warm restarts (§5.4).
-- :mod:`.engine`: ``fit`` (resumable, seeded per epoch) and ``resume``.
-- :mod:`.runs`: ``results/runs/<config hash>/`` folders, checkpoints, ``run_or_load``.
+- :mod:`.engine`: ``fit`` (resumable, seeded per epoch), ``resume`` and ``run_or_load``; the loop reads top
+  to bottom, its pieces live in :mod:`.epoch` (one epoch's steps) and :mod:`.records` (what a run writes).
+- :mod:`.runs`: ``results/runs/<config hash>/`` folders and checkpoints, through :mod:`.store` (locks,
+  checksums, verified reads).
 - :mod:`.bench`: images/s of a training step for ``micronet bench train``.
 """
 
 from micronet_lib.train.config import PROFILES, TrainConfig, list_profiles, parse_overrides
-from micronet_lib.train.engine import NonFiniteLossError, fit, resume
-from micronet_lib.train.runs import RunSummary, read_metrics, read_summary, run_dir_for, run_or_load, runs_root
+from micronet_lib.train.engine import NonFiniteLossError, fit, resume, run_or_load
+from micronet_lib.train.runs import RunSummary, finished_summary, read_metrics, read_summary, run_dir_for, runs_root
 from micronet_lib.train.schedule import cosine_lr, lr_at, step_lr
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "RunSummary",
     "read_metrics",
     "read_summary",
+    "finished_summary",
     "run_dir_for",
     "run_or_load",
     "runs_root",

@@ -13,161 +13,52 @@ epoch-end checkpoint replays exactly what an uninterrupted run would have done.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 
 import micronet_lib
-from micronet_lib import allocator, execution
-from micronet_lib.fileio import atomic_write_json
-from micronet_lib.tf32 import fp32_mode, tf32_flags
+from micronet_lib import execution
+from micronet_lib.tf32 import fp32_mode
 from micronet_lib.train import runs, store
 from micronet_lib.train.config import TrainConfig
+from micronet_lib.train.epoch import batch_images, evaluate_epoch, mix_batch, topk_hits
+from micronet_lib.train.records import (
+    arch_record,
+    checkpointed_epochs,
+    config_diff,
+    execution_record,
+    fork_command,
+    mark_stopped,
+    percent,
+    process_runtime,
+    repair_finished,
+    restore_history,
+    run_summary,
+)
 from micronet_lib.train.schedule import lr_at
 from micronet_lib.train.setup import (
     build_training_model,
     check_runtime,
     data_fingerprint,
     make_optimizer,
-    model_options,
     prepare_data,
     resolve_device,
     seed_for,
 )
 
-__all__ = ["fit", "resume", "NonFiniteLossError", "prepare_data", "build_training_model", "make_optimizer"]
+__all__ = ["fit", "resume", "run_or_load", "NonFiniteLossError", "prepare_data", "build_training_model", "make_optimizer"]
 
 log = logging.getLogger(__name__)
 
-EXECUTION_FILE = "execution.json"  # the run's execution modes (train and eval), allocator and machine
 FINITE_CHECK_EVERY = 50  # steps between host reads of the loss (each read waits for the device)
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; the run stopped and its last good checkpoint was kept."""
-
-
-# ---------------------------------------------------------------------- epoch pieces
-def _batch_images(pipeline, images: torch.Tensor, idx: torch.Tensor, copy: torch.Tensor, n_copies: int, g) -> torch.Tensor:
-    """Augment the batch on uint8; samples from different copies use their copy's policy set (§5.2)."""
-    if n_copies == 1:
-        return pipeline(images[idx], copy=0, generator=g)
-    out = None
-    for c in range(n_copies):
-        sel = copy == c
-        if not bool(sel.any()):
-            continue
-        part = pipeline(images[idx[sel]], copy=c, generator=g)
-        if out is None:
-            out = torch.empty((len(idx), *part.shape[1:]), dtype=part.dtype, device=part.device)
-        out[sel] = part
-    return out
-
-
-def _mix(config: TrainConfig, x, y, g):
-    """CutMix (the authors: every batch, docs/method.md §6.4) or Mixup, with probability ``mix_prob``."""
-    from micronet_lib.regularizers import cutmix, mixup
-
-    if config.mix == "none":
-        return x, y, None, 1.0
-    if config.mix == "cutmix":
-        x, y_a, y_b, lam = cutmix(x, y, alpha=config.mix_alpha, prob=config.mix_prob, generator=g)
-    elif config.mix_prob < 1 and float(torch.rand((), generator=g)) >= config.mix_prob:
-        return x, y, None, 1.0
-    else:
-        x, y_a, y_b, lam = mixup(x, y, alpha=config.mix_alpha, generator=g)
-    return x, y_a, (None if float(lam) == 1.0 else y_b), float(lam)
-
-
-def _topk_hits(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
-    hit = top5 == y.view(-1, 1)
-    return hit[:, 0].float(), hit.any(dim=1).float()
-
-
-def _bn_buffers(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {
-        f"{name}.{b}": getattr(m, b).detach().clone()
-        for name, m in model.named_modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm)
-        for b in ("running_mean", "running_var", "num_batches_tracked")
-        if getattr(m, b, None) is not None
-    }
-
-
-def _restore_buffers(model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for key, value in saved.items():
-            model.get_buffer(key).copy_(value)
-
-
-def _evaluate_epoch(config, model, ds, device, *, cycle: int, epoch: int, progress: bool, eval_mode: dict):
-    """Val/test metrics and the evaluated weights; BN re-estimation leaves the training stats untouched."""
-    from micronet_lib.evaluate import evaluate, recalibrate_bn
-
-    saved = _bn_buffers(model) if config.bn_recalibrate_images else None
-    if saved is not None:
-        n = min(config.bn_recalibrate_images, len(ds.train))
-        recalibrate_bn(model, ds, n_images=n, batch_size=config.eval_batch_size, device=str(device),
-                       seed=seed_for(config.seed, cycle, epoch, 3) % (2**31))
-    kw = dict(batch_size=config.eval_batch_size, device=str(device), precision=eval_mode["precision"],
-              memory_format=eval_mode["memory_format"], progress=False, allow_tf32=config.allow_tf32)
-    out: dict[str, Any] = {}
-    for split in ("val", "test"):
-        if split == "val" and ds.val is None:
-            out.update(val_top1=None, val_top5=None, val_loss=None)
-            continue
-        r = evaluate(model, ds, split, **kw)
-        out.update({f"{split}_top1": float(r.top1), f"{split}_top5": float(r.top5), f"{split}_loss": float(r.loss)})
-    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    if saved is not None:
-        _restore_buffers(model, saved)
-    return out, state
-
-
-# ---------------------------------------------------------------------- summary
-def _summary(config, run_dir: Path, st: dict[str, Any], *, status: str, data_desc: str, reason: str | None = None):
-    history = runs.read_metrics(run_dir)
-    last = history[-1] if history else {}
-    best = st["best"] or {}
-    out = runs.RunSummary(
-        run_id=run_dir.name,
-        run_dir=str(run_dir),
-        status=status,
-        stopped_reason=reason,
-        config=config.to_dict(),
-        profile=config.profile,
-        deviations=config.deviations,
-        selection_note=config.selection_note,
-        select_on=config.select_on,
-        epochs=len(history),
-        epochs_total=config.total_epochs,
-        seconds=round(st["seconds"], 3),
-        data=data_desc,
-        data_id=st["data_id"],
-        library_version=micronet_lib.__version__,
-        runtime=st.get("runtime"),
-        loss_epsilon=config.loss_epsilon,
-        tf32=tf32_flags(),
-        best_cycle=best.get("cycle"),
-        best_epoch=best.get("epoch"),
-        cycle_best=st["cycle_best"] + ([best] if best and best.get("cycle") not in [c.get("cycle") for c in st["cycle_best"]] else []),
-    )
-    out["execution"] = st.get("execution")
-    for split in ("val", "test"):
-        for k in ("top1", "top5", "loss"):
-            out[f"final_{split}_{k}"] = last.get(f"{split}_{k}")
-            out[f"best_{split}_{k}"] = best.get(f"{split}_{k}")
-    return out
-
-
-def _mark_stopped(config, run_dir, st, data_desc, message):
-    runs.write_summary(run_dir, _summary(config, run_dir, st, status="stopped", data_desc=data_desc, reason=message))
 
 
 # ---------------------------------------------------------------------- the loop
@@ -194,17 +85,10 @@ def fit(config: TrainConfig, run_dir: str | Path | None = None, *, progress: boo
         except store.TrainingInterrupted:
             raise
         except KeyboardInterrupt:
-            raise store.TrainingInterrupted(run_dir, _checkpointed_epochs(run_dir), config.total_epochs) from None
+            raise store.TrainingInterrupted(run_dir, checkpointed_epochs(run_dir), config.total_epochs) from None
 
 
 _STARTS = ("last", "previous", "over")
-
-
-def _checkpointed_epochs(run_dir: Path) -> int:
-    try:
-        return int(runs.load_checkpoint(run_dir / runs.LAST)["global_epoch"])
-    except (ValueError, KeyError):
-        return 0
 
 
 def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: str) -> runs.RunSummary:
@@ -232,7 +116,7 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
         log.warning("%s; rewriting it from %s", str(exc).split(";")[0], runs.LAST)
         finished = None
     if ckpt is not None and finished is not None and finished.get("status") == "finished":
-        _repair_finished(run_dir, ckpt)
+        repair_finished(run_dir, ckpt)
         store.restore_config(run_dir, config)
         return finished
 
@@ -248,7 +132,7 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
     n_copies = int(pipeline.copies_per_epoch)
     model = build_training_model(config, ds.num_classes)
     loss_fn = make_loss(config.loss, num_classes=ds.num_classes, epsilon=config.loss_epsilon)  # the stage's ε (§6.2)
-    runtime = _runtime(run_dir, device, resumed=ckpt is not None)
+    runtime = process_runtime(run_dir, device, resumed=ckpt is not None)
     store.write_record(run_dir, config, runtime)
 
     # --- state: fresh, or from the checkpoint (strict, masks re-attached from the saved buffers)
@@ -264,12 +148,12 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
                   best=ckpt["best"], best_state=ckpt["best_state"], cycle_best=list(ckpt["cycle_best"]))
         opt_state = ckpt["optimizer"]
         runs.set_rng_state(ckpt["rng"])
-        history = _restore_history(run_dir, ckpt)
+        history = restore_history(run_dir, ckpt)
         log.info("resuming %s after cycle %d epoch %d", run_dir.name, st["cycle"] + 1, st["epoch"] + 1)
     elif (run_dir / "metrics.jsonl").exists():
         (run_dir / "metrics.jsonl").unlink()  # a run killed before its first checkpoint starts over
     model.to(device)
-    st["execution"] = _execution_record(config, run_dir, model, ds, device)
+    st["execution"] = execution_record(config, run_dir, model, ds, device)
     mode = execution.ExecutionMode.from_dict(st["execution"]["train"]["mode"])
     if mode.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -324,8 +208,8 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
                        f"{config.epochs_per_cycle}", disable=not progress, leave=False)
             for batch_in_epoch, flat in enumerate(bar):
                 idx, copy = flat % n_train, flat // n_train
-                x = _batch_images(pipeline, images, idx, copy, n_copies, g)
-                x, y_a, y_b, lam = _mix(config, x, labels[idx], g)
+                x = batch_images(pipeline, images, idx, copy, n_copies, g)
+                x, y_a, y_b, lam = mix_batch(config, x, labels[idx], g)
                 x = x.to(device, non_blocking=True)
                 if mode.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -352,9 +236,9 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
                 st["step"] += 1
                 # --- log (train accuracy is λ-weighted over the two CutMix labels)
                 with torch.no_grad():
-                    h1a, h5a = _topk_hits(logits.detach().float(), y_a)
+                    h1a, h5a = topk_hits(logits.detach().float(), y_a)
                     if y_b is not None:
-                        h1b, h5b = _topk_hits(logits.detach().float(), y_b)
+                        h1b, h5b = topk_hits(logits.detach().float(), y_b)
                         h1a, h5a = lam * h1a + (1 - lam) * h1b, lam * h5a + (1 - lam) * h5b
                 b = len(idx)
                 sums["n"] += b
@@ -376,7 +260,7 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
             # --- epoch end: masks, evaluation, selection, metrics line, checkpoint
             apply_masks(model)
             t1 = time.perf_counter()
-            metrics, eval_state = _evaluate_epoch(config, model, ds, device, cycle=cycle, epoch=epoch, progress=progress,
+            metrics, eval_state = evaluate_epoch(config, model, ds, device, cycle=cycle, epoch=epoch, progress=progress,
                                                   eval_mode=st["execution"]["eval"]["mode"])
             eval_seconds = time.perf_counter() - t1
             n = max(1, sums["n"])
@@ -391,27 +275,27 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
             if st["best"] is None or score is None or score > st["best"]["score"]:
                 st["best"] = dict(score=score, cycle=cycle + 1, epoch=epoch + 1, **metrics)
                 st["best_state"] = eval_state
-                runs.save_checkpoint(run_dir / runs.BEST, dict(model=eval_state, arch=_arch(config, ds), best=st["best"],
+                runs.save_checkpoint(run_dir / runs.BEST, dict(model=eval_state, arch=arch_record(config, ds), best=st["best"],
                                                                config=config.to_dict(), data_id=data_id))
             record["selected"] = st["best"]["cycle"] == cycle + 1 and st["best"]["epoch"] == epoch + 1
             st.update(cycle=cycle, epoch=epoch, seconds=st["seconds"] + record["seconds"])
             runs.append_metrics(run_dir, record)
             history.append(record)
             log.info("cycle %d epoch %d: loss %.4f train %.2f %% val %s test %.2f %% (%.0f img/s)", cycle + 1, epoch + 1,
-                     record["loss"], record["train_top1"], _fmt(metrics["val_top1"]), metrics["test_top1"],
+                     record["loss"], record["train_top1"], percent(metrics["val_top1"]), metrics["test_top1"],
                      record["images_per_s"])
             last_of_cycle = epoch == config.epochs_per_cycle - 1
             if (epoch + 1) % config.checkpoint_every == 0 or last_of_cycle:
                 runs.save_checkpoint(run_dir / runs.LAST, dict(
                     model={k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    optimizer=optimizer.state_dict(), arch=_arch(config, ds),
+                    optimizer=optimizer.state_dict(), arch=arch_record(config, ds),
                     cycle=cycle, epoch=epoch, global_epoch=global_epoch + 1, step=st["step"], seconds=st["seconds"],
                     best=st["best"], best_state=st["best_state"], cycle_best=st["cycle_best"],
                     rng=runs.rng_state(), config=config.to_dict(), data_id=data_id, history=list(history),
                     library_version=micronet_lib.__version__, execution=st["execution"],
                 ))
 
-    summary = _summary(config, run_dir, st, status="finished", data_desc=ds.description)
+    summary = run_summary(config, run_dir, st, status="finished", data_desc=ds.description)
     runs.write_summary(run_dir, summary)
     return summary
 
@@ -427,125 +311,8 @@ def _stop_if_non_finite(config, run_dir, st, ds, first_bad, bad_value, *, cycle:
                f"(global step {global_step}); " + (f"the last good checkpoint {run_dir / runs.LAST} was kept"
                                                    if (run_dir / runs.LAST).exists() else "no checkpoint had been written yet"))
     log.error(message)
-    _mark_stopped(config, run_dir, st, ds.description, message)
+    mark_stopped(config, run_dir, st, ds.description, message)
     raise NonFiniteLossError(message)
-
-
-def _execution_record(config: TrainConfig, run_dir: Path, model: nn.Module, ds, device: torch.device) -> dict:
-    """The run's execution modes: read from ``execution.json`` when the run has one (resume), else resolved
-    (explicit, cached, or calibrated now) and written there before the first step. Applies the allocator."""
-    from micronet_lib.evaluate import resolve_eval_mode
-    from micronet_lib.regularizers import orthogonality_penalty
-
-    alloc = allocator.configure() if device.type == "cpu" else allocator.state()
-    path = run_dir / EXECUTION_FILE
-    if path.is_file():
-        record = store.read_json(path, fix=f"delete {path} to choose the modes again (the run then continues in the "
-                                           "modes chosen now), or restore it from version control")
-        record["train"]["source"], record["eval"]["source"] = "recorded", "recorded"
-        record["allocator_now"] = alloc
-        return record
-    memory_format = "channels_last" if config.channels_last else config.memory_format
-    compile_ = True if config.compile else (None if "auto" in (config.precision, memory_format) else False)
-    ortho = ((lambda m: config.ortho_coef * orthogonality_penalty(m, layers=config.ortho_layers))
-             if config.ortho_coef > 0 else None)
-    model_key = f"{config.model}:w{config.width_mult}:d{config.depth_mult}:{ds.num_classes}classes"
-    train = execution.resolve(
-        "train", device, execution.train_runner(model, batch_size=config.batch_size, num_classes=ds.num_classes,
-                                                device=device, ortho=ortho),
-        precision=config.precision, memory_format=memory_format, compile=compile_, model_key=model_key,
-        batch_size=config.batch_size)
-    train_mode = train["mode"]
-    # Evaluation follows the run's choice where it is explicit; "auto" calibrates inference separately.
-    eval_precision = "auto" if config.precision == "auto" else ("bf16" if train_mode["precision"] == "bf16" else "fp32")
-    eval_ = resolve_eval_mode(model, batch_size=config.eval_batch_size, device=device, precision=eval_precision,
-                              memory_format=memory_format, num_classes=ds.num_classes)
-    record = dict(train=train, eval=eval_, allocator=alloc, device=str(device), machine=execution.machine_key(device),
-                  torch=str(torch.__version__))
-    atomic_write_json(path, record)
-    return record
-
-
-def _fmt(v) -> str:
-    return "-" if v is None else f"{v:.2f} %"
-
-
-def _arch(config: TrainConfig, ds) -> dict[str, Any]:
-    # Lets models.load_checkpoint rebuild the exact architecture from best.pt / last.pt.
-    return {"name": config.model, "options": model_options(config, ds.num_classes)}
-
-
-# ---------------------------------------------------------------------- run-store repairs
-def _runtime(run_dir: Path, device: torch.device, *, resumed: bool) -> dict[str, Any]:
-    """This process's runtime record; resuming under another thread count warns (results will differ)."""
-    now = store.runtime_record(device)
-    recorded = (store.read_runtime(run_dir) or {}).get("runtime") if resumed else None
-    if not recorded:
-        return now
-    if recorded.get("threads") != now["threads"]:
-        log.warning("%s was trained with %s torch threads, this process has %d: float sums depend on the thread count, "
-                    "so the resumed epochs are not bit-identical to an uninterrupted run; run with "
-                    "OMP_NUM_THREADS=%s to match", run_dir, recorded.get("threads"), now["threads"], recorded.get("threads"))
-    differs = {k: v for k, v in now.items() if recorded.get(k) != v}
-    if not differs:
-        return recorded
-    return dict(recorded, resumed_with=list(recorded.get("resumed_with", [])) + [differs])
-
-
-def _restore_history(run_dir: Path, ckpt: dict[str, Any]) -> list[dict[str, Any]]:
-    """``metrics.jsonl`` through the checkpoint's epoch: kept, or rebuilt from the copy inside ``last.pt``."""
-    through = ckpt["global_epoch"]
-    path = run_dir / "metrics.jsonl"
-    try:
-        rows = [r for r in store.read_metrics(run_dir) if r["global_epoch"] <= through]
-        problem = None if path.exists() else f"{path} is missing"
-    except store.RunStoreError as exc:
-        rows, problem = None, str(exc).split(";")[0]
-    saved = ckpt.get("history")
-    if saved is not None:
-        if rows != saved:
-            log.warning("%s; rebuilt its %d epoch line(s) from %s", problem or f"{path} disagrees with {runs.LAST}",
-                        len(saved), runs.LAST)
-        store.write_metrics(run_dir, saved)
-        return list(saved)
-    if rows is None or len(rows) < through:  # a checkpoint older than the saved history: nothing to rebuild from
-        raise store.RunStoreError(f"{problem or f'{path} lacks epochs that {runs.LAST} covers'} and {runs.LAST} holds no "
-                                  f"copy of it; start over with `{store.resume_command(run_dir, '--restart')}`")
-    store.write_metrics(run_dir, rows)
-    return rows
-
-
-def _repair_finished(run_dir: Path, ckpt: dict[str, Any]) -> None:
-    """A finished run re-run: its history and ``best.pt`` are verified, and rebuilt from ``last.pt`` if broken."""
-    _restore_history(run_dir, ckpt)
-    best = run_dir / runs.BEST
-    try:
-        runs.load_checkpoint(best)
-        return
-    except store.RunStoreError as exc:
-        problem = str(exc).split(";")[0]
-    if ckpt.get("best_state") is None:
-        raise store.RunStoreError(f"{problem}; {runs.LAST} holds no selected weights to rebuild it from: start over "
-                                  f"with `{store.resume_command(run_dir, '--restart')}`")
-    runs.save_checkpoint(best, dict(model=ckpt["best_state"], arch=ckpt["arch"], best=ckpt["best"], config=ckpt["config"],
-                                    data_id=ckpt["data_id"]))
-    log.warning("%s; rebuilt it from the selected weights stored in %s", problem, runs.LAST)
-
-
-def config_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
-    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    return ", ".join(f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in keys)
-
-
-def fork_command(config: TrainConfig) -> str:
-    """The ``micronet train`` command that trains ``config`` as its own run."""
-    base = TrainConfig.from_profile(config.profile).to_dict() if config.profile != "custom" else {}
-    sets = []
-    for key, value in config.to_dict().items():
-        if key != "profile" and base.get(key) != value:
-            text = "none" if value is None else ",".join(map(str, value)) if isinstance(value, list) else str(value).lower() if isinstance(value, bool) else str(value)
-            sets.append(f"--set {key}={text}")
-    return " ".join([f"micronet train --profile {config.profile if config.profile != 'custom' else 'paper'}", *sets])
 
 
 def resume(run_dir: str | Path, *, progress: bool = True, wait: bool = True, start: str = "last") -> runs.RunSummary:
@@ -581,3 +348,24 @@ def resume(run_dir: str | Path, *, progress: bool = True, wait: bool = True, sta
             f"{path} was edited after the run started; to train the edited config as a new run: "
             f"`{fork_command(config)}`; to continue this run, {undo}")
     return fit(config, run_dir, progress=progress, wait=wait, start=start)
+
+
+def run_or_load(
+    config: TrainConfig, *, runs_dir: str | Path | None = None, progress: bool = False
+) -> runs.RunSummary:
+    """A finished run's summary if ``results/runs/<hash>/`` holds one; otherwise train (or resume) it.
+
+    Safe when several processes call it on the same config at once (e.g. a cluster executor): one
+    takes the run's lock and trains, the others wait for the lock (with a message naming the holder)
+    and then load the finished run, or resume it if the holder died.
+    """
+    run_dir = runs.run_dir_for(config, runs_dir)
+    try:
+        summary = runs.finished_summary(config, runs_dir)
+    except store.RunStoreError:
+        if not (run_dir / runs.LAST).exists():
+            raise
+        summary = None  # fit rebuilds a corrupt summary from the checkpoint
+    if summary is not None:
+        return summary
+    return fit(config, run_dir, progress=progress, wait=True)

@@ -28,6 +28,7 @@ __all__ = [
     "RunSummary",
     "runs_root",
     "run_dir_for",
+    "finished_summary",
     "save_checkpoint",
     "load_checkpoint",
     "rng_state",
@@ -36,7 +37,6 @@ __all__ = [
     "append_metrics",
     "read_summary",
     "write_summary",
-    "run_or_load",
     "LAST",
     "BEST",
 ]
@@ -154,25 +154,10 @@ def read_summary(run_dir: str | os.PathLike) -> RunSummary | None:
     return RunSummary(data, run_dir=str(Path(run_dir)))
 
 
-# ---------------------------------------------------------------------- cache
-def run_or_load(
-    config: TrainConfig, *, runs_dir: str | os.PathLike | None = None, progress: bool = False
-) -> RunSummary:
-    """A finished run's summary if ``results/runs/<hash>/`` holds one; otherwise train (or resume) it.
-
-    Safe when several processes call it on the same config at once (e.g. a cluster executor): one
-    takes the run's lock and trains, the others wait for the lock (with a message naming the holder)
-    and then load the finished run, or resume it if the holder died.
-    """
-    run_dir = run_dir_for(config, runs_dir)
-    try:
-        summary = read_summary(run_dir)
-    except store.RunStoreError:
-        if not (run_dir / LAST).exists():
-            raise
-        summary = None  # fit rebuilds a corrupt summary from the checkpoint
+def finished_summary(config: TrainConfig, root: str | os.PathLike | None = None) -> RunSummary | None:
+    """The summary of ``config``'s run when its folder holds a finished run of exactly this config (what
+    ``run_or_load`` reads back instead of training), else None; a corrupt summary raises ``RunStoreError``."""
+    summary = read_summary(run_dir_for(config, root))
     if summary is not None and summary.get("status") == "finished" and summary.get("config") == config.to_dict():
         return summary
-    from micronet_lib.train.engine import fit  # late: engine imports this module
-
-    return fit(config, run_dir, progress=progress, wait=True)
+    return None

@@ -1,0 +1,190 @@
+"""What a run writes about itself besides its weights: the summary, the execution record, the
+architecture record, the runtime record, and the repairs of a run folder on restart (history rebuilt
+from ``last.pt``, a broken ``best.pt`` rebuilt from the selected weights), plus the messages that say
+how to fork an edited config."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+import micronet_lib
+from micronet_lib import allocator, execution
+from micronet_lib.fileio import atomic_write_json
+from micronet_lib.tf32 import tf32_flags
+from micronet_lib.train import runs, store
+from micronet_lib.train.config import TrainConfig
+from micronet_lib.train.setup import model_options
+
+__all__ = ["EXECUTION_FILE", "run_summary", "mark_stopped", "checkpointed_epochs", "execution_record", "arch_record",
+           "process_runtime", "restore_history", "repair_finished", "config_diff", "fork_command", "percent"]
+
+log = logging.getLogger(__name__)
+
+EXECUTION_FILE = "execution.json"  # the run's execution modes (train and eval), allocator and machine
+
+
+def run_summary(config, run_dir: Path, st: dict[str, Any], *, status: str, data_desc: str, reason: str | None = None):
+    history = runs.read_metrics(run_dir)
+    last = history[-1] if history else {}
+    best = st["best"] or {}
+    out = runs.RunSummary(
+        run_id=run_dir.name,
+        run_dir=str(run_dir),
+        status=status,
+        stopped_reason=reason,
+        config=config.to_dict(),
+        profile=config.profile,
+        deviations=config.deviations,
+        selection_note=config.selection_note,
+        select_on=config.select_on,
+        epochs=len(history),
+        epochs_total=config.total_epochs,
+        seconds=round(st["seconds"], 3),
+        data=data_desc,
+        data_id=st["data_id"],
+        library_version=micronet_lib.__version__,
+        runtime=st.get("runtime"),
+        loss_epsilon=config.loss_epsilon,
+        tf32=tf32_flags(),
+        best_cycle=best.get("cycle"),
+        best_epoch=best.get("epoch"),
+        cycle_best=st["cycle_best"] + ([best] if best and best.get("cycle") not in [c.get("cycle") for c in st["cycle_best"]] else []),
+    )
+    out["execution"] = st.get("execution")
+    for split in ("val", "test"):
+        for k in ("top1", "top5", "loss"):
+            out[f"final_{split}_{k}"] = last.get(f"{split}_{k}")
+            out[f"best_{split}_{k}"] = best.get(f"{split}_{k}")
+    return out
+
+
+def mark_stopped(config, run_dir, st, data_desc, message):
+    runs.write_summary(run_dir, run_summary(config, run_dir, st, status="stopped", data_desc=data_desc, reason=message))
+
+
+def checkpointed_epochs(run_dir: Path) -> int:
+    try:
+        return int(runs.load_checkpoint(run_dir / runs.LAST)["global_epoch"])
+    except (ValueError, KeyError):
+        return 0
+
+
+def execution_record(config: TrainConfig, run_dir: Path, model: nn.Module, ds, device: torch.device) -> dict:
+    """The run's execution modes: read from ``execution.json`` when the run has one (resume), else resolved
+    (explicit, cached, or calibrated now) and written there before the first step. Applies the allocator."""
+    from micronet_lib.evaluate import resolve_eval_mode
+    from micronet_lib.regularizers import orthogonality_penalty
+
+    alloc = allocator.configure() if device.type == "cpu" else allocator.state()
+    path = run_dir / EXECUTION_FILE
+    if path.is_file():
+        record = store.read_json(path, fix=f"delete {path} to choose the modes again (the run then continues in the "
+                                           "modes chosen now), or restore it from version control")
+        record["train"]["source"], record["eval"]["source"] = "recorded", "recorded"
+        record["allocator_now"] = alloc
+        return record
+    memory_format = "channels_last" if config.channels_last else config.memory_format
+    compile_ = True if config.compile else (None if "auto" in (config.precision, memory_format) else False)
+    ortho = ((lambda m: config.ortho_coef * orthogonality_penalty(m, layers=config.ortho_layers))
+             if config.ortho_coef > 0 else None)
+    model_key = f"{config.model}:w{config.width_mult}:d{config.depth_mult}:{ds.num_classes}classes"
+    train = execution.resolve(
+        "train", device, execution.train_runner(model, batch_size=config.batch_size, num_classes=ds.num_classes,
+                                                device=device, ortho=ortho),
+        precision=config.precision, memory_format=memory_format, compile=compile_, model_key=model_key,
+        batch_size=config.batch_size)
+    train_mode = train["mode"]
+    # Evaluation follows the run's choice where it is explicit; "auto" calibrates inference separately.
+    eval_precision = "auto" if config.precision == "auto" else ("bf16" if train_mode["precision"] == "bf16" else "fp32")
+    eval_ = resolve_eval_mode(model, batch_size=config.eval_batch_size, device=device, precision=eval_precision,
+                              memory_format=memory_format, num_classes=ds.num_classes)
+    record = dict(train=train, eval=eval_, allocator=alloc, device=str(device), machine=execution.machine_key(device),
+                  torch=str(torch.__version__))
+    atomic_write_json(path, record)
+    return record
+
+
+def percent(v) -> str:
+    return "-" if v is None else f"{v:.2f} %"
+
+
+def arch_record(config: TrainConfig, ds) -> dict[str, Any]:
+    # Lets models.load_checkpoint rebuild the exact architecture from best.pt / last.pt.
+    return {"name": config.model, "options": model_options(config, ds.num_classes)}
+
+
+def process_runtime(run_dir: Path, device: torch.device, *, resumed: bool) -> dict[str, Any]:
+    """This process's runtime record; resuming under another thread count warns (results will differ)."""
+    now = store.runtime_record(device)
+    recorded = (store.read_runtime(run_dir) or {}).get("runtime") if resumed else None
+    if not recorded:
+        return now
+    if recorded.get("threads") != now["threads"]:
+        log.warning("%s was trained with %s torch threads, this process has %d: float sums depend on the thread count, "
+                    "so the resumed epochs are not bit-identical to an uninterrupted run; run with "
+                    "OMP_NUM_THREADS=%s to match", run_dir, recorded.get("threads"), now["threads"], recorded.get("threads"))
+    differs = {k: v for k, v in now.items() if recorded.get(k) != v}
+    if not differs:
+        return recorded
+    return dict(recorded, resumed_with=list(recorded.get("resumed_with", [])) + [differs])
+
+
+def restore_history(run_dir: Path, ckpt: dict[str, Any]) -> list[dict[str, Any]]:
+    """``metrics.jsonl`` through the checkpoint's epoch: kept, or rebuilt from the copy inside ``last.pt``."""
+    through = ckpt["global_epoch"]
+    path = run_dir / "metrics.jsonl"
+    try:
+        rows = [r for r in store.read_metrics(run_dir) if r["global_epoch"] <= through]
+        problem = None if path.exists() else f"{path} is missing"
+    except store.RunStoreError as exc:
+        rows, problem = None, str(exc).split(";")[0]
+    saved = ckpt.get("history")
+    if saved is not None:
+        if rows != saved:
+            log.warning("%s; rebuilt its %d epoch line(s) from %s", problem or f"{path} disagrees with {runs.LAST}",
+                        len(saved), runs.LAST)
+        store.write_metrics(run_dir, saved)
+        return list(saved)
+    if rows is None or len(rows) < through:  # a checkpoint older than the saved history: nothing to rebuild from
+        raise store.RunStoreError(f"{problem or f'{path} lacks epochs that {runs.LAST} covers'} and {runs.LAST} holds no "
+                                  f"copy of it; start over with `{store.resume_command(run_dir, '--restart')}`")
+    store.write_metrics(run_dir, rows)
+    return rows
+
+
+def repair_finished(run_dir: Path, ckpt: dict[str, Any]) -> None:
+    """A finished run re-run: its history and ``best.pt`` are verified, and rebuilt from ``last.pt`` if broken."""
+    restore_history(run_dir, ckpt)
+    best = run_dir / runs.BEST
+    try:
+        runs.load_checkpoint(best)
+        return
+    except store.RunStoreError as exc:
+        problem = str(exc).split(";")[0]
+    if ckpt.get("best_state") is None:
+        raise store.RunStoreError(f"{problem}; {runs.LAST} holds no selected weights to rebuild it from: start over "
+                                  f"with `{store.resume_command(run_dir, '--restart')}`")
+    runs.save_checkpoint(best, dict(model=ckpt["best_state"], arch=ckpt["arch"], best=ckpt["best"], config=ckpt["config"],
+                                    data_id=ckpt["data_id"]))
+    log.warning("%s; rebuilt it from the selected weights stored in %s", problem, runs.LAST)
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return ", ".join(f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in keys)
+
+
+def fork_command(config: TrainConfig) -> str:
+    """The ``micronet train`` command that trains ``config`` as its own run."""
+    base = TrainConfig.from_profile(config.profile).to_dict() if config.profile != "custom" else {}
+    sets = []
+    for key, value in config.to_dict().items():
+        if key != "profile" and base.get(key) != value:
+            text = "none" if value is None else ",".join(map(str, value)) if isinstance(value, list) else str(value).lower() if isinstance(value, bool) else str(value)
+            sets.append(f"--set {key}={text}")
+    return " ".join([f"micronet train --profile {config.profile if config.profile != 'custom' else 'paper'}", *sets])
