@@ -42,8 +42,10 @@ SCORE_COLUMNS = ("params_s", "ops_s", "params_term", "ops_term", "score")
 def _display(*objs: Any) -> None:
     """Show tables and figures in the running notebook (figures as PNG, whatever the backend); no-op outside IPython."""
     from IPython import get_ipython
-    from IPython.display import Image, display
+    from IPython.display import display
     from matplotlib.figure import Figure
+
+    from micronet_lib.results import show_png
 
     if get_ipython() is None:
         return
@@ -51,7 +53,8 @@ def _display(*objs: Any) -> None:
         if isinstance(obj, Figure):
             buf = io.BytesIO()
             obj.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})
-            display(Image(data=buf.getvalue()))
+            titles = [obj._suptitle.get_text()] if obj._suptitle is not None else [ax.get_title() for ax in obj.axes]
+            show_png(buf.getvalue(), alt="; ".join(t for t in titles if t) or "explorer view")
         else:
             display(obj)
 

@@ -232,6 +232,24 @@ def save(obj, name: str, *, meta: Mapping[str, Any], **kwargs) -> dict[str, Path
     return save_figure(obj, name, meta=meta, **kwargs)
 
 
+def show_png(png: bytes, *, alt: str) -> None:
+    """Display PNG bytes as an ``<img>`` with ``alt`` text in the running notebook (no-op outside IPython).
+
+    nbconvert's lab template drops an ``Image``'s alt and then warns "Alternative text is missing" on
+    every report, so the figure goes out as HTML with its alt text (and ``alt`` as the plain-text form).
+    """
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - IPython ships with the notebook extras
+        return
+    if get_ipython() is None:
+        return
+    data = base64.b64encode(png).decode("ascii")
+    display({"text/html": f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" style="max-width:100%">',
+             "text/plain": alt}, raw=True)
+
+
 def publish(obj, name: str, *, meta: Mapping[str, Any], title: str | None = None, **kwargs) -> None:
     """Save ``obj`` (see ``save``) and display it in the running notebook under its caption.
 
@@ -255,9 +273,7 @@ def publish(obj, name: str, *, meta: Mapping[str, Any], title: str | None = None
         # (it would render as "<Figure size …>"), and the report then shows exactly the committed file.
         # As an <img> with alt text (the caption): nbconvert's lab template drops an Image's alt and then
         # warns "Alternative text is missing" on every report.
-        png = base64.b64encode(Path(written["png"]).read_bytes()).decode("ascii")
-        display({"text/html": f'<img src="data:image/png;base64,{png}" alt="{html.escape(caption(meta, title))}" '
-                              'style="max-width:100%">', "text/plain": caption(meta, title)}, raw=True)
+        show_png(Path(written["png"]).read_bytes(), alt=caption(meta, title))
         import matplotlib.pyplot as plt
 
         plt.close(obj)  # shown once, by the display above, not again by the inline backend
