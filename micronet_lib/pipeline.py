@@ -99,7 +99,20 @@ def _data_spec(v: str) -> str | None:
 
 
 def _device(v: str) -> str | None:
-    return None if v in ("auto", "cpu", "mps", "cuda") or re.fullmatch(r"cuda:\d+", v) else "auto, cpu, cuda, cuda:N or mps"
+    if not (v in ("auto", "cpu", "mps", "cuda") or re.fullmatch(r"cuda:\d+", v)):
+        return "auto, cpu, cuda, cuda:N or mps"
+    import torch
+
+    if v.startswith("cuda") and not torch.cuda.is_available():
+        return "auto or cpu (CUDA is not available on this machine)"
+    if v == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        return "auto or cpu (MPS is not available on this machine)"
+    return None
+
+
+def _threads(v: int) -> str | None:
+    cpus = os.cpu_count() or 1
+    return None if 0 <= v <= cpus else f"0 (torch's default) to {cpus} (the CPUs of this machine)"
 
 
 def _rate(v: float) -> str | None:
@@ -121,7 +134,7 @@ PARAMS: tuple[Param, ...] = (
     Param("profile", str, "which budget this run uses", check=_choice(*PROFILES)),
     Param("data", str, "dataset spec for training/evaluation (micronet_lib.data.load_dataset)", check=_data_spec),
     Param("device", str, "torch device; 'auto' picks cuda/mps/cpu", check=_device),
-    Param("threads", int, "torch CPU threads; 0 keeps torch's default", check=_at_least(0)),
+    Param("threads", int, "torch CPU threads; 0 keeps torch's default", check=_threads),
     Param("seeds", list, "seeds of the 02 ablation (mean ± std over them)", check=_items(int, _at_least(0))),
     Param("comparison_seeds", int, "how many of the first seeds the 03 and 04 training runs use", check=_at_least(1)),
     Param("model", str, "architecture trained in notebooks 02-04", check=_choice("micronet_v1", "micronet_v2")),

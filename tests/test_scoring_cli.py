@@ -26,3 +26,83 @@ def test_score_model_official_no_freebie(capsys):
 def test_score_bad_convention(capsys):
     assert main(["score", "--model", "micronet_v1", "--convention", "nope"]) == 2
     assert "allowed: kaist, official" in capsys.readouterr().err
+
+
+FACTORY = '''
+import torch
+import torch.nn as nn
+
+from micronet_lib.scoring import register_module
+
+
+class Gain(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(c))
+        self.bias = nn.Parameter(torch.zeros(c))
+
+    def forward(self, x):
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+register_module(Gain, mults=1, adds=1)
+
+
+def build():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), Gain(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, 5))
+'''
+
+
+@pytest.fixture
+def factory(tmp_path, monkeypatch):
+    (tmp_path / "cli_toy_nets.py").write_text(FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_score_model_factory_with_weights_and_bits(factory, capsys):
+    import torch
+
+    from micronet_lib.scoring import count
+    from micronet_lib.scoring.sources import model_from_factory
+
+    net = model_from_factory("cli_toy_nets:build")
+    with torch.no_grad():
+        net[0].weight[:, 0] = 0  # exact zeros: the weights file must be what is scored
+    torch.save(net.state_dict(), factory / "w.pt")
+    (factory / "bits.yaml").write_text("param_bits: {'0': 4, '1': 16, '5': 8}\nact_bits: 8\nbias: present\n")
+    argv = ["score", "--model-factory", "cli_toy_nets:build", "--weights", str(factory / "w.pt"),
+            "--bits-file", str(factory / "bits.yaml"), "--input-size", "1", "3", "8", "8", "--convention", "official",
+            "--json", "--per-layer"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    expected = count(net, (1, 3, 8, 8), convention="official", param_bits={"0": 4, "1": 16, "5": 8}, act_bits=8,
+                     bias="present").summary
+    assert out["summary"]["score"] == expected["score"] and out["summary"]["params"] == (216 - 72) + 16 + 45  # nnz(conv) + Gain + fc
+    assert out["summary"]["freebie"] is False and out["summary"]["source"] == "cli_toy_nets:build"
+    assert [row["param_bits"] for row in out["table"][:2]] == [4, 16]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--model-factory", "no_colon_here"], "must be 'module:function'"),
+    (["--model-factory", "cli_toy_nets_missing:build"], "cannot import 'cli_toy_nets_missing'"),
+    (["--model-factory", "cli_toy_nets:nope"], "has no attribute 'nope'"),
+    (["--model-factory", "cli_toy_nets:build", "--weights", "/nonexistent/w.pt"], "no such file"),
+    (["--model-factory", "cli_toy_nets:build", "--bits-file", "BITS"], "unknown key(s) ['param_width']"),
+    (["--model", "micronet_v1", "--weights", "w.pt"], "--weights goes with --model-factory"),
+])
+def test_score_model_factory_errors(factory, capsys, extra, message):
+    (factory / "bits.yaml").write_text("param_width: 4\n")
+    argv = ["score"] + [str(factory / "bits.yaml") if a == "BITS" else a for a in extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and err.startswith("error: ") and "\n" not in err
+
+
+def test_score_model_factory_weights_mismatch(factory, capsys):
+    import torch
+
+    torch.save({"other.weight": torch.zeros(2)}, factory / "bad.pt")
+    assert main(["score", "--model-factory", "cli_toy_nets:build", "--weights", str(factory / "bad.pt")]) == 2
+    assert "does not fit the model: missing ['0.weight'" in capsys.readouterr().err

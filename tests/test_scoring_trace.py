@@ -47,13 +47,23 @@ def test_functional_ops_are_counted_official():
     assert r.summary["params"] == 148 + 50 and r.summary["mask_bits"] == 0
 
 
-def test_kaist_drops_gate_and_residual():
+def test_kaist_drops_gate_and_residual_only_in_the_authors_blocks():
     k = count(Residual(), (1, 4, 8, 8), convention="kaist", freebie=False)
     o = count(Residual(), (1, 4, 8, 8), convention="official", freebie=False)
+    # A toy's gate and residual are charged in kaist too (no op vanishes); only the pools and FC formulas
+    # differ: pools H·W per channel (+4 adds each), FC (C_in − 1)·out adds (−10 vs 40).
+    assert o.summary["mults"] == k.summary["mults"]
+    assert o.summary["adds"] - k.summary["adds"] == -2 * 4 + 10
+    from micronet_lib.models.blocks import MicroBlock
+
+    block = MicroBlock(4, 4, expanded=8, se_hidden=2, stride=1)
+    kb = count(block, (1, 4, 8, 8), convention="kaist", freebie=False).table
+    ob = count(block, (1, 4, 8, 8), convention="official", freebie=False).table
     n = 4 * 8 * 8
-    assert o.summary["mults"] - k.summary["mults"] == n  # no gate multiply
-    # adds: no residual (−n); pools H·W per channel (+4 each); FC (C_in − 1)·out (−10 vs 40)
-    assert o.summary["adds"] - k.summary["adds"] == n - 2 * 4 + 10
+    assert ob[ob.kind == "tensor_mul"].mults.sum() == n and ob[ob.kind == "tensor_add"].adds.sum() == n
+    omitted = kb[kb.kind.isin(["tensor_mul", "tensor_add"])]
+    assert len(omitted) == 2 and omitted[["mults", "adds"]].to_numpy().sum() == 0  # the authors' omissions
+    assert omitted.note.str.contains("not counted in kaist").all()
 
 
 def test_freebie_halves_params_and_mults_not_adds():
@@ -64,8 +74,9 @@ def test_freebie_halves_params_and_mults_not_adds():
 
 
 def test_quantised_bits_forfeit_freebie():
-    with pytest.raises(ValueError, match="freebie"):
-        count(Residual(), (1, 4, 8, 8), param_bits=8)
+    auto = count(Residual(), (1, 4, 8, 8), param_bits=8).summary  # below 16 bits: the freebie goes (§2.2)
+    assert not auto["freebie"] and "below 16 bits (8)" in auto["freebie_forfeited"]
+    assert auto["params_s"] == 198 * 8 / 32
     r = count(Residual(), (1, 4, 8, 8), convention="official", freebie=False, param_bits={"conv": 8}).table
     conv, fc = r[r.path == "conv"].iloc[0], r[r.path == "fc"].iloc[0]
     assert conv.params_s == 148 * 8 / 32 and fc.params_s == 50  # b/32; unlisted layers stay 32-bit

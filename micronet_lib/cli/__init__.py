@@ -13,7 +13,7 @@ import logging
 import pkgutil
 import sys
 
-__all__ = ["main", "build_parser", "resolve_device"]
+__all__ = ["main", "build_parser", "resolve_device", "check_numbers", "check_out_path"]
 
 
 def resolve_device(name: str) -> str:
@@ -27,10 +27,38 @@ def resolve_device(name: str) -> str:
             return "mps"
         return "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {name} requested but CUDA is not available; use --device cpu or auto")
+        raise ValueError(f"--device {name} requested but CUDA is not available; use --device cpu or auto")
     if name not in ("cpu", "mps") and not name.startswith("cuda"):
-        raise SystemExit(f"error: unknown --device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+        raise ValueError(f"unknown --device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     return name
+
+
+def check_numbers(**flags: int | float | None) -> None:
+    """``--flag-name=value`` pairs that must be positive when given: checked before any data is loaded."""
+    for name, value in flags.items():
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name.replace('_', '-')} {value} must be a positive number")
+
+
+def check_out_path(path: str | None, flag: str = "--out") -> None:
+    """An output file path that can be written: not empty, not a folder, inside an existing folder."""
+    import os
+    from pathlib import Path
+
+    if path is None:
+        return
+    if not path.strip():
+        raise ValueError(f"{flag} is empty; give a file path such as pruned.pt")
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give a file path inside it, e.g. {p / 'pruned.pt'}")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {path}: {parent} is a file, not a folder; give a path in a writable folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: {parent} is not writable; give a path in a writable folder")
 
 
 def _command_modules(prefix: str):
@@ -62,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         # Library errors are written to be read: one line, what was wrong and how to fix it.
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C: no traceback; training says how to resume (store.TrainingInterrupted)
+        print(f"{exc or 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

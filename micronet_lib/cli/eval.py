@@ -33,15 +33,14 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import torch
 
-    from micronet_lib.cli import resolve_device
+    from micronet_lib.cli import check_numbers, resolve_device
     from micronet_lib.data import load_dataset
     from micronet_lib.evaluate import evaluate
     from micronet_lib.models import build_model, load_checkpoint, model_builder
 
     if args.checkpoint is None and args.model is None:
         raise ValueError("give --checkpoint NAME_OR_PATH, or --model NAME for an untrained model")
-    if args.num_classes is not None and args.num_classes < 1:
-        raise ValueError(f"--num-classes {args.num_classes} must be a positive integer")
+    check_numbers(batch_size=args.batch_size, limit=args.limit, num_classes=args.num_classes)  # before any decoding
     device = resolve_device(args.device)
     if args.model is not None:
         model_builder(args.model)  # unknown name → error listing the known ones, before any loading

@@ -49,7 +49,7 @@ def run(args) -> int:
 
 
 def _one_shot(args) -> int:
-    from micronet_lib.cli import resolve_device
+    from micronet_lib.cli import check_numbers, check_out_path, resolve_device
     from micronet_lib.pruning import PruneConfig, group_table, oneshot_prune, save_pruned, sparsity_summary
 
     unused = [flag for flag, v in (("--max-rate", args.max_rate), ("--cycles", args.cycles), ("--profile", args.profile)) if v is not None]
@@ -57,6 +57,8 @@ def _one_shot(args) -> int:
         raise ValueError(f"{', '.join(unused + ['--set'] * bool(args.overrides))} belong to the schedule mode; drop them or --one-shot")
     if args.rate is None or args.out is None:
         raise ValueError("--one-shot needs --rate R (percent in [0, 100)) and --out PATH")
+    check_out_path(args.out)
+    check_numbers(recalibrate_images=args.recalibrate_images)
     PruneConfig(rate_percent=args.rate, scope=args.scope, ties=args.ties)  # validate before loading anything
     dataset = None
     if args.recalibrate_bn:

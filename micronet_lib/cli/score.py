@@ -1,4 +1,5 @@
-"""``micronet score``: MicroNet Challenge score of a checkpoint or a freshly built model (SCORING.md)."""
+"""``micronet score``: MicroNet Challenge score of a checkpoint, a registered model or any importable model
+(``--model-factory module:function [--weights file]``), with an entry's declared widths (``--bits-file``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ def register(subparsers) -> None:
     src.add_argument("--checkpoint", metavar="NAME_OR_PATH",
                      help="released name (e.g. micronet_v1_pr_60) or a checkpoint file")
     src.add_argument("--model", metavar="NAME", help="a registered model, freshly initialised (e.g. micronet_v2)")
+    src.add_argument("--model-factory", metavar="MODULE:FUNCTION",
+                     help="any importable model: MODULE:FUNCTION() returns an nn.Module (e.g. mypkg.nets:build)")
+    parser.add_argument("--weights", metavar="FILE", help="state dict for --model-factory (loaded strictly)")
+    parser.add_argument("--bits-file", metavar="YAML",
+                        help="declared widths and options: param_bits, act_bits, accumulator_bits, bias_bits "
+                             "(int, {glob: bits} or 'model'), bias, exit_rates (see docs/scoring.md)")
+    parser.add_argument("--bias", default=None, help="bias policy: folded (default), present or own")
     parser.add_argument("--num-classes", type=int, default=None, help="classifier width (default: the model's)")
     parser.add_argument("--convention", default="kaist", help="kaist (authors' count, default) or official")
     parser.add_argument("--freebie", action=argparse.BooleanOptionalAction, default=True,
@@ -31,6 +39,12 @@ def register(subparsers) -> None:
 def _load(args):
     from micronet_lib.models import build_model
 
+    if args.model_factory:
+        from micronet_lib.scoring.sources import model_from_factory
+
+        return model_from_factory(args.model_factory, weights=args.weights), args.model_factory
+    if args.weights:
+        raise ValueError("--weights goes with --model-factory; a --checkpoint carries its own weights")
     if args.model:
         options = {} if args.num_classes is None else {"num_classes": args.num_classes}
         return build_model(args.model, **options).eval(), args.model
@@ -43,9 +57,19 @@ def run(args) -> int:
     from micronet_lib.scoring import count, get_convention
 
     get_convention(args.convention)  # bad names fail before any loading
+    options = {}
+    if args.bits_file:
+        from micronet_lib.scoring.sources import read_options_file
+
+        options = read_options_file(args.bits_file)
+    if args.bias is not None:
+        options["bias"] = args.bias
+    if any(s < 1 for s in args.input_size):
+        raise ValueError(f"--input-size {' '.join(map(str, args.input_size))}: every size must be positive")
     model, source = _load(args)
     start = time.perf_counter()
-    report = count(model, tuple(args.input_size), convention=args.convention, freebie=args.freebie, layout=args.layout)
+    report = count(model, tuple(args.input_size), convention=args.convention, freebie=args.freebie, layout=args.layout,
+                   **options)
     seconds = time.perf_counter() - start
     summary = dict(report.summary, source=source, count_seconds=round(seconds, 4))
     if args.json:
@@ -55,7 +79,8 @@ def run(args) -> int:
         print(json.dumps(out, indent=2))
         return 0
     if args.per_layer:
-        cols = ["path", "op", "out_shape", "params", "nonzeros", "mask_bits", "mults", "adds", "note"]
+        cols = ["path", "op", "out_shape", "params", "nonzeros", "mask_bits", "mults", "adds", "param_bits", "act_bits",
+                "add_bits", "note"]
         print(report.table[cols].to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
         print()
     s = summary
@@ -64,5 +89,7 @@ def run(args) -> int:
     print(f"params      {s['params']:,.2f} values + {s['mask_bits']:,} mask bits -> params_s {s['params_s']:,.2f}")
     print(f"ops         {s['adds']:,.2f} adds + {s['mults']:,.2f} mults -> ops_s {s['ops_s']:,.2f}")
     print(f"score       {s['score']:.7f}  = {s['params_term']:.7f} (params) + {s['ops_term']:.7f} (ops)")
+    if s.get("freebie_forfeited"):
+        print(f"freebie     off: {s['freebie_forfeited']}")
     print(f"counted in  {seconds:.3f} s")
     return 0

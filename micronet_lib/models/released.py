@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
+from micronet_lib import checksums
 from micronet_lib.models.registry import build_model, list_models
 from micronet_lib.pruning.masks import attach_mask, masked_modules
 
@@ -80,11 +81,6 @@ def _released(name: str) -> ReleasedCheckpoint:
         ) from None
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
-
-
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``(state_dict, meta)`` from a checkpoint file, on the CPU; ``meta`` holds a wrapper's other entries.
 
@@ -94,10 +90,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist (give a file path or one of: {', '.join(RELEASED_CHECKPOINTS)})")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load fails with many types on foreign files (KeyError, IndexError, ...)
-        raise ValueError(f"{path.name} is not a readable PyTorch checkpoint ({_one_line(exc)})") from None
+    obj = checksums.torch_load(path)
     meta: dict[str, Any] = {}
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         meta = {k: v for k, v in obj.items() if k != "model"}

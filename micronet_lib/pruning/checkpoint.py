@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
+from micronet_lib import checksums
 from micronet_lib.fileio import atomic_torch_save, atomic_write_json
 from micronet_lib.pruning.masks import apply_masks
 
@@ -63,7 +64,7 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> "OrderedDi
         path = Path(source)
         if not path.exists():
             path = _released_path(str(source))
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = checksums.torch_load(path)
         where = str(path)
     if isinstance(raw, Mapping):
         for key in _WRAPPER_KEYS:

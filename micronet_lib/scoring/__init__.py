@@ -1,7 +1,7 @@
 """MicroNet Challenge scorer (SCORING.md): exact, traced, explained layer by layer.
 
-``count(model, input_size=(1, 3, 32, 32), *, convention="kaist"|"official", freebie=True, ...)``
-returns a :class:`ScoreReport` (``.table`` per op, ``.summary`` totals and score). ``ops`` holds the
+``count(model, input_size=(1, 3, 32, 32), *, convention="kaist"|"official", freebie=True, param_bits=,
+act_bits=, accumulator_bits=, bias=, exit_rates=, ...)`` returns a :class:`ScoreReport` (``.table`` per op, ``.summary`` totals and score). ``ops`` holds the
 official library's per-op formulas (SCORING.md §3); ``conventions`` the two counting conventions
 (§5); ``trace`` the graph capture; ``layouts`` fixed op layouts such as WRN-28-10's (§7.2).
 """
@@ -14,13 +14,15 @@ from micronet_lib.scoring.report import (
     WRN28_10_OPS,
     WRN28_10_PARAMS,
     ScoreReport,
+    bits_from_model,
     count,
+    measure_exit_rates,
     list_layouts,
     register_layout,
     score,
     score_records,
 )
-from micronet_lib.scoring.records import OpRecord, UnsupportedOpError, register_op_cost
+from micronet_lib.scoring.records import DataDependentError, OpRecord, UnsupportedOpError, register_module, register_op_cost
 from micronet_lib.scoring.trace import trace
 from micronet_lib.scoring import layouts as _layouts  # noqa: F401  (registers wrn_standard / wrn_astar)
 
@@ -32,7 +34,11 @@ __all__ = [
     "trace",
     "OpRecord",
     "UnsupportedOpError",
+    "DataDependentError",
     "register_op_cost",
+    "register_module",
+    "bits_from_model",
+    "measure_exit_rates",
     "Convention",
     "Cost",
     "register_convention",

@@ -10,7 +10,8 @@ adds; FC adds are vl·C_out (bias add included); an SE gate multiply (``Scale``)
 each weight tensor that has at least one exact zero.
 
 ``kaist`` (SCORING.md §5.2): the authors' revised counter, reproduced exactly, omissions included:
-tensor⊙tensor multiplies (the SE gate) and tensor+tensor adds (residuals) are *not* counted; a
+the tensor⊙tensor gate multiply and the tensor+tensor residual add written in the forward of the
+authors' blocks (``KAIST_BLOCKS``) are *not* counted (the same ops elsewhere are); a
 global pool costs H·W adds + 1 mult per channel; the classifier costs (C_in−1)·out·d adds (no bias
 add) and stores nnz(bias) values; the mask is B/32 with B the numel of *all* ndim>1 weights,
 charged whenever any weight has an exact zero (none for a fully dense model).
@@ -19,6 +20,11 @@ Both: density d from exact zeros (never from a mask); convs cost n·K·d adds an
 nnz(W) + C_out values; BN, dropout, identity free; activations per ``ops.ACTIVATION_COSTS``.
 
 Differences are visible in the per-layer table: rows a convention does not charge carry a note.
+
+Bias (``OpRecord.bias_charged``, set by the bias policy of ``count``): by default every conv/FC is charged
+C_out bias values and one add per output (the rules' folded BN, §3.4 -- both conventions); a record
+without a charged bias costs (vl − 1)·n adds and nnz(W) values. A registered module (kind ``module``)
+stores its declared parameters dense and costs its declared mults/adds per output element.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class Cost:
     mults: Fraction = Fraction(0)
     adds: Fraction = Fraction(0)
     note: str = ""
+    bias_values: Fraction = Fraction(0)  # the part of ``values`` that is bias (may have its own bit width)
 
 
 class Convention:
@@ -56,18 +63,27 @@ class Convention:
 
     # -- weighted ops ------------------------------------------------------------------------------
     @staticmethod
-    def _values(r: OpRecord, bias_values) -> Fraction:
-        return Fraction(r.weight.nnz + bias_values) if r.owns_params else Fraction(0)
+    def _bias(r: OpRecord, values: int) -> tuple[Fraction, Fraction]:
+        """(all values, bias values) stored by a weighted record."""
+        if not r.owns_params:
+            return Fraction(0), Fraction(0)
+        return Fraction(r.weight.nnz + values), Fraction(values)
 
     def cost_conv(self, r: OpRecord) -> Cost:
         # n·K·d mults; (vl−1)·n + n adds = n·K·d: the +n is the (folded-BN) bias add (SCORING §3.3, §5.2).
         per_out = Fraction(r.weight.nnz, r.out_channels)  # K·d = K·nnz/(K·C_out)
         ops = per_out * r.n_out
-        return Cost(self._values(r, r.out_channels), ops, ops)
+        values, bias = self._bias(r, r.out_channels if r.bias_charged else 0)
+        adds = ops if r.bias_charged else ops - r.n_out
+        return Cost(values, ops, adds, "" if r.bias_charged else "no bias (bias policy)", bias)
 
     def cost_linear(self, r: OpRecord) -> Cost:
-        per_out = Fraction(r.weight.nnz, r.out_channels)  # vl = C_in·d
-        return Cost(self._values(r, r.out_channels), per_out * r.n_out, per_out * r.n_out)
+        return self.cost_conv(r)  # vl = C_in·d: the same formula (SCORING §3.3)
+
+    def cost_module(self, r: OpRecord) -> Cost:
+        values = Fraction(sum(p.numel for p in r.params)) if r.owns_params else Fraction(0)
+        return Cost(values, r.mults_per_element * r.n_out, r.adds_per_element * r.n_out,
+                    "declared parameters stored dense")
 
     # -- parameter-free ops ------------------------------------------------------------------------
     def cost_avg_pool(self, r: OpRecord) -> Cost:
@@ -134,6 +150,12 @@ class Official(Convention):
     pass
 
 
+# The authors' counter hooked modules only, so it never saw the tensor-tensor ops written in the forward of
+# their blocks: the SE gate (in SqueezeExcite) and the residual add (in MicroBlock) (SCORING.md §5.2). The
+# kaist convention omits exactly those; the same ops in any other module are charged as in 'official'.
+KAIST_BLOCKS = frozenset({"MicroBlock", "SqueezeExcite"})
+
+
 @register_convention("kaist")
 class Kaist(Convention):
     description = "the authors' revised counter, their omissions included (SCORING.md §5.2, PAPER.md §9)"
@@ -143,16 +165,23 @@ class Kaist(Convention):
         d = Fraction(r.weight.nnz, r.weight.numel)
         rows = Fraction(r.n_out, r.out_channels)
         bias_nnz = r.bias.nnz if r.bias is not None else 0
-        return Cost(self._values(r, bias_nnz), r.fan_in * r.out_channels * d * rows,
-                    (r.fan_in - 1) * r.out_channels * d * rows, note="kaist FC: (C_in-1)*out*d adds, nnz(b) values")
+        values, bias = self._bias(r, bias_nnz)
+        return Cost(values, r.fan_in * r.out_channels * d * rows, (r.fan_in - 1) * r.out_channels * d * rows,
+                    note="kaist FC: (C_in-1)*out*d adds, nnz(b) values", bias_values=bias)
 
     def cost_avg_pool(self, r: OpRecord) -> Cost:
         return Cost(mults=Fraction(r.n_out), adds=Fraction(r.window * r.n_out), note="kaist pool: H*W adds per channel")
 
     def cost_tensor_mul(self, r: OpRecord) -> Cost:
+        if r.owner not in KAIST_BLOCKS:
+            # Only the authors' own gate is their omission; any other product, e.g. a hand-written swish
+            # x * sigmoid(x), is charged, so it costs what F.silu costs (§3.2).
+            return super().cost_tensor_mul(r)
         return Cost(note="not counted in kaist (the authors' counter never saw the SE gate multiply)")
 
     def cost_tensor_add(self, r: OpRecord) -> Cost:
+        if r.owner not in KAIST_BLOCKS:
+            return super().cost_tensor_add(r)
         return Cost(note="not counted in kaist (the authors' counter never saw residual adds)")
 
     def mask_bits(self, records: Sequence[OpRecord]) -> list[int]:

@@ -13,11 +13,13 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from micronet_lib.scoring.ops import ACTIVATION_COSTS
 from micronet_lib.scoring.records import (
-    ELEMENTWISE, FUNCTION_ALIASES, MODULE_COSTS, OpRecord, UnsupportedOpError, how_to_register,
+    ELEMENTWISE, FUNCTION_ALIASES, MODULE_COSTS, DataDependentError, ModuleCost, OpRecord, UnsupportedOpError,
+    how_to_register, register_module,
 )
 
-__all__ = ["module_handler", "functional", "shape_of", "first_tensor"]
+__all__ = ["module_handler", "functional", "FREE_FUNCTIONS", "shape_of", "first_tensor", "data_dependent", "EXIT_HINT"]
 
 
 def shape_of(t) -> tuple[int, ...]:
@@ -63,8 +65,10 @@ def _linear_module(rec, path, m: nn.Linear, inputs, out_shape):
 
 
 def _bn_module(rec, path, m, inputs, out_shape):
-    rec.claim(rec.stat(getattr(m, "weight", None)), rec.stat(getattr(m, "bias", None)))
-    rec.add(OpRecord(path, "free", type(m).__name__, out_shape, note="BN folded into the conv bias (SCORING §4)"))
+    stats = tuple(s for s in (rec.stat(getattr(m, "weight", None)), rec.stat(getattr(m, "bias", None))) if s is not None)
+    fresh = rec.claim(*stats) if stats else True
+    rec.add(OpRecord(path, "free", type(m).__name__, out_shape, params=stats, owns_params=fresh,
+                     note="BN folded into the conv bias (SCORING §4)"))
 
 
 def _free_module(rec, path, m, inputs, out_shape):
@@ -76,9 +80,33 @@ def _elementwise(rec, path, key: str, label: str, out_shape, note=""):
     rec.add(OpRecord(path, "elementwise", label, out_shape, mults_per_element=m, adds_per_element=a, note=note))
 
 
-def _activation_module(key: str):
+def _registered_module(mc: ModuleCost):
+    """A :func:`register_module` type: one record; its declared parameters are stored (dense)."""
+
     def handler(rec, path, m, inputs, out_shape):
-        _elementwise(rec, path, key, key, out_shape)
+        if mc.params is None:
+            named = list(m.named_parameters())
+        else:
+            missing = [n for n in mc.params if not isinstance(getattr(m, n, None), torch.Tensor)]
+            if missing:
+                raise UnsupportedOpError(f"{type(m).__name__} at {path!r} was registered with params={mc.params!r}, "
+                                         f"but has no tensor attribute(s) {missing}")
+            named = [(n, getattr(m, n)) for n in mc.params]
+        stats = tuple(s for s in (rec.stat(p) for _, p in named) if s is not None)
+        fresh = rec.claim(*stats) if stats else True
+        for _, p in m.named_parameters():  # parameters not declared are not stored, by the user's word
+            rec.claim(rec.stat(p))
+        n_out = math.prod(out_shape)
+        if mc.cost is not None:
+            mults, adds = mc.cost(m, [tuple(s[1:]) for s in inputs], tuple(out_shape))
+            per = (Fraction(mults) / n_out, Fraction(adds) / n_out) if n_out else (Fraction(0), Fraction(0))
+        else:
+            per = (mc.mults, mc.adds)
+        if not stats and mc.cost is None:
+            _elementwise(rec, path, mc.key, mc.key, out_shape)
+            return
+        rec.add(OpRecord(path, "module", mc.key, out_shape, params=stats, mults_per_element=per[0],
+                         adds_per_element=per[1], owns_params=fresh, note="registered module"))
     return handler
 
 
@@ -127,20 +155,27 @@ def _base_module_handlers() -> dict[type, Callable]:
         nn.modules.batchnorm._BatchNorm: _bn_module,
         nn.Dropout: _free_module, nn.Dropout2d: _free_module, nn.AlphaDropout: _free_module,
         nn.Identity: _free_module, nn.Flatten: _free_module,
-        nn.ReLU: _activation_module("relu"), nn.ReLU6: _activation_module("relu6"),
-        nn.Hardswish: _activation_module("hswish"), nn.Hardsigmoid: _activation_module("hardsigmoid"),
-        nn.Sigmoid: _activation_module("sigmoid"), nn.SiLU: _activation_module("swish"),
         nn.Hardtanh: _hardtanh_module,
         nn.AdaptiveAvgPool2d: _avgpool_module, nn.AvgPool2d: _avgpool_module,
         nn.AdaptiveMaxPool2d: _maxpool_module, nn.MaxPool2d: _maxpool_module,
         nn.Upsample: _upsample_module,
     }
+    return handlers
+
+
+def _register_builtin_activations() -> None:
+    """Parameter-free activation modules go through the public :func:`register_module`, like a user's."""
+    table = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hswish", nn.Hardsigmoid: "hardsigmoid",
+             nn.Sigmoid: "sigmoid", nn.SiLU: "swish"}
     try:  # the project's own hard-swish module (PAPER.md §3.1): 4 mults + 1 add, like nn.Hardswish
         from micronet_lib.models.blocks import HSwish
-        handlers[HSwish] = _activation_module("hswish")
+        table[HSwish] = "hswish"
     except ImportError:  # pragma: no cover - models package is part of this project
         pass
-    return handlers
+    for cls, key in table.items():
+        if cls not in MODULE_COSTS:  # a user's earlier registration wins
+            m, a = ACTIVATION_COSTS[key]
+            register_module(cls, mults=m, adds=a, params=(), name=key)
 
 
 _HANDLERS_CACHE: dict[type, Callable] | None = None
@@ -149,10 +184,11 @@ _HANDLERS_CACHE: dict[type, Callable] | None = None
 def module_handler(module: nn.Module):
     global _HANDLERS_CACHE
     if _HANDLERS_CACHE is None:
+        _register_builtin_activations()
         _HANDLERS_CACHE = _base_module_handlers()
     for cls in type(module).__mro__:  # isinstance semantics: masked subclasses are counted
         if cls in MODULE_COSTS:
-            return _activation_module(MODULE_COSTS[cls])
+            return _registered_module(MODULE_COSTS[cls])
         if cls in _HANDLERS_CACHE:
             return _HANDLERS_CACHE[cls]
     return None
@@ -161,13 +197,39 @@ def module_handler(module: nn.Module):
 # ------------------------------------------------------------------------------------------------
 # Functional ops (outside known modules)
 
-_FREE_FUNCTIONS = frozenset("""
+FREE_FUNCTIONS = frozenset("""
 __get__ __getitem__ __setitem__ view view_as reshape reshape_as flatten unflatten squeeze unsqueeze contiguous
 to cpu cuda float double half bfloat16 type type_as detach clone expand expand_as permute transpose t cat
 concat concatenate stack chunk split narrow select dropout dropout1d dropout2d dropout3d alpha_dropout
 feature_alpha_dropout identity zeros ones empty full zeros_like ones_like empty_like full_like arange tensor
 as_tensor requires_grad_ new_zeros new_ones new_empty new_full new_tensor
 """.split())
+# Format conversions between formats FP32 represents exactly are free (SCORING.md §2.3): fake quantisation.
+_CONVERSIONS = frozenset({"fake_quantize_per_tensor_affine", "fake_quantize_per_channel_affine",
+                          "_fake_quantize_learnable_per_tensor_affine", "_fake_quantize_learnable_per_channel_affine"})
+# Ops whose result only makes sense to branch on: the op count would depend on the data.
+_INT_CASTS = frozenset({"long", "int", "bool", "short", "byte", "char"})
+_DATA_DEPENDENT = _INT_CASTS | {"__bool__", "item", "tolist", "__int__", "__float__", "__index__", "numpy", "nonzero",
+                                "argwhere", "masked_select", "unique"}
+EXIT_HINT = ("the op count cannot depend on the data. For an early-exit network, let the forward run the trunk "
+             "and every exit branch while it is counted (a flag on the model), and pass "
+             "exit_rates={'<exit branch module path>': <fraction of examples that stop there>} to "
+             "micronet_lib.scoring.count (measure_exit_rates computes them on a batch)")
+
+
+def data_dependent(rec, raw_name: str) -> None:
+    """Raise :class:`DataDependentError` naming the op and what to declare (called before any tensor check)."""
+    what = {"__bool__": "an `if` on a tensor (Tensor.__bool__)"}.get(raw_name, f"Tensor.{raw_name}()")
+    raise DataDependentError(f"data-dependent control flow: {what} in {rec.describe_where()}; {EXIT_HINT}")
+
+
+# Comparisons (and min/max, clamps) are counted as multiplications, one per comparison (SCORING.md §4).
+_COMPARISONS = frozenset("""
+gt lt ge le eq ne greater less greater_equal less_equal not_equal __gt__ __lt__ __ge__ __le__ __eq__ __ne__
+maximum minimum fmax fmin clamp_min clamp_max
+""".split())
+_CLAMPS = frozenset({"clamp", "clip"})
+
 _ADD_NAMES = {"add", "__add__", "__radd__", "__iadd__", "sub", "__sub__", "__rsub__", "__isub__", "rsub", "subtract"}
 _MUL_NAMES = {"mul", "__mul__", "__rmul__", "__imul__", "multiply", "div", "__truediv__", "__rtruediv__",
               "__itruediv__", "true_divide", "divide"}
@@ -179,17 +241,21 @@ def _is_activation_tensor(x) -> bool:
 
 def functional(rec, raw_name: str, args, kwargs, out: torch.Tensor) -> None:
     name = raw_name.rstrip("_") if not raw_name.startswith("__") else raw_name
-    if name in _FREE_FUNCTIONS or raw_name in _FREE_FUNCTIONS:
+    if name in FREE_FUNCTIONS or raw_name in FREE_FUNCTIONS:
         return
     path = rec.where()
     idx = rec.fn_counter.get(f"{path}:{name}", 0)
     rec.fn_counter[f"{path}:{name}"] = idx + 1
     fpath = f"{path}:{name}" + (f"#{idx}" if idx else "")
-    shape = shape_of(out)
     if out.dim() == 0 or out.shape[0] != rec.batch:
         raise UnsupportedOpError(
             f"unsupported op {raw_name!r} in {rec.describe_where()}: it does not act on the batch "
-            f"(output shape {tuple(out.shape)}), so its per-example cost is undefined; {how_to_register(name)}")
+            f"(output shape {tuple(out.shape)}), so its per-example cost is undefined. If it feeds a decision "
+            f"(e.g. how many examples exit early), {EXIT_HINT}; otherwise {how_to_register(name)}")
+    shape = shape_of(out)
+    if name in _CONVERSIONS:
+        rec.add(OpRecord(fpath, "free", name, shape, note="format conversion FP32 represents exactly: free (SCORING §2.3)"))
+        return
     if name in _ADD_NAMES or name in _MUL_NAMES:
         tensors = [a for a in args[:2] if _is_activation_tensor(a)]
         is_add = name in _ADD_NAMES
@@ -197,10 +263,27 @@ def functional(rec, raw_name: str, args, kwargs, out: torch.Tensor) -> None:
             kind = "tensor_add" if is_add else "tensor_mul"
             broadcast = tensors[0].shape != tensors[1].shape
             label = ("add" if is_add else ("scale" if broadcast else "mul")) + f" ({raw_name})"
-            rec.add(OpRecord(fpath, kind, label, shape))
+            owner = type(rec.stack[-1].module).__name__ if rec.stack else ""
+            rec.add(OpRecord(fpath, kind, label, shape, broadcast=broadcast, owner=owner))
         else:
             m, a = (Fraction(0), Fraction(1)) if is_add else (Fraction(1), Fraction(0))
             rec.add(OpRecord(fpath, "elementwise", f"{raw_name} scalar", shape, mults_per_element=m, adds_per_element=a))
+        return
+    binary_minmax = name in ("max", "min") and len(args) > 1 and isinstance(args[1], torch.Tensor)
+    if name in _COMPARISONS or name in _CLAMPS or binary_minmax:
+        bounds = 1
+        if name in _CLAMPS:  # one comparison per bound given
+            lo = args[1] if len(args) > 1 else kwargs.get("min")
+            hi = args[2] if len(args) > 2 else kwargs.get("max")
+            bounds = (lo is not None) + (hi is not None)
+        rec.add(OpRecord(fpath, "elementwise", f"{name} (compare)", shape, mults_per_element=Fraction(bounds),
+                         note="comparisons counted as mults (SCORING §4)"))
+        return
+    if name in ("amax", "amin") or (name in ("max", "min") and (len(args) > 1 or "dim" in kwargs)):
+        dims = args[1] if len(args) > 1 else kwargs.get("dim")
+        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        window = math.prod(int(args[0].shape[d]) for d in dims)
+        rec.add(OpRecord(fpath, "max_pool", f"{name} {window}->1", shape, window=window))
         return
     if name in FUNCTION_ALIASES and FUNCTION_ALIASES[name] in ELEMENTWISE:
         key = FUNCTION_ALIASES[name]

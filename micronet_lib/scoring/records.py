@@ -10,18 +10,23 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 
 from micronet_lib.scoring.ops import ACTIVATION_COSTS
 
-__all__ = ["OpRecord", "ParamStat", "UnsupportedOpError", "register_op_cost", "param_stats", "how_to_register",
-           "ELEMENTWISE", "MODULE_COSTS", "FUNCTION_ALIASES"]
+__all__ = ["OpRecord", "ParamStat", "UnsupportedOpError", "DataDependentError", "ModuleCost", "register_module",
+           "register_op_cost", "param_stats", "how_to_register", "ELEMENTWISE", "MODULE_COSTS", "FUNCTION_ALIASES"]
 
 
 class UnsupportedOpError(ValueError):
     """An op the challenge rules do not cover and no cost was registered for."""
+
+
+class DataDependentError(UnsupportedOpError):
+    """The forward branched on tensor values (``if tensor``, ``.item()``, ``.long()``): no fixed op count."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,12 @@ class OpRecord:
 
     ``kind`` is one of: conv, linear, avg_pool, max_pool, tensor_mul (SE scale / product of two
     activations), tensor_add (residual add), elementwise (activations and scalar arithmetic),
-    upsample, free (BN folded, dropout, identity).
+    upsample, module (a registered module with parameters, :func:`register_module`), free (BN folded,
+    dropout, identity, format conversions).
+
+    ``bn_follows``: a BatchNorm consumed this conv/linear's output (the bias policy ``"present"`` folds
+    it into a bias); ``broadcast``: a tensor product whose operands differ in shape (an SE-style gate);
+    ``params``: parameters stored by a registered module (charged dense, at the layer's param width).
     """
 
     path: str
@@ -56,6 +66,11 @@ class OpRecord:
     adds_per_element: Fraction = Fraction(0)
     owns_params: bool = True  # False when a shared weight was already charged by an earlier record
     note: str = ""
+    params: tuple[ParamStat, ...] = ()
+    bn_follows: bool = False
+    broadcast: bool = False
+    owner: str = ""  # class name of the module whose forward ran this functional op
+    bias_charged: bool = True  # set by the bias policy (report.py); True = every conv/FC has a (folded-BN) bias
 
     @property
     def n_out(self) -> int:
@@ -66,36 +81,85 @@ class OpRecord:
 # Registered element-wise costs: canonical name -> (mults, adds) per output element.
 
 ELEMENTWISE: dict[str, tuple[Fraction, Fraction]] = {k: (Fraction(m), Fraction(a)) for k, (m, a) in ACTIVATION_COSTS.items()}
-MODULE_COSTS: dict[type, str] = {}
 FUNCTION_ALIASES: dict[str, str] = {"hardswish": "hswish", "silu": "swish", "relu6": "relu6", "relu": "relu",
                                      "sigmoid": "sigmoid", "hardsigmoid": "hardsigmoid"}
+
+
+@dataclass(frozen=True)
+class ModuleCost:
+    """How a registered module type is charged: ``key`` names the op in the table; ``params`` the
+    parameter names it stores (``None``: all of its parameters, recursively; ``()``: none);
+    ``cost(module, in_shapes, out_shape) -> (mults, adds)`` per example, or fixed per-element counts."""
+
+    key: str
+    mults: Fraction
+    adds: Fraction
+    params: tuple[str, ...] | None
+    cost: Callable | None = None
+
+
+MODULE_COSTS: dict[type, ModuleCost] = {}
+
+
+def _count(value, field: str) -> Fraction:
+    v = Fraction(str(value)) if isinstance(value, float) else Fraction(value)
+    if v < 0:
+        raise ValueError(f"{field}={value!r} must be >= 0")
+    return v
+
+
+def register_module(cls: type, *, mults: float | Fraction | int = 0, adds: float | Fraction | int = 0,
+                    params: Sequence[str] | None = None, cost: Callable | None = None, name: str | None = None) -> None:
+    """Declare how instances of ``cls`` (an ``nn.Module`` subclass, subclasses included) are charged.
+
+    The module becomes one record; nothing inside its forward is traced. ``mults``/``adds`` are per
+    output element, or ``cost(module, in_shapes, out_shape)`` returns per-example totals (shapes
+    without the batch). ``params``: the parameter names the module stores for inference -- ``None``
+    (default) means all of them; each is charged dense (numel values) at the layer's parameter width,
+    and a multiply inside such a module costs max(param, activation width)/32. Built-in activations
+    (ReLU, HSwish, ...) are registered through this same call. Example, a folded-BN per-channel scale::
+
+        register_module(ChannelScale, mults=1, adds=1)          # y = x * weight + bias
+        register_module(RoundQuant, mults=0, adds=0, params=()) # format conversion: free (SCORING §2.3)
+    """
+    import torch.nn as nn
+
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ValueError(f"register_module: cls={cls!r} must be an nn.Module subclass")
+    if cost is not None and not callable(cost):
+        raise ValueError(f"register_module: cost={cost!r} must be callable(module, in_shapes, out_shape)")
+    if params is not None and (isinstance(params, str) or not all(isinstance(p, str) for p in params)):
+        raise ValueError(f"register_module: params={params!r} must be a sequence of parameter names or None")
+    key = name or cls.__name__.lower()
+    m, a = _count(mults, "mults"), _count(adds, "adds")
+    MODULE_COSTS[cls] = ModuleCost(key, m, a, None if params is None else tuple(params), cost)
+    if params is not None and not params and cost is None:
+        ELEMENTWISE[key] = (m, a)
 
 
 def register_op_cost(target: str | type, *, mults: float | Fraction, adds: float | Fraction, name: str | None = None) -> None:
     """Define the per-element cost of an element-wise op that the rules leave open.
 
     ``target`` is a function name as torch reports it (``"tanh"``, ``"gelu"``; in-place ``_`` suffix
-    ignored) or an ``nn.Module`` subclass (instances of it and its subclasses become one record).
-    The cost applies in every convention. Example: ``register_op_cost("tanh", mults=3, adds=1)``.
+    ignored) or an ``nn.Module`` subclass (instances of it and its subclasses become one record; a
+    parameter-free :func:`register_module`). The cost applies in every convention.
+    Example: ``register_op_cost("tanh", mults=3, adds=1)``.
     """
-    m, a = Fraction(str(mults)) if isinstance(mults, float) else Fraction(mults), Fraction(str(adds)) if isinstance(adds, float) else Fraction(adds)
-    if m < 0 or a < 0:
-        raise ValueError(f"register_op_cost: mults={mults!r}, adds={adds!r} must be >= 0")
+    m, a = _count(mults, "mults"), _count(adds, "adds")
     if isinstance(target, str):
         key = name or target.rstrip("_")
         ELEMENTWISE[key] = (m, a)
         FUNCTION_ALIASES[target.rstrip("_")] = key
     elif isinstance(target, type) and issubclass(target, nn.Module):
-        key = name or target.__name__.lower()
-        ELEMENTWISE[key] = (m, a)
-        MODULE_COSTS[target] = key
+        register_module(target, mults=m, adds=a, params=(), name=name)
     else:
         raise ValueError(f"register_op_cost: target={target!r} must be a function name or an nn.Module subclass")
 
 
 def how_to_register(op: str) -> str:
     return (f"register its per-element cost with micronet_lib.scoring.register_op_cost({op!r}, mults=..., adds=...), "
-            "or, for an op with parameters, add a handler to a convention (micronet_lib.scoring.register_convention)")
+            "or, for a module with parameters, declare its storage and cost with "
+            "micronet_lib.scoring.register_module(<its class>, mults=..., adds=..., params=None)")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,22 +1,25 @@
 """``count(model)`` → :class:`ScoreReport`: per-layer table, totals, the two score terms (SCORING.md §1, §5).
 
 Units: a parameter value costs b/32 (16-bit freebie: ½), each mask bit 1/32, a multiply
-max(input bits)/32 (freebie: ½), an add always 1 (32-bit accumulation, SCORING.md §2.3). All sums
-are exact Fractions; the table and the summary show float64 views of them (``ScoreReport.exact``
-keeps the rationals).
+max(input bits)/32 (freebie: ½), an add accumulator_bits/32 (default 32, and always 32 under the
+freebie, SCORING.md §2.3). Widths come per layer from an int, a ``{glob: bits}`` dict or the model's
+attributes; the bias policy and early-exit rates are applied to the traced records before charging.
+All sums are exact Fractions; the table and the summary show float64 views of them
+(``ScoreReport.exact`` keeps the rationals).
 """
 
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence, Union
 
 import pandas as pd
 import torch.nn as nn
 
 from micronet_lib.scoring.conventions import Convention, get_convention
+from micronet_lib.scoring.ops import as_fraction
 from micronet_lib.scoring.trace import OpRecord, trace
 
 __all__ = [
@@ -30,6 +33,11 @@ __all__ = [
     "score",
     "list_layouts",
     "register_layout",
+    "bits_from_model",
+    "exit_reach",
+    "measure_exit_rates",
+    "BIT_ATTRIBUTES",
+    "BIAS_POLICIES",
 ]
 
 # WideResNet-28-10, the CIFAR-100 baseline since 2019-09-04 (SCORING.md §1, §7.2): 36,529,028 params
@@ -82,14 +90,24 @@ class ScoreReport:
                 f"ops_s {s['ops_s']:,.2f} (adds {s['adds']:,.2f}, mults {s['mults']:,.2f}), score {s['score']:.7f}")
 
 
-def _bits_for(spec, path: str, what: str) -> int | None:
+BitSpec = Union[int, Mapping[str, int], str, None]
+BIT_ATTRIBUTES = ("param_bits", "act_bits", "accumulator_bits", "bias_bits")
+BIAS_POLICIES = ("folded", "present", "own")
+FROM_MODEL = "model"
+
+
+def _bits_for(spec: BitSpec, path: str, what: str, default: int | None = 32) -> int | None:
+    """Width of ``path`` under ``spec``: an int, ``{path or glob: bits}`` (first match wins), or None."""
     if spec is None:
-        return None
+        return default
     if isinstance(spec, Mapping):
         for pattern, bits in spec.items():
             if path == pattern or fnmatch.fnmatchcase(path, pattern):
                 return _check_bits(bits, f"{what}[{pattern!r}]")
-        return 32
+        return default
+    if isinstance(spec, str):
+        raise ValueError(f"{what}={spec!r}: {FROM_MODEL!r} reads widths from the model's attributes and needs "
+                         "count(model, ...); score_records takes an int or a {glob: bits} dict")
     return _check_bits(spec, what)
 
 
@@ -97,6 +115,27 @@ def _check_bits(bits, what) -> int:
     if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 32:
         raise ValueError(f"{what}={bits!r} must be an integer bit width in [1, 32]")
     return bits
+
+
+def bits_from_model(model: nn.Module, records: Sequence[OpRecord], attribute: str) -> dict[str, int]:
+    """``{record path: bits}`` read from ``attribute`` on the op's module or its nearest ancestor that has it.
+
+    A quantised model declares its widths where they apply, e.g. ``conv.param_bits = 4`` or
+    ``block.act_bits = 8``; ops with no such attribute up the tree stay at the default (32).
+    """
+    modules = dict(model.named_modules())
+    found: dict[str, int] = {}
+    for r in records:
+        owner = r.path.split(":")[0]
+        while True:
+            value = getattr(modules.get(owner), attribute, None)
+            if value is not None:
+                found[r.path] = _check_bits(value, f"{owner or '<root>'}.{attribute}")
+                break
+            if not owner:
+                break
+            owner = owner.rpartition(".")[0]
+    return found
 
 
 def _group(path: str, r: OpRecord) -> str:
@@ -114,33 +153,108 @@ def _group(path: str, r: OpRecord) -> str:
     return r.kind
 
 
+def _apply_bias_policy(records: Sequence[OpRecord], policy: str) -> list[OpRecord]:
+    """``folded``: every conv/FC has a (folded-BN) bias (the rules' worked example, both conventions, §3.4);
+    ``present``: a bias only where the layer has one or a BatchNorm right after it folds into one;
+    ``own``: only the layer's own bias, and each BatchNorm is charged unfused (1 mult + 1 add per element,
+    its 2·C values; SCORING §4), for entries that fold BN elsewhere or not at all."""
+    if policy not in BIAS_POLICIES:
+        raise ValueError(f"bias={policy!r} is not known; allowed: {', '.join(BIAS_POLICIES)}")
+    if policy == "folded":
+        return list(records)
+    out = []
+    for r in records:
+        if r.kind in ("conv", "linear"):
+            r = replace(r, bias_charged=r.bias is not None or (policy == "present" and r.bn_follows))
+        elif policy == "own" and r.kind == "free" and r.params and "orm" in r.op:
+            r = replace(r, kind="module", mults_per_element=Fraction(1), adds_per_element=Fraction(1),
+                        note="BN not folded (bias='own'): 1 mult + 1 add per element, 2*C values (SCORING §4)")
+        out.append(r)
+    return out
+
+
+def exit_reach(records: Sequence[OpRecord], exit_rates: Mapping[str, float] | None) -> list[Fraction]:
+    """Fraction of examples that reach each record: after the last op of an exit branch, the examples that
+    stopped there are gone (expected ops over the test set, SCORING §4 "early exit")."""
+    reach = [Fraction(1)] * len(records)
+    if not exit_rates:
+        return reach
+    ends = []
+    for path, rate in exit_rates.items():
+        f = as_fraction(rate, f"exit_rates[{path!r}]")
+        if not 0 <= f <= 1:
+            raise ValueError(f"exit_rates[{path!r}]={rate!r} must be a fraction in [0, 1]")
+        idx = [i for i, r in enumerate(records) if r.path == path or r.path.startswith((path + ".", path + ":"))]
+        if not idx:
+            seen = sorted({r.path.split(":")[0].split(".")[0] for r in records})
+            raise ValueError(f"exit_rates: no counted op lies in module {path!r}; top-level modules seen: {seen}")
+        if idx[-1] == len(records) - 1:
+            raise ValueError(f"exit_rates: {path!r} runs last in the counting pass, so nothing is skipped after it; "
+                             "the counting forward must run each exit branch before the trunk continues")
+        ends.append((idx[-1], f))
+    if sum(f for _, f in ends) > 1:
+        raise ValueError(f"exit_rates={dict(exit_rates)!r} add up to more than 1")
+    for end, f in ends:
+        for i in range(end + 1, len(records)):
+            reach[i] -= f
+    return reach
+
+
+def measure_exit_rates(exit_index, exits: Sequence[str]) -> dict[str, float]:
+    """``{exit path: fraction}`` from the exit each example took (``exit_index[i]`` indexes ``exits``; an index
+    of ``len(exits)`` or more means it ran to the final classifier). Feed the result to ``count(exit_rates=)``.
+    ``exit_index`` comes from the model's own decision on a representative batch, e.g.
+    ``model.exit_index(images)``."""
+    import torch
+
+    idx = torch.as_tensor(exit_index).reshape(-1)
+    if idx.numel() == 0 or idx.dtype.is_floating_point or int(idx.min()) < 0:
+        raise ValueError("exit_index must be a non-empty sequence of non-negative integers (one per example)")
+    n = idx.numel()
+    return {path: int((idx == i).sum()) / n for i, path in enumerate(exits)}
+
+
 def score_records(records: Sequence[OpRecord], *, convention: str | Convention = "kaist", freebie: bool = True,
-                  param_bits: int | Mapping[str, int] | None = None, act_bits: int | Mapping[str, int] | None = None,
+                  param_bits: BitSpec = None, act_bits: BitSpec = None, accumulator_bits: BitSpec = None,
+                  bias_bits: BitSpec = None, bias: str = "folded", exit_rates: Mapping[str, float] | None = None,
                   normalizers: tuple[float, float] = (PARAMS_NORMALIZER, OPS_NORMALIZER), meta: dict | None = None) -> ScoreReport:
     """Charge ``records`` under a convention and build the report (see :func:`count`)."""
     conv = get_convention(convention)
-    if (param_bits is not None or act_bits is not None) and freebie:
-        raise ValueError("param_bits/act_bits describe a quantised model, which forfeits the 16-bit freebie "
-                         "(SCORING.md §2.2); pass freebie=False with them")
     if len(normalizers) != 2 or not all(isinstance(n, (int, float)) and n > 0 for n in normalizers):
         raise ValueError(f"normalizers={normalizers!r} must be two positive numbers (params, ops)")
+    records = _apply_bias_policy(records, bias)
+    reach = exit_reach(records, exit_rates)
+    widths = []
+    for r in records:
+        pb = _bits_for(param_bits, r.path, "param_bits")
+        widths.append((pb, _bits_for(act_bits, r.path, "act_bits"), _bits_for(accumulator_bits, r.path, "accumulator_bits"),
+                       _bits_for(bias_bits, r.path, "bias_bits", default=pb)))
+    low = sorted({w for ws in widths for w in ws if w < 16})
+    forfeited = ""
+    if freebie and low:
+        # Quantising any part below 16 bits forfeits the 16-bit freebie (SCORING.md §2.2).
+        freebie, forfeited = False, f"declared widths below 16 bits ({', '.join(map(str, low))}) forfeit the freebie"
+    if freebie and any(ws[2] < 32 for ws in widths):
+        raise ValueError("accumulator_bits < 32 with the 16-bit freebie: under the freebie additions always count "
+                         "as 32-bit (SCORING.md §2.3); pass freebie=False to charge adds at a lower width")
     masks = conv.mask_bits(records)
     rows, tot = [], dict(values=Fraction(0), mask_bits=0, mults=Fraction(0), adds=Fraction(0), params_s=Fraction(0),
                           ops_s=Fraction(0))
-    for r, mbits in zip(records, masks):
+    omitted = 0
+    for r, mbits, (pb, ab, acc, bb), share in zip(records, masks, widths, reach):
         c = conv.cost(r)
+        weighted = r.weight is not None or (r.kind == "module" and bool(r.params))  # a folded BN stores nothing
         if freebie:
-            pb = ab = 16
+            pb = bb = mult_bits = 16
+            acc = 32
         else:
-            pb = _bits_for(param_bits, r.path, "param_bits") or 32
-            ab = _bits_for(act_bits, r.path, "act_bits") or 32
-        # A weight multiply costs max(input widths)/32; an activation-only multiply costs the activation's.
-        mult_bits = max(pb, ab) if r.weight is not None else ab
-        if freebie:
-            mult_bits = 16
-        params_s = c.values * pb / 32 + Fraction(mbits, 32)
-        ops_s = c.adds + c.mults * mult_bits / 32
-        for k, v in (("values", c.values), ("mask_bits", mbits), ("mults", c.mults), ("adds", c.adds),
+            # A multiply costs max(input widths)/32: weight and activation, or the activation alone.
+            mult_bits = max(pb, ab) if weighted else ab
+        mults, adds = c.mults * share, c.adds * share
+        params_s = (c.values - c.bias_values) * pb / 32 + c.bias_values * bb / 32 + Fraction(mbits, 32)
+        ops_s = adds * acc / 32 + mults * mult_bits / 32
+        omitted += int("not counted" in c.note)
+        for k, v in (("values", c.values), ("mask_bits", mbits), ("mults", mults), ("adds", adds),
                      ("params_s", params_s), ("ops_s", ops_s)):
             tot[k] += v
         w = r.weight
@@ -148,11 +262,12 @@ def score_records(records: Sequence[OpRecord], *, convention: str | Convention =
             path=r.path, op=r.op, kind=r.kind, group=_group(r.path, r), out_shape="x".join(map(str, r.out_shape)),
             params=float(c.values), numel=w.numel if w else 0, nonzeros=w.nnz if w else 0,
             mask_nonzeros=(w.mask_nnz if w and w.mask_nnz is not None else float("nan")), mask_bits=mbits,
-            mults=float(c.mults), adds=float(c.adds), param_bits=pb if w else 0, mult_bits=mult_bits,
+            mults=float(mults), adds=float(adds), param_bits=pb if weighted else 0, act_bits=16 if freebie else ab,
+            mult_bits=mult_bits, add_bits=acc, reach=float(share),
             params_s=float(params_s), ops_s=float(ops_s), note="; ".join(x for x in (c.note, r.note) if x)))
     table = pd.DataFrame(rows, columns=["path", "op", "kind", "group", "out_shape", "params", "numel", "nonzeros",
-                                        "mask_nonzeros", "mask_bits", "mults", "adds", "param_bits", "mult_bits",
-                                        "params_s", "ops_s", "note"])
+                                        "mask_nonzeros", "mask_bits", "mults", "adds", "param_bits", "act_bits",
+                                        "mult_bits", "add_bits", "reach", "params_s", "ops_s", "note"])
     params_term = tot["params_s"] / Fraction(repr(float(normalizers[0])))
     ops_term = tot["ops_s"] / Fraction(repr(float(normalizers[1])))
     exact = dict(params=tot["values"], mask_bits=Fraction(tot["mask_bits"]), adds=tot["adds"], mults=tot["mults"],
@@ -160,22 +275,36 @@ def score_records(records: Sequence[OpRecord], *, convention: str | Convention =
                  score=params_term + ops_term)
     summary = {k: float(v) for k, v in exact.items()}
     summary["mask_bits"] = int(tot["mask_bits"])
-    summary.update(convention=conv.name, freebie=bool(freebie), normalizers=tuple(float(n) for n in normalizers))
+    summary.update(convention=conv.name, freebie=bool(freebie), normalizers=tuple(float(n) for n in normalizers),
+                   bias=bias, omitted_ops=omitted)
+    if forfeited:
+        summary["freebie_forfeited"] = forfeited
+    if exit_rates:
+        summary["exit_rates"] = {k: float(v) for k, v in exit_rates.items()}
     summary.update(meta or {})
     return ScoreReport(table=table, summary=summary, exact=exact)
 
 
 def count(model: nn.Module, input_size: Iterable[int] = (1, 3, 32, 32), *, convention: str | Convention = "kaist",
-          freebie: bool = True, param_bits: int | Mapping[str, int] | None = None,
-          act_bits: int | Mapping[str, int] | None = None,
+          freebie: bool = True, param_bits: BitSpec = None, act_bits: BitSpec = None, accumulator_bits: BitSpec = None,
+          bias_bits: BitSpec = None, bias: str = "folded", exit_rates: Mapping[str, float] | None = None,
           normalizers: tuple[float, float] = (PARAMS_NORMALIZER, OPS_NORMALIZER), layout: str | None = None,
           device: str = "cpu") -> ScoreReport:
     """Score ``model`` under the MicroNet Challenge rules (SCORING.md §1–§5).
 
     * ``convention``: ``"kaist"`` (authors' revised count, §5.2) or ``"official"`` (library, §5.3).
-    * ``freebie``: 16-bit params and mults (adds stay 32-bit). ``param_bits``/``act_bits``: bit widths
-      of a quantised model, one int or ``{module path or glob: bits}`` (unlisted paths: 32); they need
-      ``freebie=False``.
+    * ``freebie``: 16-bit params and mults (adds stay 32-bit); forfeited automatically (the summary says
+      why) when any declared width is below 16 bits (§2.2).
+    * Bit widths, each an int, ``{module path or glob: bits}`` (unlisted: 32) or ``"model"`` (read the
+      attribute of the same name from the op's module or its nearest ancestor): ``param_bits`` (stored
+      weights), ``act_bits`` (op inputs: a multiply costs max(param, act)/32), ``accumulator_bits`` (adds
+      cost acc/32; default 32 as the rules state), ``bias_bits`` (default: the layer's ``param_bits``).
+    * ``bias``: ``"folded"`` (default: every conv/FC carries a folded-BN bias, §3.4, §5 -- the KAIST
+      vectors), ``"present"`` (only where the layer has a bias or a BN folds into it), ``"own"`` (only
+      the layer's own bias; BN charged unfused, §4).
+    * ``exit_rates``: ``{exit branch module path: fraction of examples that stop there}``; ops after the
+      branch are charged for the examples that go on (expected ops, §4). The counting forward must run
+      every branch, each exit before the trunk continues.
     * ``layout``: a registered fixed op layout (e.g. ``"wrn_standard"``, SCORING §7.2) instead of the
       traced forward; ``None`` traces the model (one eval-mode forward, ``device`` "cpu" or "meta").
     * ``normalizers``: (params, ops), default WRN-28-10's 36.5e6 / 10.49e9.
@@ -184,6 +313,12 @@ def count(model: nn.Module, input_size: Iterable[int] = (1, 3, 32, 32), *, conve
     """
     size = tuple(int(s) for s in input_size)
     conv = get_convention(convention)  # validate before tracing
+    if bias not in BIAS_POLICIES:
+        raise ValueError(f"bias={bias!r} is not known; allowed: {', '.join(BIAS_POLICIES)}")
+    specs = dict(param_bits=param_bits, act_bits=act_bits, accumulator_bits=accumulator_bits, bias_bits=bias_bits)
+    for name, spec in specs.items():
+        if isinstance(spec, str) and spec != FROM_MODEL:
+            raise ValueError(f"{name}={spec!r} must be an int, a {{glob: bits}} dict or {FROM_MODEL!r}")
     if layout is None:
         records = trace(model, size, device=device)
     else:
@@ -192,5 +327,8 @@ def count(model: nn.Module, input_size: Iterable[int] = (1, 3, 32, 32), *, conve
         if layout not in _LAYOUTS:
             raise ValueError(f"layout={layout!r} is not known; allowed: None (trace), {', '.join(list_layouts())}")
         records = _LAYOUTS[layout](model, size)
-    return score_records(records, convention=conv, freebie=freebie, param_bits=param_bits, act_bits=act_bits,
-                         normalizers=normalizers, meta=dict(input_size=size, layout=layout or "traced"))
+    for name, spec in specs.items():
+        if spec == FROM_MODEL:
+            specs[name] = bits_from_model(model, records, name)
+    return score_records(records, convention=conv, freebie=freebie, bias=bias, exit_rates=exit_rates,
+                         normalizers=normalizers, meta=dict(input_size=size, layout=layout or "traced"), **specs)

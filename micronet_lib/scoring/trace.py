@@ -17,13 +17,15 @@ caller's tensors, and the caller's model (weights, modes, hooks) is left as it w
 
 from __future__ import annotations
 
+import dataclasses
+import weakref
 from typing import Iterable
 
 import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
-from micronet_lib.scoring.handlers import first_tensor, functional, module_handler, shape_of
+from micronet_lib.scoring.handlers import _DATA_DEPENDENT, _INT_CASTS, data_dependent, first_tensor, functional, module_handler, shape_of
 from micronet_lib.scoring.records import (
     ELEMENTWISE, OpRecord, ParamStat, UnsupportedOpError, how_to_register, param_stats, register_op_cost,
 )
@@ -52,6 +54,7 @@ class _Recorder(TorchFunctionMode):
         self.out_shapes: dict[str, tuple[int, ...]] = {}
         self.param_names = {id(p): n for n, p in model.named_parameters()}
         self.fn_counter: dict[str, int] = {}
+        self.produced: dict[int, tuple] = {}  # id(output) -> (weakref(output), index of its conv/linear record)
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def stat(self, param) -> ParamStat | None:
@@ -101,20 +104,39 @@ class _Recorder(TorchFunctionMode):
             if out is not None:
                 self.out_shapes[path] = shape_of(out)
             if frame.handled and out is not None:
+                before = len(self.records)
                 module_handler(module)(self, path, module, frame.inputs, shape_of(out))
+                self._link_bias(module, args, out, before)
         finally:
             self.paused = False
+
+    def _link_bias(self, module, args, out, before: int) -> None:
+        """Remember conv/linear outputs; a BatchNorm fed by one marks it ``bn_follows`` (bias policy)."""
+        new = self.records[before:]
+        if len(new) == 1 and new[0].kind in ("conv", "linear") and isinstance(out, torch.Tensor):
+            self.produced[id(out)] = (weakref.ref(out), before)
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and args and isinstance(args[0], torch.Tensor):
+            ref, idx = self.produced.get(id(args[0]), (None, None))
+            if ref is not None and ref() is args[0]:
+                self.records[idx] = dataclasses.replace(self.records[idx], bn_follows=True)
 
     # -- functional ops ---------------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        name = getattr(func, "__name__", None) or repr(func)
+        if name in _DATA_DEPENDENT and not self.paused and not any(f.handled or f.suppressed for f in self.stack):
+            arg = args[0] if args else None
+            constant_cast = (name in _INT_CASTS and isinstance(arg, torch.Tensor)
+                             and (arg.dim() == 0 or arg.shape[0] != self.batch))
+            if constant_cast:  # an integer cast of a constant (not of per-example data): no math
+                return func(*args, **kwargs)
+            data_dependent(self, name)
         out = func(*args, **kwargs)
         if self.paused or any(f.handled or f.suppressed for f in self.stack):
             return out
         result = first_tensor(out)
         if result is None or not isinstance(out, torch.Tensor) and not isinstance(out, (tuple, list)):
             return out  # metadata queries (size, dim, shape, ...) return no tensor: no math
-        name = getattr(func, "__name__", None) or repr(func)
         functional(self, name, args, kwargs, result)
         return out
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, fields
 from typing import Any, Iterable
@@ -114,6 +115,12 @@ class TrainConfig:
                 object.__setattr__(self, name, tuple(value))
         if not isinstance(self.profile, str) or not self.profile:
             raise ValueError(f"TrainConfig.profile={self.profile!r} must be a non-empty string")
+        for f in fields(self):  # NaN passes every range check below (all comparisons are False): refuse it first
+            value = getattr(self, f.name)
+            for item in value if isinstance(value, tuple) else (value,):
+                if isinstance(item, float) and not math.isfinite(item):
+                    what = "hold finite numbers" if isinstance(value, tuple) else "be a finite number"
+                    raise ValueError(f"TrainConfig.{f.name}={value!r} must {what}")
         _positive("seed", self.seed, zero_ok=True)
         for name in ("width_mult", "depth_mult", "lr", "batch_size", "eval_batch_size"):
             _positive(name, getattr(self, name), kind=int if name.endswith("size") else float)

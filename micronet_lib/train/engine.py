@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 import micronet_lib
-from micronet_lib.train import runs
+from micronet_lib.train import runs, store
 from micronet_lib.train.config import TrainConfig
 from micronet_lib.train.schedule import lr_at
 from micronet_lib.train.setup import (
@@ -146,6 +146,7 @@ def _summary(config, run_dir: Path, st: dict[str, Any], *, status: str, data_des
         data=data_desc,
         data_id=st["data_id"],
         library_version=micronet_lib.__version__,
+        runtime=st.get("runtime"),
         best_cycle=best.get("cycle"),
         best_epoch=best.get("epoch"),
         cycle_best=st["cycle_best"] + ([best] if best and best.get("cycle") not in [c.get("cycle") for c in st["cycle_best"]] else []),
@@ -163,23 +164,66 @@ def _mark_stopped(config, run_dir, st, data_desc, message):
 
 # ---------------------------------------------------------------------- the loop
 def fit(config: TrainConfig, run_dir: str | Path | None = None, *, progress: bool = True,
-        runs_dir: str | Path | None = None) -> runs.RunSummary:
-    """Train (or resume) ``config`` in ``run_dir`` (default ``results/runs/<config hash>/``); return the summary."""
+        runs_dir: str | Path | None = None, wait: bool = True, start: str = "last") -> runs.RunSummary:
+    """Train (or resume) ``config`` in ``run_dir`` (default ``results/runs/<config hash>/``); return the summary.
+
+    The run folder is locked for the whole call (:func:`store.lock`): with ``wait`` a second process
+    waits for the first, else it stops with an error naming the holder. ``start``: ``"last"`` resumes
+    from ``last.pt`` if present, ``"previous"`` from ``last.prev.pt`` (the way out of a corrupt
+    ``last.pt``), ``"over"`` deletes the run's outputs first. Ctrl-C raises
+    :class:`store.TrainingInterrupted` saying how to resume.
+    """
+    if not isinstance(config, TrainConfig):
+        raise ValueError(f"fit expects a TrainConfig, got {type(config).__name__}")
+    if start not in _STARTS:
+        raise ValueError(f"fit(start={start!r}); allowed: {', '.join(map(repr, _STARTS))}")
+    run_dir = Path(run_dir) if run_dir is not None else runs.run_dir_for(config, runs_dir)
+    with store.lock(run_dir, wait=wait):
+        try:
+            return _fit_locked(config, run_dir, progress=progress, start=start)
+        except store.TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:
+            raise store.TrainingInterrupted(run_dir, _checkpointed_epochs(run_dir), config.total_epochs) from None
+
+
+_STARTS = ("last", "previous", "over")
+
+
+def _checkpointed_epochs(run_dir: Path) -> int:
+    try:
+        return int(runs.load_checkpoint(run_dir / runs.LAST)["global_epoch"])
+    except (ValueError, KeyError):
+        return 0
+
+
+def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: str) -> runs.RunSummary:
     from tqdm.auto import tqdm
 
     from micronet_lib.augment import build_pipeline
     from micronet_lib.pruning import apply_masks, attach_mask, prune_to_rate
     from micronet_lib.regularizers import make_loss, orthogonality_penalty
 
-    if not isinstance(config, TrainConfig):
-        raise ValueError(f"fit expects a TrainConfig, got {type(config).__name__}")
-    run_dir = Path(run_dir) if run_dir is not None else runs.run_dir_for(config, runs_dir)
+    if start == "over":
+        store.start_over(run_dir)
+    elif start == "previous":
+        store.use_previous(run_dir)
     ckpt = runs.load_checkpoint(run_dir / runs.LAST) if (run_dir / runs.LAST).exists() else None
     if ckpt is not None and ckpt["config"] != config.to_dict():
-        raise ValueError(f"{run_dir} holds a run of a different config; resume it with resume({str(run_dir)!r}) "
-                         "or train in another folder")
-    finished = runs.read_summary(run_dir)
+        raise store.RunStoreError(
+            f"{run_dir} holds a run of a different config ({config_diff(ckpt['config'], config.to_dict())}); "
+            f"train this config in its own folder (`{fork_command(config)}`) or resume that run with "
+            f"`{store.resume_command(run_dir)}`")
+    try:
+        finished = runs.read_summary(run_dir)
+    except store.RunStoreError as exc:
+        if ckpt is None:
+            raise
+        log.warning("%s; rewriting it from %s", str(exc).split(";")[0], runs.LAST)
+        finished = None
     if ckpt is not None and finished is not None and finished.get("status") == "finished":
+        _repair_finished(run_dir, ckpt)
+        store.restore_config(run_dir, config)
         return finished
 
     # --- setup: everything that can fail fast, before data is read
@@ -194,14 +238,15 @@ def fit(config: TrainConfig, run_dir: str | Path | None = None, *, progress: boo
     n_copies = int(pipeline.copies_per_epoch)
     model = build_training_model(config, ds.num_classes)
     loss_fn = make_loss(config.loss, num_classes=ds.num_classes, epsilon=config.epsilon)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    runs.write_config(run_dir, config)
+    runtime = _runtime(run_dir, device, resumed=ckpt is not None)
+    store.write_record(run_dir, config, runtime)
 
     # --- state: fresh, or from the checkpoint (strict, masks re-attached from the saved buffers)
     from micronet_lib.models.released import load_into
 
     st: dict[str, Any] = dict(cycle=0, epoch=-1, step=0, seconds=0.0, best=None, best_state=None,
-                              cycle_best=[], data_id=data_id)
+                              cycle_best=[], data_id=data_id, runtime=runtime)
+    history: list[dict[str, Any]] = []
     opt_state = None
     if ckpt is not None:
         load_into(model, ckpt["model"], source=str(run_dir / runs.LAST))
@@ -209,7 +254,7 @@ def fit(config: TrainConfig, run_dir: str | Path | None = None, *, progress: boo
                   best=ckpt["best"], best_state=ckpt["best_state"], cycle_best=list(ckpt["cycle_best"]))
         opt_state = ckpt["optimizer"]
         runs.set_rng_state(ckpt["rng"])
-        runs.truncate_metrics(run_dir, through_step=ckpt["global_epoch"])
+        history = _restore_history(run_dir, ckpt)
         log.info("resuming %s after cycle %d epoch %d", run_dir.name, st["cycle"] + 1, st["epoch"] + 1)
     elif (run_dir / "metrics.jsonl").exists():
         (run_dir / "metrics.jsonl").unlink()  # a run killed before its first checkpoint starts over
@@ -276,7 +321,8 @@ def fit(config: TrainConfig, run_dir: str | Path | None = None, *, progress: boo
                 value = float(loss.detach())
                 if not math.isfinite(value):
                     message = (f"non-finite loss ({value}) at cycle {cycle + 1} epoch {epoch + 1} step {batch_in_epoch + 1} "
-                               f"(global step {st['step'] + 1}); the last good checkpoint {run_dir / runs.LAST} was kept")
+                               f"(global step {st['step'] + 1}); " + (f"the last good checkpoint {run_dir / runs.LAST} was kept"
+                               if (run_dir / runs.LAST).exists() else "no checkpoint had been written yet"))
                     log.error(message)
                     _mark_stopped(config, run_dir, st, ds.description, message)
                     raise NonFiniteLossError(message)
@@ -326,6 +372,7 @@ def fit(config: TrainConfig, run_dir: str | Path | None = None, *, progress: boo
             record["selected"] = st["best"]["cycle"] == cycle + 1 and st["best"]["epoch"] == epoch + 1
             st.update(cycle=cycle, epoch=epoch, seconds=st["seconds"] + record["seconds"])
             runs.append_metrics(run_dir, record)
+            history.append(record)
             log.info("cycle %d epoch %d: loss %.4f train %.2f %% val %s test %.2f %% (%.0f img/s)", cycle + 1, epoch + 1,
                      record["loss"], record["train_top1"], _fmt(metrics["val_top1"]), metrics["test_top1"],
                      record["images_per_s"])
@@ -336,7 +383,7 @@ def fit(config: TrainConfig, run_dir: str | Path | None = None, *, progress: boo
                     optimizer=optimizer.state_dict(), arch=_arch(config, ds),
                     cycle=cycle, epoch=epoch, global_epoch=global_epoch + 1, step=st["step"], seconds=st["seconds"],
                     best=st["best"], best_state=st["best_state"], cycle_best=st["cycle_best"],
-                    rng=runs.rng_state(), config=config.to_dict(), data_id=data_id,
+                    rng=runs.rng_state(), config=config.to_dict(), data_id=data_id, history=list(history),
                     library_version=micronet_lib.__version__,
                 ))
 
@@ -354,13 +401,109 @@ def _arch(config: TrainConfig, ds) -> dict[str, Any]:
     return {"name": config.model, "options": model_options(config, ds.num_classes)}
 
 
-def resume(run_dir: str | Path, *, progress: bool = True) -> runs.RunSummary:
-    """Continue the run in ``run_dir`` with the config stored there (``micronet train --resume``)."""
-    import json
+# ---------------------------------------------------------------------- run-store repairs
+def _runtime(run_dir: Path, device: torch.device, *, resumed: bool) -> dict[str, Any]:
+    """This process's runtime record; resuming under another thread count warns (results will differ)."""
+    now = store.runtime_record(device)
+    recorded = (store.read_runtime(run_dir) or {}).get("runtime") if resumed else None
+    if not recorded:
+        return now
+    if recorded.get("threads") != now["threads"]:
+        log.warning("%s was trained with %s torch threads, this process has %d: float sums depend on the thread count, "
+                    "so the resumed epochs are not bit-identical to an uninterrupted run; run with "
+                    "OMP_NUM_THREADS=%s to match", run_dir, recorded.get("threads"), now["threads"], recorded.get("threads"))
+    differs = {k: v for k, v in now.items() if recorded.get(k) != v}
+    if not differs:
+        return recorded
+    return dict(recorded, resumed_with=list(recorded.get("resumed_with", [])) + [differs])
 
+
+def _restore_history(run_dir: Path, ckpt: dict[str, Any]) -> list[dict[str, Any]]:
+    """``metrics.jsonl`` through the checkpoint's epoch: kept, or rebuilt from the copy inside ``last.pt``."""
+    through = ckpt["global_epoch"]
+    path = run_dir / "metrics.jsonl"
+    try:
+        rows = [r for r in store.read_metrics(run_dir) if r["global_epoch"] <= through]
+        problem = None if path.exists() else f"{path} is missing"
+    except store.RunStoreError as exc:
+        rows, problem = None, str(exc).split(";")[0]
+    saved = ckpt.get("history")
+    if saved is not None:
+        if rows != saved:
+            log.warning("%s; rebuilt its %d epoch line(s) from %s", problem or f"{path} disagrees with {runs.LAST}",
+                        len(saved), runs.LAST)
+        store.write_metrics(run_dir, saved)
+        return list(saved)
+    if rows is None or len(rows) < through:  # a checkpoint older than the saved history: nothing to rebuild from
+        raise store.RunStoreError(f"{problem or f'{path} lacks epochs that {runs.LAST} covers'} and {runs.LAST} holds no "
+                                  f"copy of it; start over with `{store.resume_command(run_dir, '--restart')}`")
+    store.write_metrics(run_dir, rows)
+    return rows
+
+
+def _repair_finished(run_dir: Path, ckpt: dict[str, Any]) -> None:
+    """A finished run re-run: its history and ``best.pt`` are verified, and rebuilt from ``last.pt`` if broken."""
+    _restore_history(run_dir, ckpt)
+    best = run_dir / runs.BEST
+    try:
+        runs.load_checkpoint(best)
+        return
+    except store.RunStoreError as exc:
+        problem = str(exc).split(";")[0]
+    if ckpt.get("best_state") is None:
+        raise store.RunStoreError(f"{problem}; {runs.LAST} holds no selected weights to rebuild it from: start over "
+                                  f"with `{store.resume_command(run_dir, '--restart')}`")
+    runs.save_checkpoint(best, dict(model=ckpt["best_state"], arch=ckpt["arch"], best=ckpt["best"], config=ckpt["config"],
+                                    data_id=ckpt["data_id"]))
+    log.warning("%s; rebuilt it from the selected weights stored in %s", problem, runs.LAST)
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return ", ".join(f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in keys)
+
+
+def fork_command(config: TrainConfig) -> str:
+    """The ``micronet train`` command that trains ``config`` as its own run."""
+    base = TrainConfig.from_profile(config.profile).to_dict() if config.profile != "custom" else {}
+    sets = []
+    for key, value in config.to_dict().items():
+        if key != "profile" and base.get(key) != value:
+            text = "none" if value is None else ",".join(map(str, value)) if isinstance(value, list) else str(value).lower() if isinstance(value, bool) else str(value)
+            sets.append(f"--set {key}={text}")
+    return " ".join([f"micronet train --profile {config.profile if config.profile != 'custom' else 'paper'}", *sets])
+
+
+def resume(run_dir: str | Path, *, progress: bool = True, wait: bool = True, start: str = "last") -> runs.RunSummary:
+    """Continue the run in ``run_dir`` with the config stored there (``micronet train --resume``).
+
+    A ``config.json`` edited since the run started is refused with the command that trains the edited
+    config as a new run; a corrupt one is replaced by the copy inside ``last.pt``.
+    """
     run_dir = Path(run_dir)
     path = run_dir / "config.json"
+    last = run_dir / runs.LAST
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
-    config = TrainConfig.from_dict(json.loads(path.read_text()))
-    return fit(config, run_dir, progress=progress)
+        raise store.RunStoreError(f"{run_dir} is not a run folder (no config.json); give the folder printed by "
+                                  "`micronet train`, e.g. results/runs/<hash>")
+    try:
+        data = store.read_json(path, fix=f"restore it, or delete {run_dir} and train the run again")
+    except store.RunStoreError as exc:
+        if not last.exists():
+            raise
+        data = runs.load_checkpoint(last)["config"]
+        log.warning("%s; using the config stored in %s (config.json is rewritten)", str(exc).split(";")[0], runs.LAST)
+    try:
+        config = TrainConfig.from_dict(data)
+    except (ValueError, TypeError) as exc:
+        raise store.RunStoreError(f"{path} is not a valid config ({exc}); restore it, or delete {run_dir} and train the "
+                                  "run again") from None
+    recorded = (store.read_runtime(run_dir) or {}).get("config_hash")
+    if start != "over" and recorded is not None and recorded != config.config_hash():
+        original = runs.load_checkpoint(last)["config"] if last.exists() else None
+        undo = (f"undo the edit ({config_diff(config.to_dict(), original)})" if original is not None
+                else f"undo the edit (the run's config hash is {recorded})")
+        raise store.RunStoreError(
+            f"{path} was edited after the run started; to train the edited config as a new run: "
+            f"`{fork_command(config)}`; to continue this run, {undo}")
+    return fit(config, run_dir, progress=progress, wait=wait, start=start)

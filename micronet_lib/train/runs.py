@@ -4,13 +4,12 @@ A run folder holds ``config.json`` (the resolved config with its deviations), ``
 JSON line per epoch), ``summary.json`` (written at the end, or when the run stops on a non-finite
 loss) and the checkpoints ``last.pt`` (everything needed to resume) and ``best.pt`` (the selected
 weights of the current cycle). Checkpoints are ignored by git; the text files are small and are
-what the notebooks read. Every write is atomic (``micronet_lib.fileio``), so a killed run leaves
-the previous checkpoint intact (STYLE.md point 10).
+what the notebooks read. Every file goes through the run store (:mod:`micronet_lib.train.store`):
+atomic writes, checksummed checkpoints, verified reads, one lock per run (STYLE.md point 10).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from micronet_lib.fileio import atomic_torch_save, atomic_write_json, atomic_write_text
+from micronet_lib.train import store
 from micronet_lib.train.config import TrainConfig
 
 __all__ = [
@@ -34,15 +33,13 @@ __all__ = [
     "append_metrics",
     "read_summary",
     "write_summary",
-    "write_config",
     "run_or_load",
     "LAST",
     "BEST",
 ]
 
-LAST = "last.pt"
-BEST = "best.pt"
-CHECKPOINT_FORMAT = 1
+LAST = store.LAST
+BEST = store.BEST
 
 
 class RunSummary(dict):
@@ -112,58 +109,43 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# ---------------------------------------------------------------------- checkpoints
+# ---------------------------------------------------------------------- files (through the run store)
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    """Atomic ``torch.save`` of a checkpoint dict (adds the format number)."""
-    return atomic_torch_save(dict(payload, format=CHECKPOINT_FORMAT), path)
+    """Atomic, checksummed ``torch.save`` of a checkpoint dict; ``last.pt`` keeps its predecessor."""
+    return store.save_checkpoint(path, payload, keep_previous=Path(path).name == LAST)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load one of our checkpoints on CPU, weights-only (STYLE.md point 10)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a micronet training checkpoint (format {CHECKPOINT_FORMAT})")
-    return ckpt
-
-
-# ---------------------------------------------------------------------- text files
-def write_config(run_dir: Path, config: TrainConfig) -> None:
-    atomic_write_json(run_dir / "config.json", config.to_dict(with_derived=True))
+    """Load one of our checkpoints on CPU, weights-only, verified against its sha256 (STYLE.md point 10)."""
+    return store.load_checkpoint(path)
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
     """Append one JSON line. Rewritten atomically so a kill never leaves half a line."""
-    path = run_dir / "metrics.jsonl"
-    old = path.read_text() if path.exists() else ""
-    atomic_write_text(path, old + json.dumps(record, sort_keys=True) + "\n")
+    store.write_metrics(run_dir, read_metrics(run_dir) + [record])
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return store.read_metrics(run_dir)
 
 
 def truncate_metrics(run_dir: Path, *, through_step: int) -> None:
     """Drop lines written after the checkpoint we resume from (global epoch index > through_step)."""
-    keep = [r for r in read_metrics(run_dir) if r["global_epoch"] <= through_step]
-    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+    store.write_metrics(run_dir, [r for r in read_metrics(run_dir) if r["global_epoch"] <= through_step])
 
 
 def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     # The absolute folder is machine-specific: keep it out of the (committed) file.
-    atomic_write_json(run_dir / "summary.json", {k: v for k, v in summary.items() if k != "run_dir"})
+    store.write_json(run_dir / "summary.json", {k: v for k, v in summary.items() if k != "run_dir"})
 
 
 def read_summary(run_dir: str | os.PathLike) -> RunSummary | None:
     path = Path(run_dir) / "summary.json"
     if not path.exists():
         return None
-    data = json.loads(path.read_text())
+    data = store.read_json(path)
+    if not isinstance(data, dict):
+        raise store.RunStoreError(f"{path} holds a {type(data).__name__}, not a run summary; {store.repair_hint(path)}")
     return RunSummary(data, run_dir=str(Path(run_dir)))
 
 
@@ -171,11 +153,21 @@ def read_summary(run_dir: str | os.PathLike) -> RunSummary | None:
 def run_or_load(
     config: TrainConfig, *, runs_dir: str | os.PathLike | None = None, progress: bool = False
 ) -> RunSummary:
-    """A finished run's summary if ``results/runs/<hash>/`` holds one; otherwise train (or resume) it."""
+    """A finished run's summary if ``results/runs/<hash>/`` holds one; otherwise train (or resume) it.
+
+    Safe when several processes call it on the same config at once (e.g. a cluster executor): one
+    takes the run's lock and trains, the others wait for the lock (with a message naming the holder)
+    and then load the finished run, or resume it if the holder died.
+    """
     run_dir = run_dir_for(config, runs_dir)
-    summary = read_summary(run_dir)
+    try:
+        summary = read_summary(run_dir)
+    except store.RunStoreError:
+        if not (run_dir / LAST).exists():
+            raise
+        summary = None  # fit rebuilds a corrupt summary from the checkpoint
     if summary is not None and summary.get("status") == "finished" and summary.get("config") == config.to_dict():
         return summary
     from micronet_lib.train.engine import fit  # late: engine imports this module
 
-    return fit(config, run_dir, progress=progress)
+    return fit(config, run_dir, progress=progress, wait=True)
