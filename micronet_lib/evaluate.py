@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from micronet_lib.data import Dataset, normalize
+from micronet_lib.tf32 import fp32_mode
 
 __all__ = ["EvalResult", "evaluate", "recalibrate_bn", "PRECISIONS"]
 
@@ -73,12 +74,13 @@ def evaluate(
     channels_last: bool = False,
     limit: int | None = None,
     progress: bool = True,
+    allow_tf32: bool = False,
 ) -> EvalResult:
     """Top-1/top-5 accuracy (%), mean loss and per-class top-1 of ``model`` on ``dataset.split(split)``.
 
     The model is moved to ``device`` (in place, as ``Module.to`` does) and run in eval mode; its
     training flag and memory format are restored afterwards. ``limit`` evaluates a fixed random
-    subset of that many images.
+    subset of that many images. On CUDA, fp32 is true fp32 unless ``allow_tf32`` (``tf32.fp32_mode``).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; allowed: {', '.join(PRECISIONS)}")
@@ -107,7 +109,7 @@ def evaluate(
     class_correct = torch.zeros(num_classes, dtype=torch.int64)
     class_total = torch.bincount(labels, minlength=num_classes)[:num_classes]
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), fp32_mode(allow_tf32=allow_tf32):
             bar = tqdm(total=n, desc=f"eval {split}", unit="img", disable=not progress, leave=False)
             for start in range(0, n, batch_size):
                 x = normalize(images[start:start + batch_size].to(device), dataset.mean, dataset.std)

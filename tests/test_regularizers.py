@@ -221,7 +221,7 @@ def test_update_similarity_from_model_and_noop_for_ce():
     before = wls.similarity.clone()
     wls.on_epoch_start(model, epoch=0)
     assert not torch.equal(before, wls.similarity)
-    assert torch.allclose(wls.similarity, class_similarity(model[1].weight))
+    assert torch.allclose(wls.similarity, class_similarity(model[1].weight.double()))
     ce = make_loss("ce", num_classes=6)
     s0 = ce.similarity.clone()
     ce.update_similarity(model)

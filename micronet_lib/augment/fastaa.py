@@ -16,7 +16,7 @@ import torch
 
 from micronet_lib.augment.ops import OPS, apply_op, op_magnitude, warm_geometric_cache
 
-__all__ = ["FASTAA_4X_ORDER", "FASTAA_DEFAULT_SET", "FastAAStage", "policy_set", "policy_set_names", "resolve_set_name"]
+__all__ = ["CUTOUT_CENTRES", "FASTAA_4X_ORDER", "FASTAA_DEFAULT_SET", "FastAAStage", "policy_set", "policy_set_names", "resolve_set_name"]
 
 # The paper's 4× epoch: copy k of the training set uses set k (PAPER.md §5.2).
 FASTAA_4X_ORDER = (
@@ -55,13 +55,33 @@ def policy_set(name: str) -> list:
     return list(_policies()[resolve_set_name(name)])
 
 
-class FastAAStage:
-    """Apply one FastAA policy set to a uint8 batch [N, C, H, W]; returns a new batch."""
+# Cutout centre per coordinate (PAPER.md §7.3): the authors call np.random.uniform(w), which numpy
+# reads as low = w, high = 1.0, so c = w + (1 − w)·U is uniform on (1, w]; "uniform" is [0, w).
+CUTOUT_CENTRES = ("authors", "uniform")
 
-    def __init__(self, subpolicies: Sequence, *, name: str = "custom") -> None:
+
+def _cutout_centres(u: torch.Tensor, width: int, height: int, rule: str) -> torch.Tensor:
+    """Centres (cx, cy) in pixels from U[0, 1) draws ``u[..., 0:2]`` under ``rule`` (CUTOUT_CENTRES)."""
+    size = torch.tensor([float(width), float(height)])
+    if rule == "uniform":
+        return u * size
+    return size + (1.0 - size) * u
+
+
+class FastAAStage:
+    """Apply one FastAA policy set to a uint8 batch [N, C, H, W]; returns a new batch.
+
+    ``cutout_centre="authors"`` (default) draws the Cutout centre on (1, W] per coordinate as the
+    authors' ``np.random.uniform(w)`` does; ``"uniform"`` draws it on [0, W) (PAPER.md §7.3).
+    """
+
+    def __init__(self, subpolicies: Sequence, *, name: str = "custom", cutout_centre: str = "authors") -> None:
         if not subpolicies:
             raise ValueError(f"policy set {name!r} is empty")
+        if cutout_centre not in CUTOUT_CENTRES:
+            raise ValueError(f"cutout_centre={cutout_centre!r} is not one of {', '.join(CUTOUT_CENTRES)}")
         self.name = name
+        self.cutout_centre = cutout_centre
         rows = []
         for i, sub in enumerate(subpolicies):
             if len(sub) != 2:
@@ -84,10 +104,7 @@ class FastAAStage:
         pick = torch.randint(0, len(self._subs), (n,), generator=generator).tolist()
         coin = torch.rand(n, 2, generator=generator).tolist()
         flip_sign = torch.rand(n, 2, generator=generator).tolist()
-        centre = torch.rand(n, 2, 2, generator=generator)
-        centre[..., 0] *= width
-        centre[..., 1] *= height
-        centre = centre.tolist()
+        centre = _cutout_centres(torch.rand(n, 2, 2, generator=generator), width, height, self.cutout_centre).tolist()
         out = images.clone()
         for i in range(n):
             img = None

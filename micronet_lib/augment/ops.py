@@ -8,7 +8,9 @@ level by :func:`op_magnitude`, sign included) and returns a new uint8 image. The
   ``PIL.Image.transform(AFFINE)``; ShearX: output (x, y) samples input (x + v·y, y) (torchvision's
   shear angle is atan(v) about centre (0, 0), which gives PIL's map exactly); TranslateX: output
   (x, y) samples input (x + v·W, y); Rotate: counter-clockwise about the image centre;
-- Cutout: side L = v·W, PIL rectangle with inclusive, truncated corners, fill (125, 123, 114).
+- Cutout: side L = v·W, PIL rectangle with inclusive, truncated corners, fill (125, 123, 114);
+- Contrast, Color, AutoContrast: PIL's integer grey conversion, float32 blend and truncation,
+  reproduced bit for bit (torchvision's float kernels differ by one or two grey levels on some pixels).
 
 Speed: a nearest-neighbour geometric op only moves pixels, so its effect is fully described by a
 source-index map. :func:`apply_op` computes that map once per (op, v, H, W) by running the same
@@ -25,6 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 import torchvision.transforms.v2.functional as F
 
@@ -72,8 +75,46 @@ def _rotate(img, v):
     return F.rotate_image(img, angle=v, interpolation=_NEAREST, fill=_BLACK)
 
 
+# PIL's RGB → "L" weights: L = (19595·R + 38470·G + 7471·B + 0x8000) >> 16 (ITU-R 601-2, fixed point).
+_PIL_LUMA = torch.tensor([[19595.0, 38470.0, 7471.0]])
+_PIL_ROUND = torch.tensor([[float(0x8000)]])
+
+
+def _pil_grey(img: torch.Tensor) -> torch.Tensor:
+    """PIL's "L" conversion of a uint8 RGB image [3, H, W] as float32 [1, H, W] integers.
+
+    Every intermediate is an integer below 2**24 (255·65536 + 0x8000 < 2**24), so float32 holds the
+    fixed-point sum exactly, and the shift is an exact division by 2**16 then floor.
+    """
+    c, h, w = img.shape
+    acc = torch.addmm(_PIL_ROUND, _PIL_LUMA, img.reshape(c, h * w).to(torch.float32))
+    return acc.div_(65536.0, rounding_mode="floor").reshape(1, h, w)
+
+
+def _pil_blend(degenerate, img: torch.Tensor, factor: float) -> torch.Tensor:
+    """``Image.blend(degenerate, img, factor)`` bit for bit: d + α·(i − d) in float32, clipped, truncated.
+
+    PIL's C code takes α as a C float and computes ``in1 + alpha * (in2 - in1)`` in float, then casts to
+    UINT8 (truncation), clipping to [0, 255] when α > 1. ``degenerate`` holds integers (a float32
+    tensor or a Python int), so i − d is exact and each op below rounds as the C expression does.
+    """
+    alpha = float(np.float32(factor))  # exactly representable: torch's float32 multiply matches C's
+    return img.to(torch.float32).sub_(degenerate).mul_(alpha).add_(degenerate).clamp_(0, 255).to(torch.uint8)
+
+
 def _auto_contrast(img, _v):
-    return F.autocontrast_image(img)
+    # ImageOps.autocontrast (cutoff 0): per channel lut[i] = int(i·s + (−lo·s)), s = 255 / (hi − lo), in
+    # float64 as PIL's Python loop computes it; a flat channel (hi <= lo) is left as is (s = 0, offset lo).
+    # Every pixel lies in [lo, hi], so the value lies in [0, 255] up to round-off and the uint8 cast
+    # (truncation toward zero) is PIL's int() and clip.
+    c = img.shape[0]
+    lo, hi = torch.aminmax(img.reshape(c, -1), dim=1)
+    coef = []
+    for low, high in zip(lo.tolist(), hi.tolist()):
+        scale = 255.0 / (high - low) if high > low else 0.0
+        coef.append((scale, -low * scale if high > low else float(low)))
+    coef = torch.tensor(coef, dtype=torch.float64).t().reshape(2, c, 1, 1)
+    return img.to(torch.float64).mul_(coef[0]).add_(coef[1]).to(torch.uint8)
 
 
 def _invert(img, _v):
@@ -94,11 +135,14 @@ def _posterize(img, v):
 
 
 def _contrast(img, v):
-    return F.adjust_contrast_image(img, contrast_factor=v)
+    # ImageEnhance.Contrast: blend with the flat grey int(mean(L) + 0.5) (PIL's ImageStat mean).
+    grey = _pil_grey(img)
+    return _pil_blend(int(float(grey.sum(dtype=torch.float64)) / grey.numel() + 0.5), img, v)
 
 
 def _color(img, v):
-    return F.adjust_saturation_image(img, saturation_factor=v)
+    # ImageEnhance.Color: blend with the image's own "L" conversion.
+    return _pil_blend(_pil_grey(img), img, v)
 
 
 def _brightness(img, v):

@@ -109,7 +109,8 @@ class PilFastAAPipeline:
                 continue
             if OPS[name].signed and rng.random() > 0.5:
                 v = -v
-            centre = (rng.uniform(0, img.size[0]), rng.uniform(0, img.size[1])) if name == "Cutout" else None
+            # The authors' np.random.uniform(w): low = w, high = 1.0, i.e. uniform on (1, w] (PAPER.md §7.3).
+            centre = (rng.uniform(img.size[0], 1.0), rng.uniform(img.size[1], 1.0)) if name == "Cutout" else None
             img = pil_apply_op(img, name, v, centre=centre)
         return img
 

@@ -24,6 +24,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--allow-tf32", action=argparse.BooleanOptionalAction, default=False,
+                   help="let CUDA run fp32 matmul/conv in TF32 (default: true fp32, as the authors)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed of an untrained --model")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -53,17 +55,19 @@ def run(args) -> int:
         torch.manual_seed(args.seed)
         model = build_model(args.model, num_classes=args.num_classes or dataset.num_classes)
     result = evaluate(model, dataset, args.split, batch_size=args.batch_size, device=device, precision=args.precision,
-                      channels_last=args.channels_last, limit=args.limit, progress=args.progress)
+                      channels_last=args.channels_last, limit=args.limit, progress=args.progress, allow_tf32=args.allow_tf32)
     source = args.checkpoint or f"{args.model} (untrained, seed {args.seed})"
     if args.json:
         out = {"checkpoint": args.checkpoint, "model": args.model, "data": dataset.name,
                "description": dataset.description, "device": device, "channels_last": args.channels_last,
+               "allow_tf32": args.allow_tf32,
                **result.to_dict(), "classes": list(dataset.classes)}
         print(json.dumps(out, indent=2))
         return 0
     rows = [("model", source), ("data", f"{dataset.description} [{dataset.name}]"), ("split", f"{args.split} (n={result.n})"),
             ("top-1 %", f"{result.top1:.2f} ({result.correct}/{result.n})"), ("top-5 %", f"{result.top5:.2f}"),
-            ("loss", f"{result.loss:.4f}"), ("precision", f"{args.precision}{', channels-last' if args.channels_last else ''} on {device}")]
+            ("loss", f"{result.loss:.4f}"), ("precision", f"{args.precision}{', TF32 allowed' if args.allow_tf32 else ''}"
+                                    f"{', channels-last' if args.channels_last else ''} on {device}")]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")

@@ -34,8 +34,9 @@ def register(subparsers) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="schedule: TrainConfig override, repeatable")
     p.add_argument("--scope", choices=("global", "layer"), default="global", help="magnitude ranking scope (authors: global)")
-    p.add_argument("--ties", choices=("exact", "threshold"), default="exact",
-                   help="exact: remove exactly the scheduled count; threshold: numpy percentile, keep |w| > t")
+    p.add_argument("--ties", choices=("exact", "threshold"),
+                   help="exact (default): remove exactly the scheduled count; threshold: numpy percentile, keep |w| > t "
+                        "(schedule mode: TrainConfig.prune_ties)")
     p.add_argument("--arch", help="registered model name when it cannot be inferred from the checkpoint")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--json", action=argparse.BooleanOptionalAction, default=False, help="print the result as JSON")
@@ -59,7 +60,8 @@ def _one_shot(args) -> int:
         raise ValueError("--one-shot needs --rate R (percent in [0, 100)) and --out PATH")
     check_out_path(args.out)
     check_numbers(recalibrate_images=args.recalibrate_images)
-    PruneConfig(rate_percent=args.rate, scope=args.scope, ties=args.ties)  # validate before loading anything
+    ties = args.ties or "exact"
+    PruneConfig(rate_percent=args.rate, scope=args.scope, ties=ties)  # validate before loading anything
     dataset = None
     if args.recalibrate_bn:
         if not args.data:
@@ -70,11 +72,11 @@ def _one_shot(args) -> int:
     elif args.data:
         raise ValueError("--data is only used with --recalibrate-bn")
     model = oneshot_prune(
-        args.source, args.rate, scope=args.scope, ties=args.ties, arch=args.arch, recalibrate=dataset,
+        args.source, args.rate, scope=args.scope, ties=ties, arch=args.arch, recalibrate=dataset,
         recalibrate_images=args.recalibrate_images, device=resolve_device(args.device) if dataset is not None else "cpu",
     )
     summary = sparsity_summary(model)
-    meta = dict(source=str(args.source), rate_percent=args.rate, scope=args.scope, ties=args.ties,
+    meta = dict(source=str(args.source), rate_percent=args.rate, scope=args.scope, ties=ties,
                 recalibrate_bn=dataset.description if dataset is not None else None,
                 recalibrate_images=args.recalibrate_images if dataset is not None else 0,
                 sparsity=summary["sparsity"], nnz=summary["nnz"], numel=summary["numel"])
@@ -100,17 +102,21 @@ def _schedule(args) -> int:
         raise ValueError("the pruning schedule needs --max-rate M and --profile P (or use --one-shot --rate R --out PATH)")
     # Rates and cycles are checked before the training engine is imported or any data is loaded.
     PruneSchedule(min_rate=args.min_rate, max_rate=args.max_rate, cycles=args.cycles if args.cycles is not None else 1)
-    from micronet_lib.train import TrainConfig, run_or_load
+    from micronet_lib.train import TrainConfig, parse_overrides, run_or_load
 
-    config = TrainConfig.from_profile(args.profile).with_overrides(args.overrides)
-    cycles = args.cycles if args.cycles is not None else config.cycles
+    # The overrides and the schedule make one config: pruning-only fields (prune_ties) need prune_rates.
+    overrides = parse_overrides(args.overrides)
+    cycles = args.cycles if args.cycles is not None else overrides.get("cycles", TrainConfig.from_profile(args.profile).cycles)
     schedule = PruneSchedule(min_rate=args.min_rate, max_rate=args.max_rate, cycles=cycles)
     changes = dict(init_from=str(args.source), prune_rates=tuple(schedule.rates), cycles=cycles, prune_scope=args.scope)
+    if args.ties is not None:  # else the profile's / --set prune_ties value stands
+        changes["prune_ties"] = args.ties
     if args.arch:
         changes["model"] = args.arch
+    config = TrainConfig.from_profile(args.profile, **{**overrides, **changes})
     if args.device != "auto" or config.device == "auto":
-        changes["device"] = resolve_device(args.device)
-    summary = run_or_load(config.replace(**changes))
+        config = config.replace(device=resolve_device(args.device))
+    summary = run_or_load(config)
     result = {k: summary[k] for k in summary.keys()} if hasattr(summary, "keys") else dict(summary)
     if args.json:
         print(json.dumps(result, indent=2, default=str))

@@ -64,7 +64,9 @@ def class_similarity(classifier_weight: torch.Tensor) -> torch.Tensor:
 
 
 def _uniform_similarity(num_classes: int) -> torch.Tensor:
-    s = torch.full((num_classes, num_classes), 1.0 / (num_classes - 1))
+    # S is kept in float64 and cast to the logits' dtype at use: an fp32 run sees exactly the
+    # float32 rounding of the float64 S it always did, and a float64 run sees S unrounded.
+    s = torch.full((num_classes, num_classes), 1.0 / (num_classes - 1), dtype=torch.float64)
     s.fill_diagonal_(0.0)
     return s
 
@@ -123,7 +125,7 @@ class LabelLoss(nn.Module):
         weight = model_or_weight if isinstance(model_or_weight, torch.Tensor) else _classifier_weight(model_or_weight)
         if weight.shape[0] != self.num_classes:
             raise ValueError(f"classifier has {weight.shape[0]} classes but the loss was built for num_classes={self.num_classes}")
-        s = class_similarity(weight).to(device=self.similarity.device, dtype=self.similarity.dtype)
+        s = class_similarity(weight.to(torch.float64)).to(device=self.similarity.device)
         self.similarity.copy_(s)
         return self.similarity
 
@@ -143,7 +145,7 @@ class LabelLoss(nn.Module):
 
     def targets(self, y: torch.Tensor) -> torch.Tensor:
         """The target distribution q (rows sum to 1) for integer labels ``y``."""
-        q = self.epsilon * self.similarity.to(y.device)[y]
+        q = self.epsilon * self.similarity.to(device=y.device, dtype=torch.float32)[y]
         q[torch.arange(len(y), device=y.device), y] = 1.0 - self.epsilon
         return q
 

@@ -5,7 +5,7 @@ column): ver2, SGD 0.1 Nesterov momentum 0.9, weight decay 1e-5 on every paramet
 epochs of the 4×-replicated (200k-sample) epoch with the four Fast-AutoAugment sets, cosine with the
 step-at-epoch-start formula and η_min 5e-4 (§5.4), a fresh optimiser per cycle, batch 128, CutMix
 α = 1 on every batch (§6.4), orthogonality 0.7 over the 68 1×1 convs (§6.1), cross-entropy, dropout
-0.3, BN momentum 0.01 (§3.1), fp32, and model selection on the *test* set (§5.7) -- marked as such.
+0.3, BN momentum 0.01 (§3.1), fp32 (TF32 off on CUDA), and model selection on the *test* set (§5.7) -- marked as such.
 
 Every other profile is a reduced budget; each field that differs from ``paper`` is listed in
 ``TrainConfig.deviations`` with the reason, and that list is stored with every run.
@@ -29,6 +29,7 @@ _SCHEDULES = ("cosine", "step")
 _PRECISIONS = ("fp32", "bf16", "fp16")
 _SELECT = ("val", "test", "last")
 _PRUNE_SCOPES = ("global", "layer")
+_PRUNE_TIES = ("exact", "threshold")  # pruning.criteria.TIE_RULES
 _ORTHO_LAYERS = ("all_1x1", "expand", "project")
 _STRIDE2_SE = ("discard", "apply", "skip")
 
@@ -73,7 +74,7 @@ class TrainConfig:
     augment: str = "fastaa4x"           # augment.build_pipeline name; fastaa4x = 4 policy sets, 4 copies/epoch
     # --- objective (PAPER §5.5, §6)
     loss: str = "ce"                    # ce (authors' default) | ls | wls
-    epsilon: float | None = None        # label-smoothing ε (wls: 0.3 pretraining, 0.1 pruning); None = loss default
+    epsilon: float | None = None        # smoothing ε of this run's loss; None = the authors' ε for its stage (loss_epsilon)
     ortho_coef: float = 0.7             # λ on the mean SRIP penalty (§6.1); 0 disables
     ortho_layers: str = "all_1x1"       # the 68 1×1 convs
     mix: str = "cutmix"                 # input mixing (§6.4)
@@ -96,6 +97,7 @@ class TrainConfig:
     # --- pruning (PAPER §8)
     prune_rates: tuple[float, ...] | None = None   # per-cycle global sparsity in %, e.g. (15, 30, 45, 60)
     prune_scope: str = "global"
+    prune_ties: str = "exact"           # pruning.criteria tie rule: exact count, or the authors' literal threshold
     # --- evaluation and model selection (PAPER §5.7)
     select_on: str = "test"             # authors: best epoch per cycle by TEST top-1 (optimistic); "val" is honest
     bn_recalibrate_images: int = 0      # >0: re-estimate BN stats on this many train images before each eval (on a copy)
@@ -105,6 +107,7 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False               # torch.compile the training forward
     device: str = "auto"                # auto → cuda, mps, cpu
+    allow_tf32: bool = False            # False: fp32 is true fp32 on CUDA (authors, PyTorch 1.1); True: TF32 matmul/conv
     checkpoint_every: int = 1           # epochs between checkpoints (the last epoch is always checkpointed)
 
     def __post_init__(self) -> None:
@@ -155,6 +158,15 @@ class TrainConfig:
         _allowed("precision", self.precision, _PRECISIONS)
         _allowed("select_on", self.select_on, _SELECT)
         _allowed("prune_scope", self.prune_scope, _PRUNE_SCOPES)
+        _allowed("prune_ties", self.prune_ties, _PRUNE_TIES)
+        if self.prune_ties != "exact" and self.prune_rates is None:
+            raise ValueError(f"TrainConfig.prune_ties={self.prune_ties!r} has no effect without prune_rates; "
+                             "set prune_rates (a pruning run) or drop prune_ties")
+        if self.loss == "ce" and self.epsilon:
+            raise ValueError(f"TrainConfig.epsilon={self.epsilon!r} has no effect with loss='ce'; "
+                             "use loss='ls' or 'wls', or drop epsilon")
+        if not isinstance(self.allow_tf32, bool):
+            raise ValueError(f"TrainConfig.allow_tf32={self.allow_tf32!r} must be true or false")
         _allowed("ortho_layers", self.ortho_layers, _ORTHO_LAYERS)
         _allowed("stride2_se", self.stride2_se, _STRIDE2_SE)
         if self.select_on == "val" and not self.val_per_class:
@@ -215,6 +227,7 @@ class TrainConfig:
         if with_derived:
             data["deviations"] = self.deviations
             data["selection_note"] = self.selection_note
+            data["loss_epsilon"] = self.loss_epsilon
         return data
 
     def config_hash(self) -> str:
@@ -247,11 +260,27 @@ class TrainConfig:
         return "no selection: the last epoch of each cycle is kept"
 
     @property
+    def stage(self) -> str:
+        """"prune" for a pruning run (``prune_rates`` set), else "train" (pretraining), PAPER §5.6."""
+        return "train" if self.prune_rates is None else "prune"
+
+    @property
+    def loss_epsilon(self) -> float:
+        """The ε the loss is built with: ``epsilon``, or the authors' value for the loss and stage.
+
+        Weighted LS: 0.3 in pretraining, 0.1 in the pruning cycles (PAPER §6.2, §8.4); uniform LS 0.1;
+        cross-entropy 0.
+        """
+        from micronet_lib.regularizers.labels import default_epsilon
+
+        return float(self.epsilon) if self.epsilon is not None else default_epsilon(self.loss, stage=self.stage)
+
+    @property
     def total_epochs(self) -> int:
         return self.cycles * self.epochs_per_cycle
 
 
-_DERIVED_KEYS = ("deviations", "selection_note")
+_DERIVED_KEYS = ("deviations", "selection_note", "loss_epsilon")
 
 
 def _field_types() -> dict[str, Any]:

@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 import micronet_lib
+from micronet_lib.tf32 import fp32_mode, tf32_flags
 from micronet_lib.train import runs, store
 from micronet_lib.train.config import TrainConfig
 from micronet_lib.train.schedule import lr_at
@@ -111,7 +112,7 @@ def _evaluate_epoch(config, model, ds, device, *, cycle: int, epoch: int, progre
         recalibrate_bn(model, ds, n_images=n, batch_size=config.eval_batch_size, device=str(device),
                        seed=seed_for(config.seed, cycle, epoch, 3) % (2**31))
     kw = dict(batch_size=config.eval_batch_size, device=str(device), precision="bf16" if config.precision == "bf16" else "fp32",
-              channels_last=config.channels_last, progress=False)
+              channels_last=config.channels_last, progress=False, allow_tf32=config.allow_tf32)
     out: dict[str, Any] = {}
     for split in ("val", "test"):
         if split == "val" and ds.val is None:
@@ -147,6 +148,8 @@ def _summary(config, run_dir: Path, st: dict[str, Any], *, status: str, data_des
         data_id=st["data_id"],
         library_version=micronet_lib.__version__,
         runtime=st.get("runtime"),
+        loss_epsilon=config.loss_epsilon,
+        tf32=tf32_flags(),
         best_cycle=best.get("cycle"),
         best_epoch=best.get("epoch"),
         cycle_best=st["cycle_best"] + ([best] if best and best.get("cycle") not in [c.get("cycle") for c in st["cycle_best"]] else []),
@@ -171,14 +174,16 @@ def fit(config: TrainConfig, run_dir: str | Path | None = None, *, progress: boo
     waits for the first, else it stops with an error naming the holder. ``start``: ``"last"`` resumes
     from ``last.pt`` if present, ``"previous"`` from ``last.prev.pt`` (the way out of a corrupt
     ``last.pt``), ``"over"`` deletes the run's outputs first. Ctrl-C raises
-    :class:`store.TrainingInterrupted` saying how to resume.
+    :class:`store.TrainingInterrupted` saying how to resume. The whole run, evaluation included, executes
+    under ``fp32_mode(allow_tf32=config.allow_tf32)``: TF32 off on CUDA unless asked for (the summary's
+    ``tf32`` records the flags in force).
     """
     if not isinstance(config, TrainConfig):
         raise ValueError(f"fit expects a TrainConfig, got {type(config).__name__}")
     if start not in _STARTS:
         raise ValueError(f"fit(start={start!r}); allowed: {', '.join(map(repr, _STARTS))}")
     run_dir = Path(run_dir) if run_dir is not None else runs.run_dir_for(config, runs_dir)
-    with store.lock(run_dir, wait=wait):
+    with store.lock(run_dir, wait=wait), fp32_mode(allow_tf32=config.allow_tf32):
         try:
             return _fit_locked(config, run_dir, progress=progress, start=start)
         except store.TrainingInterrupted:
@@ -237,7 +242,7 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
     pipeline = build_pipeline(config.augment, mean=ds.mean, std=ds.std)
     n_copies = int(pipeline.copies_per_epoch)
     model = build_training_model(config, ds.num_classes)
-    loss_fn = make_loss(config.loss, num_classes=ds.num_classes, epsilon=config.epsilon)
+    loss_fn = make_loss(config.loss, num_classes=ds.num_classes, epsilon=config.loss_epsilon)  # the stage's ε (§6.2)
     runtime = _runtime(run_dir, device, resumed=ckpt is not None)
     store.write_record(run_dir, config, runtime)
 
@@ -272,7 +277,8 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
             # --- new cycle (PAPER §5.4, §8.4): masks from the current (last-epoch) weights, then the
             # previous cycle's best weights with those masks; a fresh optimiser and cosine.
             if config.prune_rates is not None:
-                masks = prune_to_rate(model, float(config.prune_rates[cycle]), scope=config.prune_scope)
+                masks = prune_to_rate(model, float(config.prune_rates[cycle]), scope=config.prune_scope,
+                                      ties=config.prune_ties)
                 if cycle > 0 and st["best_state"] is not None:
                     load_into(model, st["best_state"], source=f"best of cycle {cycle}")
                     for key, mask in masks.items():  # the new masks over the reloaded weights
@@ -314,7 +320,8 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
                 # --- forward, loss + λ·ortho (PAPER §5.5)
                 with autocast(config, device):
                     logits = forward(x)
-                loss_cls = loss_fn(logits.float(), y_a, y_b, lam)
+                # fp32 loss under autocast; a float64 model (tests/test_fidelity.py) keeps float64
+                loss_cls = loss_fn(logits if logits.dtype == torch.float64 else logits.float(), y_a, y_b, lam)
                 ortho = (orthogonality_penalty(model, layers=config.ortho_layers) if config.ortho_coef > 0
                          else torch.zeros((), device=device))
                 loss = loss_cls + config.ortho_coef * ortho
