@@ -1,6 +1,6 @@
 """External files the project needs: the authors' released checkpoints and Fast-AutoAugment policies.
 
-One pooch registry (name -> upstream URL + sha256; PAPER.md §4.1, §7.1). Lookup order for ``fetch``:
+One pooch registry (name -> upstream URL + sha256; docs/method.md §4.1, §7.1). Lookup order for ``fetch``:
 
 1. every folder in ``MICRONET_ASSETS`` (``os.pathsep``-separated), as ``<mirror>/<name>`` or
    ``<mirror>/kaist/<name>``: the offline mirror used by tests and CI;
@@ -47,7 +47,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# PAPER.md "Upstream": later commits change only the README, so this commit pins every file.
+# docs/method.md "Upstream": later commits change only the README, so this commit pins every file.
 UPSTREAM_COMMIT = "fb41bbb2fd0f238ec775930cba8eb4b429606a98"
 UPSTREAM_BASE = f"https://raw.githubusercontent.com/Kthyeon/micronet_neurips_challenge/{UPSTREAM_COMMIT}/"
 
@@ -85,7 +85,7 @@ class Asset:
             raise ValueError(f"Asset {self.name!r}: exactly one of upstream= and source= must be given")
 
 
-# PAPER.md §4.1 (checkpoints) and §7.1 (policies); the same digests as ../shared/assets/README.md.
+# docs/method.md §4.1 (checkpoints) and §7.1 (policies); the same digests as ../shared/assets/README.md.
 _REGISTRY: dict[str, Asset] = {
     a.name: a
     for a in (
@@ -107,7 +107,7 @@ _REGISTRY: dict[str, Asset] = {
     )
 }
 
-# PAPER.md §7.4: number of sub-policies per set, keyed by the upstream function name.
+# docs/method.md §7.4: number of sub-policies per set, keyed by the upstream function name.
 POLICY_SET_SIZES: dict[str, int] = {
     "fa_wresnet40x2_cifar100": 500,
     "fa_wresnet40x2_cifar100_r5": 490,
@@ -256,7 +256,7 @@ SubPolicy = tuple[Op, Op]
 
 
 def _as_policy_set(set_name: str, raw: object) -> list[SubPolicy]:
-    """Check one policy set's shape (PAPER.md §7.1) and convert it to tuples."""
+    """Check one policy set's shape (docs/method.md §7.1) and convert it to tuples."""
     if not isinstance(raw, (list, tuple)) or not raw:
         raise ValueError(f"policy set {set_name!r} must be a non-empty list of sub-policies, got {type(raw).__name__}")
     out: list[SubPolicy] = []
@@ -289,7 +289,7 @@ def validate_policies(raw: dict, *, expected_sizes: dict[str, int] | None = None
             raise ValueError(f"policy sets {sorted(out)} differ from the expected {sorted(expected_sizes)}")
         for name, n in expected_sizes.items():
             if len(out[name]) != n:
-                raise ValueError(f"policy set {name!r} has {len(out[name])} sub-policies, expected {n} (PAPER.md §7.4)")
+                raise ValueError(f"policy set {name!r} has {len(out[name])} sub-policies, expected {n} (docs/method.md §7.4)")
     return out
 
 
@@ -318,10 +318,10 @@ def parse_policy_source(source: str) -> dict[str, list[SubPolicy]]:
 
 
 def load_policies() -> dict[str, list[SubPolicy]]:
-    """The four Fast-AutoAugment CIFAR-100 policy sets (PAPER.md §7), keyed by upstream function name.
+    """The four Fast-AutoAugment CIFAR-100 policy sets (docs/method.md §7), keyed by upstream function name.
 
     Uses the JSON copy when a mirror or the cache holds it, else fetches the upstream ``.py`` and parses
-    it with ``ast``. Both are sha256-verified; set sizes are checked against PAPER.md §7.4.
+    it with ``ast``. Both are sha256-verified; set sizes are checked against docs/method.md §7.4.
     """
     try:
         path = fetch("cifar100_fast_aug.json")

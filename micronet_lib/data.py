@@ -2,18 +2,23 @@
 
 ``load_dataset(spec)`` returns a ``Dataset`` holding train/test (and optionally val) ``Split``s of
 uint8 ``[N, 3, H, W]`` images and int64 labels, plus class names and the normalisation constants
-(PAPER.md §2). Augmentation and normalisation happen later, on batches (``normalize``).
+(docs/method.md §2). Augmentation and normalisation happen later, on batches (``normalize``).
 
 Specs:
 - ``cifar100`` / ``cifar10``: the official python-pickle folders under ``root`` or ``MICRONET_DATA``
   (default ``~/.cache/micronet/data``); downloaded (md5-checked archive) when missing and allowed.
-  md5 of the extracted pickles (PAPER.md §2): ``verify=None`` checks a file when it holds the official
+  md5 of the extracted pickles (docs/method.md §2): ``verify=None`` checks a file when it holds the official
   number of images (small test pickles in the official layout are not checked), ``True`` always
   checks the known files, ``False`` never. A mismatch names the file and the expected md5.
 - ``imagefolder:<path>``: ``train/<class>/*`` + ``test/<class>/*``; decoded once, cached as one ``.pt``
   under ``MICRONET_CACHE/imagefolder`` keyed by the tree's listing (paths, sizes, mtimes). A relative
   path that does not exist is also looked up under ``MICRONET_IMAGEFOLDER_ROOT``.
 - ``synthetic``: deterministic, CIFAR-shaped, learnable (class colour + oriented stripes + noise).
+
+A few real test images, not a data set (issue #11): ``load_labelled_samples(folder)`` reads a flat
+folder of ``<name>_<test index>_<label>.png`` files (e.g. the 20 CIFAR-100 test images of
+``cifar100-samples/``) in test-index order; ``cifar100_test_head(n)`` returns the first ``n`` official
+CIFAR-100 test images, from the pickles when present, else from such a folder.
 """
 
 from __future__ import annotations
@@ -37,11 +42,12 @@ from .fileio import atomic_torch_save
 __all__ = [
     "Split", "Dataset", "load_dataset", "normalize", "stratified_subset", "subset", "with_validation",
     "CIFAR100_MEAN", "CIFAR100_STD", "CIFAR10_MEAN", "CIFAR10_STD", "data_root", "IMAGE_EXTENSIONS",
+    "load_labelled_samples", "cifar100_test_head",
 ]
 
 log = logging.getLogger(__name__)
 
-# PAPER.md §2 (CIFAR-100); CIFAR-10 values are the usual per-channel train statistics.
+# docs/method.md §2 (CIFAR-100); CIFAR-10 values are the usual per-channel train statistics.
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -116,7 +122,7 @@ class Dataset:
 
 
 def normalize(images_uint8: torch.Tensor, mean, std) -> torch.Tensor:
-    """``(x / 255 - mean) / std`` as float32; channels at dim -3, any leading dims (PAPER.md §2)."""
+    """``(x / 255 - mean) / std`` as float32; channels at dim -3, any leading dims (docs/method.md §2)."""
     if images_uint8.dtype != torch.uint8:
         raise ValueError(f"normalize expects uint8 images, got {images_uint8.dtype}")
     if images_uint8.ndim < 3 or images_uint8.shape[-3] != 3:
@@ -189,7 +195,7 @@ class _CifarLayout:
 
 
 _CIFAR = {
-    # PAPER.md §2 table (CIFAR-100); CIFAR-10 md5s are those published with the archive.
+    # docs/method.md §2 table (CIFAR-100); CIFAR-10 md5s are those published with the archive.
     "cifar100": _CifarLayout(
         "cifar-100-python", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
         "eb9058c3a382ffc7106e4002c42a8d85",
@@ -410,6 +416,55 @@ def _load_imagefolder(path: str, *, workers: int) -> Dataset:
         atomic_torch_save(blob, cache)
     return Dataset(f"imagefolder:{path}", description, tuple(blob["classes"]), tuple(blob["mean"]), tuple(blob["std"]),
                    Split(blob["train_images"], blob["train_labels"]), Split(blob["test_images"], blob["test_labels"]))
+
+
+# ------------------------------------------------------------------------------ labelled sample images
+
+def load_labelled_samples(folder: str | os.PathLike) -> tuple[Split, tuple[int, ...]]:
+    """Images named ``<anything>_<index>_<label>.<ext>`` in ``folder`` → (``Split``, their indices), sorted
+    by index. A relative folder that does not exist is also looked up under ``MICRONET_IMAGEFOLDER_ROOT``.
+    Decoding is the image-folder one (PIL, RGB), so these pixels take the same path as a training tree."""
+    p = Path(folder).expanduser()
+    extra = os.environ.get("MICRONET_IMAGEFOLDER_ROOT")
+    if not p.is_dir() and not p.is_absolute() and extra and (Path(extra) / p).is_dir():
+        p = Path(extra) / p
+    if not p.is_dir():
+        raise FileNotFoundError(f"sample folder {p} not found (relative paths are also tried under "
+                                f"MICRONET_IMAGEFOLDER_ROOT={extra!r})")
+    entries = []
+    for f in p.iterdir():
+        if f.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        parts = f.stem.rsplit("_", 2)
+        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+            raise ValueError(f"sample image {f.name}: expected a name like cifar100_<index>_<label>{f.suffix}")
+        entries.append((int(parts[1]), f, int(parts[2])))
+    if not entries:
+        raise ValueError(f"sample folder {p} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    entries.sort()
+    arrays = [_decode(f) for _, f, _ in entries]  # a handful of images: no thread pool, no progress bar
+    if len({a.shape for a in arrays}) != 1:
+        raise ValueError(f"sample images in {p} differ in size: {sorted({a.shape for a in arrays})}")
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return Split(images, torch.tensor([lab for _, _, lab in entries], dtype=torch.int64)), tuple(i for i, _, _ in entries)
+
+
+def cifar100_test_head(n: int = 20, *, samples: str | os.PathLike = "cifar100-samples",
+                       root: str | os.PathLike | None = None) -> tuple[Split, str]:
+    """The first ``n`` CIFAR-100 test images and where they came from: the official pickles when they are
+    on this machine (nothing is downloaded), else the sample folder ``samples`` (which must hold test
+    images 0 .. n-1)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n={n!r} must be a positive int")
+    try:
+        test = _load_cifar("cifar100", data_root(root), download=False, verify=None).test
+        return Split(test.images[:n].contiguous(), test.labels[:n].contiguous()), "CIFAR-100 test pickles"
+    except FileNotFoundError:
+        pass
+    split, indices = load_labelled_samples(samples)
+    if indices[:n] != tuple(range(min(n, len(indices)))) or len(indices) < n:
+        raise ValueError(f"sample folder {samples} holds test indices {list(indices)}; need 0..{n - 1}")
+    return Split(split.images[:n].contiguous(), split.labels[:n].contiguous()), f"{n} sample PNGs ({Path(samples).name})"
 
 
 # ------------------------------------------------------------------------------------------ synthetic

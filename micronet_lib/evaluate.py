@@ -1,9 +1,9 @@
 """Evaluation (top-1, top-5, loss, per-class accuracy) and BatchNorm re-estimation.
 
-``evaluate`` follows the authors' test protocol (PAPER.md §5.1 "Test": ToTensor + Normalize only, eval
+``evaluate`` follows the authors' test protocol (docs/method.md §5.1 "Test": ToTensor + Normalize only, eval
 mode, no test-time augmentation), batched under ``torch.inference_mode``; bf16 autocast and channels-last
 are optional speed modes (logits are compared in fp32). ``recalibrate_bn`` re-estimates the BN running
-statistics with a cumulative average over normalised training images, e.g. after pruning (PAPER.md §8).
+statistics with a cumulative average over normalised training images, e.g. after pruning (docs/method.md §8).
 """
 
 from __future__ import annotations

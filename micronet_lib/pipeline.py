@@ -1,10 +1,12 @@
 """The headless notebook pipeline behind ``micronet reproduce`` (issue #2, issue #8).
 
 ``reproduce(profile)`` runs ``notebooks/NN_*.ipynb`` in order with papermill (kernel ``python3``,
-parameters from ``notebooks/params/<profile>.yaml``, working directory ``notebooks/``), writes each
-executed notebook to ``results/executed/`` (executed into a temporary file, then renamed) and an HTML
-report with the inputs hidden to ``results/html/``, and stops at the first failing notebook with an
-error naming it and showing the failing cell.
+parameters from ``notebooks/params/<profile>.yaml``, working directory ``notebooks/``) into a results
+set (``micronet_lib.results_sets``: the git-ignored ``results/scratch/<profile>-<data>/`` by default,
+the committed ``results/<profile>-<data>/`` with ``publish=True``). Each executed notebook goes to the
+set's ``executed/`` and an HTML report with the inputs hidden to its ``html/``; the set is built in a
+staging folder and swapped in whole, so a failing notebook (the error names it and shows the failing
+cell) or a kill leaves the previous set as it was.
 
 Papermill only *warns* about parameters a notebook does not declare, so every notebook calls
 ``check_params`` right after its ``parameters`` cell; ``reproduce`` validates the profile the same
@@ -22,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from micronet_lib.fileio import atomic_write_text
-from micronet_lib.results import RESULTS_ENV, results_root
+from micronet_lib.fileio import atomic_write_json, atomic_write_text
+from micronet_lib.results import RESULTS_ENV
 
 __all__ = [
     "PROFILES",
@@ -36,6 +38,7 @@ __all__ = [
     "load_profile",
     "check_params",
     "user_namespace",
+    "parameter_cell_names",
     "reproduce",
     "environment_table",
     "dataset_table",
@@ -147,7 +150,7 @@ PARAMS: tuple[Param, ...] = (
     Param("eval_images", int, "test images for evaluating released checkpoints (None = all)", nullable=True, check=_at_least(1)),
     Param("bn_recal_images", int, "training images for BN re-estimation (one-shot pruning; before evals of short runs)", check=_at_least(1)),
     Param("oneshot_rates", list, "one-shot global pruning rates (%) of a released checkpoint", check=_items(float, _rate, increasing=True)),
-    Param("prune_rates", list, "iterative pruning schedule, % per cycle (PAPER §8.3)", check=_items(float, _rate, increasing=True)),
+    Param("prune_rates", list, "iterative pruning schedule, % per cycle (docs/method.md §8.3)", check=_items(float, _rate, increasing=True)),
     Param("prune_epochs", int, "epochs per pruning cycle (None = the training profile's)", nullable=True, check=_at_least(1)),
     Param("augment_pipelines", list, "augmentation settings compared in 03: '<pipeline>[+cutmix|+mixup]'",
           check=_items(str, _setting)),
@@ -240,16 +243,78 @@ def check_params(
 
 # IPython puts these into every kernel's namespace; they are not parameters.
 _IPYTHON_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "open"})
+# The first line of the cell papermill injects (its translator's comment); the notebooks' own
+# parameters cells start with it too.
+_PAPERMILL_HEADER = "# Parameters"
+
+
+def _literal_assignments(source: str) -> list[str] | None:
+    """The names a cell assigns if it is nothing but ``name = <literal>`` lines, else None.
+
+    That is the shape of a papermill parameters cell and of the cell papermill injects.
+    """
+    import ast
+
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return None
+    names: list[str] = []
+    for node in body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else None
+        if not targets or node.value is None or not all(isinstance(t, ast.Name) for t in targets):
+            return None
+        try:
+            ast.literal_eval(node.value)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            return None
+        names += [t.id for t in targets]
+    return names or None
+
+
+def parameter_cell_names(history: Iterable[str], known: Iterable[str] | None = None) -> list[str] | None:
+    """Names assigned by the parameter cells run last, read from a kernel's input history (``In``).
+
+    A parameter cell holds only ``name = <literal>`` lines and either starts with papermill's
+    ``# Parameters`` comment or assigns a known parameter. The cells taken are the last such cell and
+    the parameter cells run right before it: papermill runs the notebook's ``parameters`` cell and then
+    its injected cell, so both count; in JupyterLab the ones last edited and re-run count, and a typo
+    fixed since then is forgotten. None when the history holds no parameter cell.
+    """
+    known = set(_BY_NAME if known is None else known)
+    block: list[list[str]] = []
+    for source in reversed(list(history)):
+        names = _literal_assignments(source) if isinstance(source, str) else None
+        is_param = names is not None and (source.lstrip().startswith(_PAPERMILL_HEADER) or bool(known & set(names)))
+        if is_param:
+            block.append(names)
+        elif block:
+            break  # the block of parameter cells run last has ended
+    if not block:
+        return None
+    return list(dict.fromkeys(n for names in reversed(block) for n in names))
 
 
 def user_namespace(namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """The variables a notebook defined so far (parameters cell + papermill's injected cell).
+    """The notebook parameters among a kernel's globals, for ``check_params``.
 
-    Notebooks call ``check_params(user_namespace(globals()))`` right after the parameters cell, so a
-    misspelt ``-p`` name papermill injected is rejected instead of silently ignored.
+    Notebooks call ``check_params(user_namespace(globals()))`` right after the parameters cell. The
+    names checked are every parameter of the schema the kernel holds, plus whatever else the parameter
+    cells run last assigned (``parameter_cell_names`` of the kernel's ``In`` history): a misspelt
+    ``-p`` name papermill injected is rejected instead of silently ignored, while the variables later
+    cells define (``ax``, ``LEADERBOARD``...) are not parameters, so the check cell can be re-run at
+    any point after editing a parameter in JupyterLab. The kernel's own history is used, not the
+    notebook file: it exists in papermill, nbclient and JupyterLab alike and sees edits not yet saved.
+
+    Outside IPython (no ``In`` history) every plain variable of ``namespace`` is returned.
     """
     import types
 
+    history = namespace.get("In")
+    names = parameter_cell_names(history) if isinstance(history, list) else None
+    if names is not None:
+        wanted = [n for n in _BY_NAME if n in namespace] + [n for n in names if n not in _BY_NAME]
+        return {n: namespace.get(n) for n in wanted}
     return {
         k: v
         for k, v in namespace.items()
@@ -352,13 +417,13 @@ def _failure_message(name: str, exc: BaseException, saved: Path | None) -> str:
 _VOLATILE = ("start_time", "end_time", "duration")
 
 
-def _stabilise(nb, name: str) -> None:
+def _stabilise(nb, name: str, shown: str) -> None:
     """Drop run times and machine paths from an executed notebook so reruns diff cleanly."""
     pm = nb.metadata.get("papermill", {})
     for key in _VOLATILE:
         pm.pop(key, None)
     pm["input_path"] = f"notebooks/{name}.ipynb"
-    pm["output_path"] = f"results/executed/{name}.ipynb"
+    pm["output_path"] = f"{shown}/executed/{name}.ipynb"
     for cell in nb.cells:
         if "injected-parameters" in cell.metadata.get("tags", []):
             cell.id = "injected-parameters"  # papermill gives it a random id on every run
@@ -383,6 +448,60 @@ def _render_html(nb) -> str:
     return body
 
 
+def _quiet_kernel_manager():
+    """nbclient's kernel manager without the two messages every successful run printed.
+
+    - ``jupyter_client`` (>= 7) interrupts the kernel before every shutdown, even a graceful one after
+      the last cell; ipykernel, idle in its message loop, catches that KeyboardInterrupt and logs
+      ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.``. The shutdown request that follows
+      stops an idle kernel by itself, and ``finish_shutdown`` still kills one that does not exit, so the
+      interrupt is skipped while shutting down (it is kept for cell timeouts).
+    - ipykernel 7 warns ``Kernel is running over TCP without encryption`` unless the manager provisions
+      CurveZMQ keys; the ``python3`` kernelspec declares support, so encryption is switched on ("auto")
+      wherever pyzmq has Curve, which silences the warning by removing its cause.
+    """
+    import zmq
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class QuietShutdownKernelManager(AsyncKernelManager):
+        @default("transport_encryption")
+        def _encrypt_when_possible(self) -> str:
+            return "auto" if zmq.has("curve") else "disabled"
+
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
+
+    return QuietShutdownKernelManager
+
+
+def _execute(path: Path, out: Path, *, params: Mapping[str, Any], cwd: Path, name: str, failed: Path) -> Any:
+    """Run one notebook with papermill into ``out``; return it read back, or raise ``NotebookError``."""
+    import nbformat
+    import papermill
+
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".ipynb", dir=out)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            papermill.execute_notebook(
+                str(path), str(tmp), parameters=dict(params), kernel_name=KERNEL, cwd=str(cwd),
+                progress_bar=False, log_output=False, kernel_manager_class=_quiet_kernel_manager(),
+            )
+        except Exception as exc:
+            saved = None
+            if tmp.is_file() and tmp.stat().st_size:
+                os.replace(tmp, failed)  # kept for debugging; the error names it
+                saved = failed
+            raise NotebookError(_failure_message(name, exc, saved)) from exc
+        return nbformat.read(tmp, as_version=4)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def reproduce(
     profile: str,
     *,
@@ -390,15 +509,24 @@ def reproduce(
     data: str | None = None,
     results_dir: str | os.PathLike | None = None,
     notebooks: str | os.PathLike | None = None,
+    publish: bool = False,
+    rebuild: bool = False,
 ) -> list[NotebookRun]:
-    """Run the notebooks of ``profile`` headless; see the module docstring.
+    """Run the notebooks of ``profile`` headless into a results set; see the module docstring.
 
     ``data`` overrides the profile's dataset (an ``imagefolder:`` path is taken relative to the
-    current directory). ``results_dir`` (default ``results_root()``) receives ``executed/``,
-    ``html/``, and, through ``$MICRONET_RESULTS`` in the kernel, the notebooks' tables and figures.
+    current directory). The set is ``<results_dir>/scratch/<profile>-<data>/`` (git-ignored), or with
+    ``publish=True`` the committed ``<results_dir>/<profile>-<data>/`` (``results_dir`` defaults to the
+    repository's ``results/``); ``rebuild=True`` builds it whole instead of adding to it. The set is
+    built in a staging folder and swapped in only when every selected notebook succeeded
+    (``micronet_lib.results_sets``); the kernels write tables, figures and training runs there through
+    ``$MICRONET_RESULTS`` / ``$MICRONET_RUNS``.
     """
     import nbformat
-    import papermill
+
+    from micronet_lib import results_sets as sets
+    from micronet_lib.cli import resolve_device
+    from micronet_lib.results import DEST_ENV, KIND_ENV, RUNS_ENV
 
     folder = Path(notebooks or notebooks_dir())
     params = load_profile(profile, folder=folder)
@@ -411,55 +539,52 @@ def reproduce(
     selected = _select(list_notebooks(folder), only)
     if not selected:
         raise FileNotFoundError(f"no NN_*.ipynb notebooks in {folder}")
+    target = sets.results_set(profile, params["data"], publish=publish, base=results_dir)
+    identity = sets.code_identity()
+    sets.check_publish(target, profile=profile, data=params["data"], rebuild=rebuild, identity=identity)
+    previous = None if rebuild else sets.read_manifest(target.folder)
 
-    out = results_root(results_dir).resolve()
-    executed_dir, html_dir = out / "executed", out / "html"
+    seed = None if rebuild else sets.committed_runs_for(target, identity)
+    stage = sets.prepare_staging(target, identity, rebuild=rebuild, seed_runs=seed).resolve()
+    executed_dir, html_dir = stage / "executed", stage / "html"
     executed_dir.mkdir(parents=True, exist_ok=True)
     html_dir.mkdir(parents=True, exist_ok=True)
-    # The kernel inherits this environment: tables/figures land in the same results folder, and
-    # progress bars (whose rates change every run) stay out of the executed notebooks.
-    env = {RESULTS_ENV: str(out), "TQDM_DISABLE": "1", "MICRONET_RUNS": os.environ.get("MICRONET_RUNS") or str(out / "runs")}
+    shown = sets.relative_to_repo(target.folder)
+    # The kernel inherits this environment: tables/figures/runs land in the staging copy of the set, the
+    # first cell names the set's own folder, and progress bars (whose rates change every run) stay out
+    # of the executed notebooks.
+    env = {RESULTS_ENV: str(stage), RUNS_ENV: str(stage / "runs"), DEST_ENV: shown, KIND_ENV: target.kind,
+           "TQDM_DISABLE": "1"}
     saved_env = {k: os.environ.get(k) for k in env}
     runs: list[NotebookRun] = []
     try:
         os.environ.update(env)
         for path in selected:
             name = path.stem
-            log.info("running %s (profile %s, data %s)", name, profile, params["data"])
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".ipynb", dir=executed_dir)
-            os.close(fd)
-            tmp = Path(tmp_name)
+            log.info("running %s (profile %s, data %s) -> %s", name, profile, params["data"], shown)
             failed = executed_dir / f"{name}.failed.ipynb"
             start = time.perf_counter()
-            try:
-                try:
-                    papermill.execute_notebook(
-                        str(path), str(tmp), parameters=params, kernel_name=KERNEL, cwd=str(folder),
-                        progress_bar=False, log_output=False,
-                    )
-                except Exception as exc:
-                    saved = None
-                    if tmp.is_file() and tmp.stat().st_size:
-                        os.replace(tmp, failed)  # kept for debugging; the error names it
-                        saved = failed
-                    raise NotebookError(_failure_message(name, exc, saved)) from exc
-                nb = nbformat.read(tmp, as_version=4)
-            finally:
-                tmp.unlink(missing_ok=True)
+            nb = _execute(path, executed_dir, params=params, cwd=folder, name=name, failed=failed)
             seconds = time.perf_counter() - start
-            _stabilise(nb, name)
+            _stabilise(nb, name, shown)
             nb = nbformat.reads(_scrub_paths(nbformat.writes(nb)), as_version=4)
-            executed = atomic_write_text(executed_dir / f"{name}.ipynb", nbformat.writes(nb) + "\n")
-            html = atomic_write_text(html_dir / f"{name}.html", _render_html(nb))
+            atomic_write_text(executed_dir / f"{name}.ipynb", nbformat.writes(nb) + "\n")
+            atomic_write_text(html_dir / f"{name}.html", _render_html(nb))
             failed.unlink(missing_ok=True)  # a stale failure from an earlier run no longer applies
-            log.info("%s done in %.1f s -> %s", name, seconds, html)
-            runs.append(NotebookRun(name=name, executed=executed, html=html, seconds=seconds))
+            log.info("%s done in %.1f s", name, seconds)
+            runs.append(NotebookRun(name=name, executed=target.folder / "executed" / f"{name}.ipynb",
+                                    html=target.folder / "html" / f"{name}.html", seconds=seconds))
     finally:
         for k, v in saved_env.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    manifest = sets.build_manifest(target, params=params, device=resolve_device(params["device"]),
+                                   notebooks={r.name: r.seconds for r in runs}, previous=previous, identity=identity)
+    atomic_write_json(stage / sets.MANIFEST, manifest)
+    sets.swap_in(target)
+    log.info("results set %s (%s) updated: %s", shown, target.kind, ", ".join(r.name for r in runs))
     return runs
 
 

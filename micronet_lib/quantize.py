@@ -14,7 +14,7 @@
   attributes, which ``count(..., param_bits="model", ...)`` reads (:func:`score_quantized`).
 
 Ops outside the convs/linears (HSwish, sigmoid, pools, adds, the channel scales) run on 32-bit inputs
-and are charged at 32 bits: quantising below 16 bits forfeits the 16-bit freebie (SCORING.md §2.2).
+and are charged at 32 bits: quantising below 16 bits forfeits the 16-bit freebie (docs/scoring.md §2.2).
 
 :func:`agreement` is the top-1 agreement of two models on the same images -- the fraction of images on
 which the quantised model predicts the fp32 model's class. It is *not* accuracy: the only real CIFAR-100
@@ -38,7 +38,7 @@ from micronet_lib.scoring import count, register_module
 __all__ = ["ChannelScale", "quantize_model", "score_quantized", "predictions", "agreement", "read_images", "quantization_table",
            "CIFAR100_MEAN", "CIFAR100_STD"]
 
-CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)  # the authors' normalisation (PAPER.md §2)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)  # the authors' normalisation (docs/method.md §2)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 
@@ -66,7 +66,7 @@ class ChannelScale(nn.Module):
         return x * self.weight.view(shape) + self.bias.view(shape)
 
 
-register_module(ChannelScale, mults=1, adds=1, name="channel_scale")  # SCORING §4: unfused BN = 1 mult + 1 add
+register_module(ChannelScale, mults=1, adds=1, name="channel_scale")  # docs/scoring.md §4: unfused BN = 1 mult + 1 add
 
 
 def _check_bits(bits: int, field: str, low: int = 2) -> int:
@@ -147,8 +147,8 @@ def agreement(reference: nn.Module | torch.Tensor, candidate: nn.Module, images:
     return int((ref == predictions(candidate, images)).sum()), int(images.shape[0])
 
 
-# LEAD: a stand-in reader until #11b's data-layer reader for folders of real sample images lands;
-# swap it for that reader (same output: uint8 [N, 3, H, W]).
+# A few hundred images of an image folder are read directly: load_dataset("imagefolder:…") would decode
+# (and cache) all 60,000 for the sake of 300.
 def read_images(paths) -> torch.Tensor:
     """uint8 ``[N, 3, H, W]`` RGB images from image files (PIL)."""
     from PIL import Image
@@ -161,8 +161,7 @@ def read_images(paths) -> torch.Tensor:
 
 
 def _image_folder(name: str) -> Path:
-    """``name`` as given or under ``MICRONET_IMAGEFOLDER_ROOT`` (LEAD: fold into the data layer's resolver
-    with #11b's reader; ``data._resolve_folder`` insists on train/test subfolders)."""
+    """``name`` as given or under ``MICRONET_IMAGEFOLDER_ROOT``."""
     p = Path(name)
     root = os.environ.get("MICRONET_IMAGEFOLDER_ROOT")
     if not p.is_dir() and root and (Path(root) / name).is_dir():
@@ -199,10 +198,9 @@ def quantization_table(models: dict[str, nn.Module], *, weight_bits=(8, 6, 4), a
 
     for bits in weight_bits:
         _check_bits(bits, "weight_bits")
-    c100_paths = sorted(_image_folder(cifar100_samples).glob("cifar100_*.png"))
-    if not c100_paths:
-        raise FileNotFoundError(f"no cifar100_*.png in {_image_folder(cifar100_samples)}")
-    c100 = _normalized(read_images(c100_paths))
+    from micronet_lib.data import load_labelled_samples
+
+    c100 = _normalized(load_labelled_samples(cifar100_samples)[0].images)
     c10 = _normalized(read_images(_per_class(_image_folder(natural) / "test", natural_images)))
     calib = _normalized(read_images(_per_class(_image_folder(natural) / "train", calibration_images)))
     rows = []

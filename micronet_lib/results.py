@@ -6,23 +6,31 @@ data set that produced it (issue #8: "every table and figure caption names the p
 dataset"), the library version and the git commit. No file carries a timestamp, so rerunning a
 notebook on the same inputs rewrites identical bytes and ``git diff`` shows only real changes.
 
-``<root>`` is, in order: the ``root=`` argument, ``$MICRONET_RESULTS``, or ``results/`` of the
-repository (``micronet reproduce`` points ``$MICRONET_RESULTS`` at its output folder).
+``<root>`` is, in order: the ``root=`` argument, ``$MICRONET_RESULTS``, or the git-ignored
+``results/scratch/default/`` of the repository. ``micronet reproduce`` points ``$MICRONET_RESULTS`` at
+the results set it builds, and ``announce(params)`` (every notebook's check cell) at the notebook's
+scratch set when it runs interactively (``micronet_lib.results_sets``): nothing writes into a
+committed set unless ``micronet reproduce --publish`` builds it.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
+import html
 import io
 import logging
 import os
 import re
 import subprocess
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from micronet_lib import __version__
 from micronet_lib.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from micronet_lib.results_format import table_html, table_markdown
 
 __all__ = [
     "RESULTS_ENV",
@@ -35,6 +43,8 @@ __all__ = [
     "save",
     "publish",
     "note",
+    "announce",
+    "OutputsInfo",
 ]
 
 log = logging.getLogger(__name__)
@@ -47,13 +57,14 @@ _SVG_HASHSALT = "micronet-companion"
 
 
 def results_root(root: str | os.PathLike | None = None) -> Path:
-    """The output folder: ``root`` if given, else ``$MICRONET_RESULTS``, else the repository's ``results/``."""
+    """The output folder: ``root`` if given, else ``$MICRONET_RESULTS``, else the repository's
+    git-ignored ``results/scratch/default/``."""
     if root is not None:
         return Path(root)
     env = os.environ.get(RESULTS_ENV)
     if env:
         return Path(env)
-    return _REPO / "results"
+    return _REPO / "results" / "scratch" / "default"
 
 
 @functools.lru_cache(maxsize=1)
@@ -122,11 +133,13 @@ def save_table(
     title: str | None = None,
     root: str | os.PathLike | None = None,
     index: bool | None = None,
-    floatfmt: str = "g",
+    floatfmt: str | None = None,
 ) -> dict[str, Path]:
     """Write ``df`` as ``tables/<name>.csv`` + ``.md`` (caption line, then the Markdown table) + ``.meta.json``.
 
-    ``index=None`` keeps the index only when it carries information (named or not a plain range).
+    ``index=None`` keeps the index only when it carries information (named or not a plain range). The
+    CSV holds the raw values; the Markdown table is formatted for reading by ``results_format``
+    (``floatfmt`` is accepted for older callers and ignored: digits are set per quantity there).
     Returns the written paths by kind (``csv``, ``md``, ``meta``).
     """
     import pandas as pd
@@ -140,7 +153,8 @@ def save_table(
     paths = {"csv": folder / f"{name}.csv", "md": folder / f"{name}.md", "meta": folder / f"{name}.meta.json"}
     atomic_write_text(paths["csv"], df.to_csv(index=index, lineterminator="\n"))
     heading = f"**{title}**\n\n" if title else ""
-    md = f"{heading}_{caption(meta)}_\n\n{df.to_markdown(index=index, floatfmt=floatfmt)}\n"
+    # The Markdown copy is for reading (results_format: digits per quantity, separators, units, "—").
+    md = f"{heading}_{caption(meta)}_\n\n{table_markdown(df if index else df.reset_index(drop=True))}\n"
     atomic_write_text(paths["md"], md)
     atomic_write_json(paths["meta"], _sidecar("table", name, [paths["csv"].name, paths["md"].name], meta, title))
     log.info("table %s -> %s", name, folder)
@@ -228,7 +242,7 @@ def publish(obj, name: str, *, meta: Mapping[str, Any], title: str | None = None
     written = save(obj, name, meta=meta, title=title, **kwargs)
     try:
         from IPython import get_ipython
-        from IPython.display import Image, Markdown, display
+        from IPython.display import HTML, Markdown, display
     except ImportError:  # pragma: no cover - IPython ships with the notebook extras
         return None
     if get_ipython() is None:
@@ -239,12 +253,17 @@ def publish(obj, name: str, *, meta: Mapping[str, Any], title: str | None = None
     if isinstance(obj, Figure):
         # Show the saved PNG itself: a Figure built without pyplot has no inline-backend formatter
         # (it would render as "<Figure size …>"), and the report then shows exactly the committed file.
-        display(Image(data=Path(written["png"]).read_bytes()))
+        # As an <img> with alt text (the caption): nbconvert's lab template drops an Image's alt and then
+        # warns "Alternative text is missing" on every report.
+        png = base64.b64encode(Path(written["png"]).read_bytes()).decode("ascii")
+        display({"text/html": f'<img src="data:image/png;base64,{png}" alt="{html.escape(caption(meta, title))}" '
+                              'style="max-width:100%">', "text/plain": caption(meta, title)}, raw=True)
         import matplotlib.pyplot as plt
 
         plt.close(obj)  # shown once, by the display above, not again by the inline backend
     else:
-        display(obj)
+        # Formatted for reading (results_format); the report lives in <set>/html/, its CSV in <set>/tables/.
+        display(HTML(table_html(obj, csv_href=f"../tables/{Path(written['csv']).name}")))
     return None
 
 
@@ -261,3 +280,73 @@ def note(text: str) -> None:
         return
     if get_ipython() is not None:
         display(Markdown(f"> **Note.** {text}"))
+
+
+# Set by ``micronet reproduce`` for its kernels: the set's final folder (the kernel writes into its
+# staging copy, ``$MICRONET_RESULTS``) and whether it is the committed set.
+DEST_ENV = "MICRONET_RESULTS_DEST"
+KIND_ENV = "MICRONET_RESULTS_KIND"
+RUNS_ENV = "MICRONET_RUNS"
+_ANNOUNCED = "scratch set, git-ignored; interactive run"
+
+
+@dataclass(frozen=True)
+class OutputsInfo:
+    """Where a notebook's outputs go: ``folder`` (written now), ``shown`` (the set's folder as reports
+    name it), ``kind`` (committed / scratch / chosen by the environment) and the active profile and data."""
+
+    folder: Path
+    shown: str
+    kind: str
+    profile: str
+    data: str
+
+    @property
+    def line(self) -> str:
+        return (f"Outputs of this notebook go to `{self.shown}/` ({self.kind}) · profile **{self.profile}** · "
+                f"data `{self.data}`")
+
+
+def announce(params: Mapping[str, Any]) -> OutputsInfo:
+    """Say where this notebook's tables, figures and training runs go, and which profile is active.
+
+    Called from every notebook's check cell. Under ``micronet reproduce`` the environment names the set
+    being built. Run interactively (Jupyter, nbclient) with no ``$MICRONET_RESULTS``, the notebook
+    writes the git-ignored scratch set of its profile and data: this sets ``$MICRONET_RESULTS`` and
+    ``$MICRONET_RUNS`` of the kernel to it, so ``publish`` and ``train.run_or_load`` follow. In a
+    notebook, Python warnings from then on are shown as notes of the report (``note``).
+    """
+    from micronet_lib.results_sets import relative_to_repo, results_set
+
+    profile, data = params["profile"], params["data"]
+    env = os.environ.get(RESULTS_ENV)
+    chosen_here = os.environ.get(KIND_ENV) == _ANNOUNCED  # by an earlier call in this kernel: follow the new params
+    if env and not chosen_here:
+        folder = Path(env)
+        shown = os.environ.get(DEST_ENV) or relative_to_repo(folder)
+        kind = os.environ.get(KIND_ENV) or "chosen by $MICRONET_RESULTS"
+    else:
+        target = results_set(profile, data)
+        folder, shown = target.folder, relative_to_repo(target.folder)
+        if chosen_here or not os.environ.get(RUNS_ENV):
+            os.environ[RUNS_ENV] = str(folder / "runs")
+        os.environ[RESULTS_ENV] = str(folder)
+        os.environ[KIND_ENV] = _ANNOUNCED
+        kind = _ANNOUNCED
+    info = OutputsInfo(folder=folder, shown=shown, kind=kind, profile=profile, data=data)
+    log.info("%s", info.line)
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:  # pragma: no cover
+        return info
+    if get_ipython() is not None:
+        display(Markdown(info.line))
+        warnings.showwarning = _warning_as_note
+    return info
+
+
+def _warning_as_note(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python warnings raised while a notebook runs become the report's notes (issue #11, item 9), not
+    stderr text a reader of the HTML report would take for a failure. ``warnings`` filters still apply."""
+    note(f"{category.__name__}: {message}")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["environment_table", "dataset_table", "asset_table", "notebook_plan"]
+__all__ = ["environment_table", "dataset_table", "asset_table", "notebook_plan", "deviations_table"]
 
 
 
@@ -105,25 +106,81 @@ def asset_table() -> "pd.DataFrame":
     return pd.DataFrame(rows, columns=["asset", "status", "source", "upstream URL"])
 
 
-def _study_runs(params: Mapping[str, Any]) -> dict[str, tuple[int, str]]:
-    """Training runs each notebook adds (runs another notebook already made are shared, not counted twice)
-    and their length, from the study configs themselves (``micronet_lib.experiments``)."""
+def _study_configs(params: Mapping[str, Any]) -> dict[str, list]:
+    """The ``TrainConfig`` of every training run each notebook adds (a run another notebook already made is
+    shared, not repeated), built by ``micronet_lib.experiments`` exactly as the notebooks build them."""
     from micronet_lib.experiments import configs as ex
 
     seeds, comp = params["seeds"], params["seeds"][: params["comparison_seeds"]]
-    ablation = {ex.ablation_config(params, cell, seed=s).config_hash() for cell in ex.ABLATION_CELLS for s in seeds}
+    seen: set[str] = set()
+
+    def new(configs):
+        out = [c for c in configs if c.config_hash() not in seen]
+        seen.update(c.config_hash() for c in out)
+        return list({c.config_hash(): c for c in out}.values())
+
+    ablation = new(ex.ablation_config(params, cell, seed=s) for cell in ex.ABLATION_CELLS for s in seeds)
     settings = list(dict.fromkeys([*params["augment_pipelines"], *ex.randaugment_grid(params)]))
-    augment = {ex.augment_config(params, name, seed=s).config_hash() for name in settings for s in comp} - ablation
-    dense = {ex.dense_config(params, seed=s).config_hash() for s in comp} - ablation - augment
-    one = ex.dense_config(params, seed=seeds[0])
+    augment = new(ex.augment_config(params, name, seed=s) for name in settings for s in comp)
+    dense = new(ex.dense_config(params, seed=s) for s in comp)
+    pruning = [f(params, "dense.pt", seed=s) for s in comp for f in (ex.iterative_config, ex.oneshot_config)]
+    return {"02_regularizers": ablation, "03_augmentation": augment, "04_pruning": dense + pruning}
+
+
+def _study_runs(params: Mapping[str, Any]) -> dict[str, tuple[int, str]]:
+    """Training runs each notebook adds and their length, from the study configs themselves."""
+    from micronet_lib.experiments import configs as ex
+
+    runs = _study_configs(params)
+    one = ex.dense_config(params, seed=params["seeds"][0])
     rates = params["prune_rates"]
-    it = ex.iterative_config(params, "dense.pt", seed=seeds[0])
+    it = ex.iterative_config(params, "dense.pt", seed=params["seeds"][0])
     return {
-        "02_regularizers": (len(ablation), f"{one.cycles} x {one.epochs_per_cycle}"),
-        "03_augmentation": (len(augment), f"{one.cycles} x {one.epochs_per_cycle}"),
-        "04_pruning": (len(dense) + 2 * len(comp), f"iterative {len(rates)} x {it.epochs_per_cycle}, "
+        "02_regularizers": (len(runs["02_regularizers"]), f"{one.cycles} x {one.epochs_per_cycle}"),
+        "03_augmentation": (len(runs["03_augmentation"]), f"{one.cycles} x {one.epochs_per_cycle}"),
+        "04_pruning": (len(runs["04_pruning"]), f"iterative {len(rates)} x {it.epochs_per_cycle}, "
                        f"one-shot 1 x {len(rates) * it.epochs_per_cycle}"),
     }
+
+
+_DEVIATION = re.compile(r"^(?P<field>\w+)=(?P<value>.*?) \(authors: (?P<authors>.*?)\): (?P<reason>.*)$")
+
+
+def _override_reason(field: str) -> str:
+    if field in ("dataset", "data_root"):
+        return "the data of this results set (the profile's or --data)"
+    return "set by the study: the quantity its cells compare (see the report)"
+
+
+def deviations_table(params: Mapping[str, Any]) -> "pd.DataFrame":
+    """Every departure from the authors' recipe of the training runs these parameters make, read from the
+    runs' own configs (``TrainConfig.deviations``, the list stored with each run): the value used, the
+    authors' value, the reason in full, and how many of the runs (per notebook) carry it."""
+    import pandas as pd
+
+    studies = _study_configs(params)
+    total = sum(len(c) for c in studies.values())
+    rows: dict[tuple[str, str, str, str], dict[str, int]] = {}
+    for notebook, configs in studies.items():
+        for cfg in configs:
+            for text in cfg.deviations:
+                m = _DEVIATION.match(text)
+                if m is None:  # pragma: no cover - TrainConfig.deviations always has this shape
+                    raise ValueError(f"unexpected deviation text {text!r}")
+                if m["field"] in ("seed", "init_from"):
+                    continue  # seeds are in the plan; init_from is the study's own checkpoint path
+                key = (m["field"], m["value"], m["authors"], m["reason"])
+                rows.setdefault(key, {}).setdefault(notebook, 0)
+                rows[key][notebook] += 1
+    out = []
+    for (field, value, authors, reason), per in rows.items():
+        n = sum(per.values())
+        where = f"all {total}" if n == total else "; ".join(f"{nb[:2]}: {k} of {len(studies[nb])}" for nb, k in per.items())
+        out.append(dict(setting=field, **{"value used": value, "authors' value": authors, "runs": where,
+                                          "reason": _override_reason(field) if reason == "override" else reason}))
+    if not out:
+        return pd.DataFrame([dict(setting="none", reason="no training runs under these parameters")])
+    return pd.DataFrame(out)
 
 
 def notebook_plan(params: Mapping[str, Any]) -> "pd.DataFrame":

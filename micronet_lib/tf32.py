@@ -1,4 +1,4 @@
-""""fp32 means fp32": the process-wide TF32 switches of CUDA matmul and cuDNN (PAPER.md §5.5, §5.8).
+""""fp32 means fp32": the process-wide TF32 switches of CUDA matmul and cuDNN (docs/method.md §5.5, §5.8).
 
 PyTorch lets cuDNN convolutions run in TF32 (a 10-bit mantissa) on Ampere and later GPUs unless told
 otherwise; the authors' fp32 runs (PyTorch 1.1) were true IEEE fp32. ``fp32_mode(allow_tf32=False)``

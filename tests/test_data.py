@@ -378,3 +378,14 @@ def test_bad_inputs_raise_clear_errors():
         data.Dataset("toy", "toy", ("a", "b"), (0.5,) * 3, (0.25,) * 3, s, s)
     with pytest.raises(ValueError, match="Dataset.std"):
         data.Dataset("toy", "toy", ("a",) * 6, (0.5,) * 3, (0.0, 1.0, 1.0), s, s)
+
+
+def test_cifar100_test_head_prefers_the_official_pickles(tmp_path):
+    _, raw = _cifar100_tree(tmp_path, n_test=6)
+    split, source = data.cifar100_test_head(4, samples=tmp_path / "no-samples", root=tmp_path)
+    assert source == "CIFAR-100 test pickles" and len(split) == 4
+    arr, fine = raw["test"]
+    assert torch.equal(split.images, torch.from_numpy(arr[:4].reshape(-1, 3, 32, 32)))
+    assert split.labels.tolist() == fine[:4]
+    with pytest.raises(FileNotFoundError, match="sample folder"):  # no pickles and no samples: a clear error
+        data.cifar100_test_head(4, samples=tmp_path / "no-samples", root=tmp_path / "empty")

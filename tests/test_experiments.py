@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from pathlib import Path
 import torch
 
 from micronet_lib import experiments as ex
@@ -61,9 +62,14 @@ def test_base_config_applies_the_notebook_budget(smoke):
 
 def test_study_cells_are_distinct_and_shared_where_they_should_be(smoke):
     cells = {ex.ablation_config(smoke, c, seed=0).config_hash() for c in ex.ABLATION_CELLS}
-    assert len(cells) == 6
+    assert len(cells) == 7  # the 3 × 2 grid and the matched-ε cell
     wls = ex.ablation_config(smoke, ex.AblationCell("wls", False), seed=0)
     assert (wls.loss, wls.ortho_coef, wls.epsilon) == ("wls", 0.0, None)
+    matched = ex.ablation_config(smoke, ex.MATCHED_EPSILON_CELL, seed=0)
+    assert (matched.loss, matched.ortho_coef, matched.epsilon) == ("ls", 0.7, 0.3)
+    assert ex.MATCHED_EPSILON_CELL.label == "uniform LS (ε 0.3) + ortho"
+    with pytest.raises(ValueError, match="only LS/WLS cells"):
+        ex.AblationCell("ce", True, epsilon=0.3)
     dense = ex.dense_config(smoke, seed=0)
     assert dense.ortho_coef == 0.7 and dense.loss == "ce"
     # one run serves the ablation's CE + ortho cell, the augmentation study's baseline+cutmix and pruning's start
@@ -82,13 +88,19 @@ def test_iterative_and_oneshot_have_the_same_budget(smoke):
     assert it.total_epochs == one.total_epochs and it.init_from == one.init_from == "dense.pt"
 
 
-def test_relative_checkpoint(tmp_path):
-    run = tmp_path / "runs" / "abc"
-    run.mkdir(parents=True)
-    (run / "best.pt").write_bytes(b"x")
-    assert ex.relative_checkpoint({"run_dir": str(run)}, start=tmp_path / "nb") == "../runs/abc/best.pt"
-    with pytest.raises(FileNotFoundError, match="no last.pt"):
-        ex.relative_checkpoint({"run_dir": str(run), "run_id": "abc"}, "last.pt")
+def test_relative_checkpoint_is_a_run_reference_resolved_in_the_runs_folder(tmp_path, monkeypatch):
+    from micronet_lib.train.setup import checkpoint_path
+
+    # No folder path in the reference: the config hash is the same in staging, in the set, on a fresh clone.
+    ref = ex.relative_checkpoint({"run_dir": "/anywhere/runs/abc", "run_id": "abc"})
+    assert ref == "run:abc/best.pt"
+    monkeypatch.setenv("MICRONET_RUNS", str(tmp_path / "runs"))
+    with pytest.raises(FileNotFoundError, match="checkpoints are not committed"):
+        checkpoint_path(ref)
+    (tmp_path / "runs" / "abc").mkdir(parents=True)
+    (tmp_path / "runs" / "abc" / "best.pt").write_bytes(b"x")
+    assert checkpoint_path(ref) == tmp_path / "runs" / "abc" / "best.pt"
+    assert checkpoint_path("some/file.pt") == Path("some/file.pt")
 
 
 # ------------------------------------------------------------------ aggregation
@@ -176,3 +188,38 @@ def test_released_chain_is_nested_and_oneshot_curve_is_monotone(asset):
     assert abs(curve.loc[0, "global_sparsity"] - 0.15) < 1e-5  # the file's own masks are kept
     assert curve["global_sparsity"].is_monotonic_increasing and curve["score_kaist"].is_monotonic_decreasing
     assert "top1" not in curve  # no data set given: scores only
+
+
+def test_cpu_profile_compares_every_cell_over_three_seeds():
+    cpu = check_params({}, profile="cpu")
+    assert len(cpu["seeds"]) >= 3 and cpu["comparison_seeds"] >= 3
+
+
+def test_00_deviations_state_the_values_the_runs_use_with_reasons_that_apply():
+    from micronet_lib.setup_report import deviations_table
+
+    table = deviations_table(check_params({}, profile="cpu"))
+    used = {(r.setting, r._2): r for r in table.itertuples()}  # _2: "value used"
+    assert used[("train_per_class", "120")].runs.startswith("all ") and ("epochs_per_cycle", "5") in used
+    assert used[("augment", "'baseline'")].reason.startswith("crop + flip")
+    fastaa = used[("augment", "'fastaa'")]
+    assert "crop + flip" not in fastaa.reason and fastaa.runs.startswith("03:")  # not the baseline's reason
+    assert "…" not in "".join(table["reason"])
+    ortho = used[("ortho_coef", "0.0")]
+    assert ortho.runs.startswith("02:") and "of 21" in ortho.runs  # only the ortho-off ablation cells
+
+
+def test_oneshot_curve_accuracy_comes_with_a_wilson_interval(one_thread):
+    """A single evaluation per rate: top-1 with its 95 % Wilson interval over the images evaluated (issue #11)."""
+    from micronet_lib.data import load_dataset
+    from micronet_lib.models import build_model
+    from micronet_lib.stats import wilson_interval
+
+    ds = load_dataset("synthetic", synthetic_train_per_class=4, synthetic_test_per_class=3)
+    model = build_model("micronet_v2", num_classes=10, width_mult=0.25, depth_mult=0.5).eval()
+    curve = ex.oneshot_curve(model, [0, 50], dataset=ds, recal_images=20, conventions=("kaist",))
+    for r in curve.itertuples():
+        assert r.images == 30
+        iv = wilson_interval(round(r.top1 * r.images / 100), r.images)
+        assert (r.top1_low, r.top1_high) == pytest.approx((iv.low, iv.high))
+        assert r.top1_bn_recal_low <= r.top1_bn_recal <= r.top1_bn_recal_high

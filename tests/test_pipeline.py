@@ -16,7 +16,8 @@ import yaml
 from micronet_lib import pipeline
 from micronet_lib.pipeline import PARAMS, PROFILES, NotebookError, check_params, user_namespace
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
 NAMES = [p.name for p in PARAMS]
 
 
@@ -119,6 +120,7 @@ def test_notebook_is_committed_clean(path):
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
     params_cell, check_cell = nb.cells[tagged[0]], nb.cells[tagged[0] + 1]
     assert "check_params(user_namespace(globals()))" in check_cell.source  # validated before any work
+    assert "announce(params)" in check_cell.source  # the first executed cell says where outputs go, which profile
     assigned = {t.id: ast.literal_eval(n.value) for n in ast.parse(params_cell.source).body
                 for t in n.targets if isinstance(n, ast.Assign)}
     assert sorted(assigned) == sorted(NAMES)  # declares the whole shared schema
@@ -169,10 +171,12 @@ def test_reproduce_stops_at_first_failure_and_shows_the_cell(tmp_path):
     assert "ValueError: boom: smoke" in msg  # and its error, with the injected profile
     assert (folder / "ran_00").read_text() == "synthetic"  # cwd = notebooks folder, params injected
     assert not (folder / "ran_02").exists()  # stopped at the first failure
-    assert (out / "executed" / "00_ok.ipynb").is_file() and (out / "html" / "00_ok.html").is_file()
-    assert (out / "executed" / "01_boom.failed.ipynb").is_file()
-    assert not (out / "executed" / "01_boom.ipynb").exists()
-    assert not [p for p in (out / "executed").iterdir() if p.name.startswith(".")]  # no temp leftovers
+    assert not (out / "scratch" / "smoke-synthetic").exists()  # a set is swapped in whole, or not at all
+    stage = out / "scratch" / ".staging" / "smoke-synthetic"
+    assert (stage / "executed" / "00_ok.ipynb").is_file() and (stage / "html" / "00_ok.html").is_file()
+    assert (stage / "executed" / "01_boom.failed.ipynb").is_file() and "01_boom.failed.ipynb" in msg
+    assert not (stage / "executed" / "01_boom.ipynb").exists()
+    assert not [p for p in (stage / "executed").iterdir() if p.name.startswith(".")]  # no temp leftovers
 
 
 @pytest.mark.slow
@@ -218,8 +222,9 @@ def test_cli_reports_bad_data_as_one_error_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_setup_notebook_runs_headless_under_smoke(tmp_path, monkeypatch):
     monkeypatch.delenv("MICRONET_RUNS", raising=False)
-    out = tmp_path / "results"
-    runs = pipeline.reproduce("smoke", only="00", results_dir=out)
+    base = tmp_path / "results"
+    runs = pipeline.reproduce("smoke", only="00", results_dir=base)
+    out = base / "scratch" / "smoke-synthetic"  # smoke runs write the git-ignored scratch set
     assert [r.name for r in runs] == ["00_setup"]
     executed = nbformat.read(out / "executed" / "00_setup.ipynb", as_version=4)
     assert executed.metadata.papermill["parameters"]["profile"] == "smoke"
@@ -229,6 +234,9 @@ def test_setup_notebook_runs_headless_under_smoke(tmp_path, monkeypatch):
     html = (out / "html" / "00_setup.html").read_text()
     assert "check_params(user_namespace" not in html  # inputs hidden
     assert "Environment of this run" in html and "torch" in html
+    assert "Outputs of this notebook go to" in html and "profile <strong>smoke</strong>" in html
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["profile"] == "smoke" and manifest["kind"] == "scratch" and "00_setup" in manifest["notebooks"]
     plan = (out / "tables" / "00_plan.csv").read_text()
     assert "02_regularizers" in plan
     side = json.loads((out / "tables" / "00_environment.meta.json").read_text())
@@ -240,14 +248,14 @@ def test_setup_notebook_runs_headless_under_smoke(tmp_path, monkeypatch):
 EXPECTED_TABLES = {
     "00_setup": ["00_environment", "00_datasets", "00_data_summary", "00_assets", "00_plan", "00_deviations"],
     "01_architecture": ["01_stages_v1", "01_stages_v2", "01_blocks_v1", "01_blocks_v2", "01_block_counts_v1",
-                        "01_block_counts_v2", "01_comparison", "01_by_op_type"],
+                        "01_block_counts_v2", "01_comparison", "01_by_op_type", "01_claims"],
     "02_regularizers": ["02_ortho_layers", "02_ortho_summary", "02_similarity_range", "02_similar_pairs",
-                        "02_ablation_runs", "02_ablation"],
+                        "02_ablation_runs", "02_ablation", "02_claims"],
     "03_augmentation": ["03_policy_op_counts", "03_policy_op_stats", "03_augment_runs", "03_augment_comparison",
-                        "03_randaugment_grid", "03_randaugment_best"],
+                        "03_randaugment_grid", "03_randaugment_best", "03_claims"],
     "04_pruning": ["04_chain_group_sparsity", "04_chain", "04_oneshot", "04_prune_runs", "04_prune_no_finetune",
-                   "04_iterative_vs_oneshot"],
-    "05_scoring": ["05_final_scores", "05_trained_scores"],
+                   "04_iterative_vs_oneshot", "04_claims"],
+    "05_scoring": ["05_final_scores", "05_real_samples", "05_trained_scores", "05_claims"],
 }
 EXPECTED_FIGURES = {
     "01_architecture": ["01_per_block", "01_per_op_type"],
@@ -258,23 +266,64 @@ EXPECTED_FIGURES = {
 }
 
 
+def _fresh_clone(tmp_path) -> Path:
+    """The working tree as a fresh clone would have it: tracked and untracked-but-not-ignored files, one
+    commit, no scratch sets, runs or checkpoints."""
+    import subprocess
+
+    files = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "-co", "--exclude-standard"], capture_output=True,
+                           check=True).stdout.decode().split("\0")
+    clone = tmp_path / "clone"
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, clone / name)
+    git = ["git", "-C", str(clone), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "fresh clone"]):
+        subprocess.run(git + cmd, check=True, capture_output=True)
+    return clone
+
+
+def _git_status(clone: Path) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-C", str(clone), "status", "--porcelain", "--untracked-files=all"],
+                          capture_output=True, text=True, check=True).stdout
+
+
 @pytest.mark.slow
-def test_full_smoke_pipeline_renders_every_report(tmp_path, monkeypatch, asset):
-    """``micronet reproduce --profile smoke``: every notebook, every report, table and figure; a re-render
-    reads the training runs back instead of retraining (run_or_load)."""
+def test_full_smoke_pipeline_on_a_fresh_clone_leaves_git_status_clean(tmp_path, asset):
+    """On a fresh clone, ``micronet reproduce`` (what ``make reproduce`` runs: smoke) renders every report,
+    table and figure into the git-ignored scratch set, quietly; executing a notebook with its default
+    parameters (nbclient, as Jupyter would) writes there too; neither leaves ``git status`` unclean.
+    Re-rendering reads the training runs back instead of retraining (run_or_load), and works with the
+    checkpoints deleted (committed sets have none): scores come from the runs' records, and what no
+    record holds is a visible note, never a traceback."""
+    import os
+    import subprocess
+    import sys
+
     for name in ("micronet_v1_pr_60.t7", "micronet_v2_pr_15.t7", "micronet_v2_pr_30.t7", "micronet_v2_pr_45.t7",
                  "micronet_v2_pr_60.t7", "cifar100_fast_aug.json"):
         asset(name)  # the released-checkpoint sections need them (skip locally / fail in CI without)
-    out, runs_dir = tmp_path / "results", tmp_path / "runs"
-    monkeypatch.setenv("MICRONET_RUNS", str(runs_dir))
-    monkeypatch.setenv("MICRONET_RESULTS", str(out))
-    done = pipeline.reproduce("smoke", results_dir=out)
-    names = [p.stem for p in pipeline.list_notebooks(NOTEBOOKS)]
-    assert [r.name for r in done] == names and set(EXPECTED_TABLES) <= set(names)
+    clone = _fresh_clone(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("MICRONET_RESULTS", "MICRONET_RUNS", "PYTHONPATH")}
+    env["PYTHONPATH"] = str(clone)
+    reproduce = [sys.executable, "-m", "micronet_lib", "reproduce"]
+    done = subprocess.run(reproduce, cwd=clone, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    noise = [line for line in done.stderr.splitlines() if "[IPKernelApp]" in line or line.startswith("WARNING")]
+    assert not noise, f"a successful reproduce printed: {noise}"  # e.g. 'KeyboardInterrupt caught in kernel'
+    assert _git_status(clone) == ""
+    out = clone / "results" / "scratch" / "smoke-synthetic"
+    names = [p.stem for p in pipeline.list_notebooks(clone / "notebooks")]
+    assert set(EXPECTED_TABLES) <= set(names)
+    assert json.loads((out / "manifest.json").read_text())["notebooks"].keys() == set(names)
     for name in names:
         html = (out / "html" / f"{name}.html").read_text()
         assert len(html) > 10_000 and "PosixPath" not in html  # results shown, not the paths they were saved to
         assert "&lt;Figure size" not in html, f"{name}: a figure rendered as text, not as an image"
+        assert "results/scratch/smoke-synthetic/" in html  # the first cell says where outputs go
         nb = nbformat.read(out / "executed" / f"{name}.ipynb", as_version=4)
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
         assert not [o for o in outputs if o.output_type == "error"], name
@@ -288,10 +337,67 @@ def test_full_smoke_pipeline_renders_every_report(tmp_path, monkeypatch, asset):
         for ext in ("png", "svg", "meta.json"):
             assert (out / "figures" / f"{fig}.{ext}").is_file(), f"{fig}.{ext}"
     ablation = pd.read_csv(out / "tables" / "02_ablation.csv")
-    assert len(ablation) == 6 and (ablation["n"] == 2).all()  # 6 cells x the profile's 2 seeds
+    assert len(ablation) == 7 and (ablation["seeds"] == 2).all()  # 6 cells + the matched-ε cell x the profile's 2 seeds
+    assert ablation["95 % CI low (%)"].notna().all()  # two seeds: every cell has its t interval
+
+    # A notebook executed with its default parameters, as in Jupyter: it writes the scratch set too.
+    from nbclient import NotebookClient
+
+    before = (out / "tables" / "01_comparison.csv").stat().st_mtime_ns
+    nb = nbformat.read(clone / "notebooks" / "01_architecture.ipynb", as_version=4)
+    NotebookClient(nb, kernel_name="python3", resources={"metadata": {"path": str(clone / "notebooks")}},
+                   kernel_manager_class=pipeline._quiet_kernel_manager()).execute(env=env)
+    assert (out / "tables" / "01_comparison.csv").stat().st_mtime_ns > before
+    assert _git_status(clone) == ""
+
+    # Re-render without checkpoints: nothing retrained, scores from the run records, a note where none is kept.
+    runs_dir = out / "runs"
     trained = sorted(p.name for p in runs_dir.iterdir())
     stamps = {p: p.stat().st_mtime_ns for p in runs_dir.glob("*/summary.json")}
-    assert len(trained) >= 6 * 2 + 2  # ablation cells x seeds, plus the pruning runs (augmentation shares some)
-    pipeline.reproduce("smoke", only="02,04", results_dir=out)
+    assert len(trained) >= 7 * 2 + 2  # ablation cells x seeds, plus the pruning runs (augmentation shares some)
+    scores = pd.read_csv(out / "tables" / "04_prune_runs.csv")["score_kaist"]
+    for ckpt in runs_dir.glob("*/*.pt"):
+        ckpt.unlink()
+    lost = sorted(runs_dir.glob("*/derived/score_kaist.json"))[0].parent.parent.name
+    shutil.rmtree(runs_dir / lost / "derived")
+    done = subprocess.run(reproduce + ["--only", "04,05"], cwd=clone, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in runs_dir.iterdir()) == trained  # no new run
     assert {p: p.stat().st_mtime_ns for p in runs_dir.glob("*/summary.json")} == stamps  # nothing retrained
+    again = pd.read_csv(out / "tables" / "04_prune_runs.csv")["score_kaist"]
+    rerendered = again.notna() | scores.isna()
+    assert rerendered.sum() >= len(scores) - 1  # every score read back but the one whose record was deleted
+    html = (out / "html" / "05_scoring.html").read_text()
+    assert "Traceback" not in html and "FileNotFoundError" not in html
+    assert f"run(s) {lost}" in html and "checkpoints are not committed" in html  # said, not hidden
+    assert _git_status(clone) == ""
+
+
+@pytest.mark.slow
+def test_kernel_shutdown_after_success_sends_no_interrupt():
+    """The cause of ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.``: jupyter_client sends
+    SIGINT before every shutdown. The pipeline's kernel manager does not (and encrypts, so ipykernel has
+    no "running over TCP without encryption" warning to print)."""
+    import asyncio
+    import signal
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    async def signals_at_shutdown(cls) -> tuple[list[int], str]:
+        km = cls(kernel_name="python3")
+        await km.start_kernel()
+        sent: list[int] = []
+        original = km._async_signal_kernel
+
+        async def record(signum):
+            sent.append(signum)
+            await original(signum)
+
+        km._async_signal_kernel = record
+        await km.shutdown_kernel()
+        return sent, km.transport_encryption
+
+    quiet = pipeline._quiet_kernel_manager()
+    assert asyncio.run(signals_at_shutdown(AsyncKernelManager))[0] == [signal.SIGINT]  # the stock manager does
+    sent, encryption = asyncio.run(signals_at_shutdown(quiet))
+    assert sent == [] and encryption == "auto"

@@ -1,4 +1,4 @@
-"""Input augmentation (PAPER.md §5.1, §5.2, §7): FastAA ops and policies, named pipelines, a gallery.
+"""Input augmentation (docs/method.md §5.1, §5.2, §7): FastAA ops and policies, named pipelines, a gallery.
 
 - :mod:`.ops`: the 15 FastAA ops on uint8 tensors (torchvision v2 kernels, PIL semantics).
 - :mod:`.fastaa`: the four CIFAR-100 policy sets and their seeded, per-image application.

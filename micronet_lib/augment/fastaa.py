@@ -1,4 +1,4 @@
-"""Fast-AutoAugment policy sets and their batched, generator-driven application (PAPER.md §5.2, §7).
+"""Fast-AutoAugment policy sets and their batched, generator-driven application (docs/method.md §5.2, §7).
 
 The four CIFAR-100 sets come from the asset layer (:func:`micronet_lib.assets.load_policies`). Per
 image (§7.2): one sub-policy uniformly at random; for each of its two ops, skip it when r > p (r ~ U[0, 1)),
@@ -18,7 +18,7 @@ from micronet_lib.augment.ops import OPS, apply_op, op_magnitude, warm_geometric
 
 __all__ = ["CUTOUT_CENTRES", "FASTAA_4X_ORDER", "FASTAA_DEFAULT_SET", "FastAAStage", "policy_set", "policy_set_names", "resolve_set_name"]
 
-# The paper's 4× epoch: copy k of the training set uses set k (PAPER.md §5.2).
+# The paper's 4× epoch: copy k of the training set uses set k (docs/method.md §5.2).
 FASTAA_4X_ORDER = (
     "fa_wresnet28x10_cifar100",
     "fa_shake26_2x96d_cifar100",
@@ -55,7 +55,7 @@ def policy_set(name: str) -> list:
     return list(_policies()[resolve_set_name(name)])
 
 
-# Cutout centre per coordinate (PAPER.md §7.3): the authors call np.random.uniform(w), which numpy
+# Cutout centre per coordinate (docs/method.md §7.3): the authors call np.random.uniform(w), which numpy
 # reads as low = w, high = 1.0, so c = w + (1 − w)·U is uniform on (1, w]; "uniform" is [0, w).
 CUTOUT_CENTRES = ("authors", "uniform")
 
@@ -72,7 +72,7 @@ class FastAAStage:
     """Apply one FastAA policy set to a uint8 batch [N, C, H, W]; returns a new batch.
 
     ``cutout_centre="authors"`` (default) draws the Cutout centre on (1, W] per coordinate as the
-    authors' ``np.random.uniform(w)`` does; ``"uniform"`` draws it on [0, W) (PAPER.md §7.3).
+    authors' ``np.random.uniform(w)`` does; ``"uniform"`` draws it on [0, W) (docs/method.md §7.3).
     """
 
     def __init__(self, subpolicies: Sequence, *, name: str = "custom", cutout_centre: str = "authors") -> None:

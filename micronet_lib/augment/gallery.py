@@ -1,4 +1,4 @@
-"""A grid of augmented examples per pipeline, for the notebooks (PAPER.md §7)."""
+"""A grid of augmented examples per pipeline, for the notebooks (docs/method.md §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The 15 Fast-AutoAugment operations on uint8 CHW tensors (PAPER.md §7.2–7.3).
+"""The 15 Fast-AutoAugment operations on uint8 CHW tensors (docs/method.md §7.2–7.3).
 
 Each op takes an image ``[C, H, W]`` (uint8) and its magnitude ``v`` (already mapped from the policy
 level by :func:`op_magnitude`, sign included) and returns a new uint8 image. The implementations use
@@ -42,7 +42,7 @@ __all__ = [
     "op_magnitude",
 ]
 
-CUTOUT_FILL = (125, 123, 114)  # FastAA's Cutout colour (PAPER.md §7.3)
+CUTOUT_FILL = (125, 123, 114)  # FastAA's Cutout colour (docs/method.md §7.3)
 _NEAREST = F.InterpolationMode.NEAREST
 _BLACK = [0.0]
 
@@ -224,7 +224,7 @@ class OpSpec:
     fn: Callable[..., torch.Tensor]
 
 
-# Ranges from PAPER.md §7.3 (Fast-AutoAugment's augment list); ops without a magnitude ignore v.
+# Ranges from docs/method.md §7.3 (Fast-AutoAugment's augment list); ops without a magnitude ignore v.
 OPS: dict[str, OpSpec] = {
     "ShearX": OpSpec(-0.3, 0.3, True, _shear_x),
     "ShearY": OpSpec(-0.3, 0.3, True, _shear_y),
@@ -253,7 +253,7 @@ def _spec(name: str) -> OpSpec:
 
 
 def op_magnitude(name: str, level: float) -> float:
-    """v = low + level·(high − low) for a policy level in [0, 1] (PAPER.md §7.2), before any sign flip."""
+    """v = low + level·(high − low) for a policy level in [0, 1] (docs/method.md §7.2), before any sign flip."""
     spec = _spec(name)
     if not 0.0 <= level <= 1.0:
         raise ValueError(f"level={level!r} of op {name!r} must lie in [0, 1]")

@@ -1,7 +1,7 @@
-"""PIL reference of the FastAA pipeline: the authors' per-image approach (PAPER.md §5.1, §7).
+"""PIL reference of the FastAA pipeline: the authors' per-image approach (docs/method.md §5.1, §7).
 
 Used by ``micronet bench augment`` as the comparison point and by the tests to cross-check the tensor
-ops of :mod:`micronet_lib.augment.ops` pixel by pixel. Written from the op table of PAPER.md §7.3.
+ops of :mod:`micronet_lib.augment.ops` pixel by pixel. Written from the op table of docs/method.md §7.3.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def pil_apply_op(img: Image.Image, name: str, v: float, *, centre: tuple[float, 
 
 
 def pil_crop_flip(img: Image.Image, rng: random.Random, *, padding: int = 4, fill: int = 128) -> Image.Image:
-    """RandomCrop(size, padding, fill) then RandomHorizontalFlip(0.5), as in PAPER.md §5.1."""
+    """RandomCrop(size, padding, fill) then RandomHorizontalFlip(0.5), as in docs/method.md §5.1."""
     w, h = img.size
     padded = ImageOps.expand(img, border=padding, fill=(fill,) * 3)
     top, left = rng.randint(0, 2 * padding), rng.randint(0, 2 * padding)
@@ -109,7 +109,7 @@ class PilFastAAPipeline:
                 continue
             if OPS[name].signed and rng.random() > 0.5:
                 v = -v
-            # The authors' np.random.uniform(w): low = w, high = 1.0, i.e. uniform on (1, w] (PAPER.md §7.3).
+            # The authors' np.random.uniform(w): low = w, high = 1.0, i.e. uniform on (1, w] (docs/method.md §7.3).
             centre = (rng.uniform(img.size[0], 1.0), rng.uniform(img.size[1], 1.0)) if name == "Cutout" else None
             img = pil_apply_op(img, name, v, centre=centre)
         return img

@@ -1,4 +1,4 @@
-"""Named input pipelines: uint8 batch in, normalised float32 batch out (PAPER.md §5.1, §5.2, §7.5).
+"""Named input pipelines: uint8 batch in, normalised float32 batch out (docs/method.md §5.1, §5.2, §7.5).
 
 ``build_pipeline(name, mean=..., std=...)`` → :class:`AugmentPipeline`, called as
 ``pipeline(images_uint8 [B, 3, H, W], copy=k, generator=g)``. Names (``list_pipelines()``):
@@ -40,7 +40,7 @@ Stage = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 class CropFlipStage:
-    """RandomCrop(H, padding, fill) + RandomHorizontalFlip(0.5), batched as one gather (PAPER.md §5.1)."""
+    """RandomCrop(H, padding, fill) + RandomHorizontalFlip(0.5), batched as one gather (docs/method.md §5.1)."""
 
     def __init__(self, *, padding: int = 4, fill: int = 128) -> None:
         self.padding, self.fill = padding, fill
@@ -66,7 +66,7 @@ class CropFlipStage:
 
 
 class CutoutStage:
-    """Cutout with one ``size``-px hole set to 0 before normalisation (PAPER.md §7.5)."""
+    """Cutout with one ``size``-px hole set to 0 before normalisation (docs/method.md §7.5)."""
 
     def __init__(self, size: int = 16) -> None:
         self.size = size
@@ -128,7 +128,7 @@ class AugmentPipeline:
         x = images
         for stage in self.copies[copy]:
             x = stage(x, generator)
-        # Normalise last, as ToTensor + Normalize: /255, then (x − mean)/std (PAPER.md §2).
+        # Normalise last, as ToTensor + Normalize: /255, then (x − mean)/std (docs/method.md §2).
         mean, std = self._mean.to(x.device), self._std.to(x.device)
         return x.float().div_(255.0).sub_(mean).div_(std)
 
@@ -177,7 +177,7 @@ def _autoaugment(args):
     _no_args("autoaugment", args)
     v2 = _tv()
     policy = v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10)
-    log.warning("autoaugment uses a policy learned on CIFAR-10: not allowed for a CIFAR-100 challenge entry (PAPER.md §7.5)")
+    log.warning("autoaugment uses a policy learned on CIFAR-10: not allowed for a CIFAR-100 challenge entry (docs/method.md §7.5)")
     return [[CropFlipStage(), TorchvisionStage(policy, "AutoAugment(CIFAR10)"), CutoutStage(16)]]
 
 

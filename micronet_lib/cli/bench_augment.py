@@ -2,10 +2,10 @@
 
 Every named pipeline runs on the same uint8 images, batch by batch, with ``torch.set_num_threads(1)``;
 the PIL reference (:class:`~micronet_lib.augment.pil_ops.PilFastAAPipeline`, the authors' per-image
-approach of PAPER.md §5.1) runs in the same process right after, on the same images: ``pil:baseline``
-(crop + flip + ToTensor + Normalize) and ``pil:fastaa4x`` (FastAA, the four sets cycled). PAPER.md §10
+approach of docs/method.md §5.1) runs in the same process right after, on the same images: ``pil:baseline``
+(crop + flip + ToTensor + Normalize) and ``pil:fastaa4x`` (FastAA, the four sets cycled). docs/method.md §10
 times the steady state: FastAA's cached geometric index maps are built before the clock starts.
-PAPER.md §10 puts the authors' FastAA pipeline at ≈ 5,800 img/s on one core, versus ≈ 125 img/s for training.
+docs/method.md §10 puts the authors' FastAA pipeline at ≈ 5,800 img/s on one core, versus ≈ 125 img/s for training.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 __all__ = ["register", "run_bench"]
 
 DEFAULT_PIPELINES = ("test", "baseline", "cutout", "fastaa", "fastaa4x", "autoaugment", "randaugment", "trivialaugment", "augmix")
-_MEAN, _STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)  # CIFAR-100 (PAPER.md §2)
+_MEAN, _STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)  # CIFAR-100 (docs/method.md §2)
 
 
 def _images(n: int, data: str | None, seed: int):

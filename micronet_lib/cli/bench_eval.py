@@ -1,7 +1,7 @@
 """``micronet bench eval``: inference throughput (images/s) of MicroNet ver1/ver2 per execution mode.
 
 Modes: ``fp32`` (the reference), ``channels_last``, ``bf16`` (autocast), ``masked`` (60 % random masks
-attached, as a pruned checkpoint runs: the convs stay dense, PAPER.md §10) and ``compile``
+attached, as a pruned checkpoint runs: the convs stay dense, docs/method.md §10) and ``compile``
 (``torch.compile``; opt-in because compiling takes long on a CPU). Models are freshly initialised:
 throughput does not depend on the weight values. Timing: median over ``--iters`` timed batches after
 ``--warmup`` untimed ones, under ``torch.inference_mode`` in eval mode.
@@ -17,7 +17,7 @@ __all__ = ["register", "run", "MODES", "DEFAULT_MODES", "benchmark"]
 
 MODES = ("fp32", "channels_last", "bf16", "masked", "compile")
 DEFAULT_MODES = ("fp32", "channels_last", "bf16", "masked")
-MASKED_SPARSITY = 0.6  # the submitted checkpoints' global sparsity (PAPER.md §4.1)
+MASKED_SPARSITY = 0.6  # the submitted checkpoints' global sparsity (docs/method.md §4.1)
 
 
 def register(targets) -> None:

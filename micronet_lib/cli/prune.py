@@ -1,6 +1,6 @@
 """``micronet prune``: the authors' iterative schedule through the training engine, or one-shot pruning.
 
-Schedule (PAPER.md §8.3–8.4)::
+Schedule (docs/method.md §8.3–8.4)::
 
     micronet prune --from micronet_v2_pr_15 --max-rate 60 [--min-rate 15] [--cycles 3] --profile cpu [--set key=value]
 

@@ -1,4 +1,5 @@
-"""``micronet reproduce --profile smoke|cpu|paper [--only NN[,NN]] [--data SPEC]``: run the notebooks headless."""
+"""``micronet reproduce --profile smoke|cpu|paper [--only NN[,NN]] [--data SPEC] [--publish [--rebuild]]``: run the
+notebooks headless into a results set (``micronet_lib.results_sets``)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ def register(subparsers) -> None:
         "reproduce",
         help="run every notebook headless (papermill) and render HTML reports",
         description=(
-            "Run notebooks/NN_*.ipynb in order with the parameters of notebooks/params/<profile>.yaml; "
-            "write executed notebooks to results/executed/ and HTML (inputs hidden) to results/html/."
+            "Run notebooks/NN_*.ipynb in order with the parameters of notebooks/params/<profile>.yaml into a "
+            "results set: results/scratch/<profile>-<data>/ (git-ignored) by default, the committed "
+            "results/<profile>-<data>/ with --publish. A set holds tables/, figures/, html/ (inputs hidden), "
+            "executed/, runs/ and manifest.json; it is built in a staging folder and swapped in whole."
         ),
     )
     p.add_argument("--profile", choices=PROFILES, default="smoke", help="budget profile (default: smoke)")
@@ -26,15 +29,23 @@ def register(subparsers) -> None:
         help="dataset override: synthetic, cifar100, cifar10 or imagefolder:PATH (PATH relative to here), "
         "e.g. imagefolder:../shared/data/cifar10-jpeg",
     )
-    p.add_argument("--results", metavar="DIR", help="output folder (default: $MICRONET_RESULTS or results/)")
+    p.add_argument("--publish", action="store_true",
+                   help="write the committed set results/<profile>-<data>/ instead of the scratch set; refused when "
+                   "that set was made by other code, profile or data (see --rebuild) or the tree has uncommitted changes")
+    p.add_argument("--rebuild", action="store_true",
+                   help="build the set whole, from nothing (needed to replace a committed set made by another commit)")
+    p.add_argument("--results", metavar="DIR", help="folder holding the results sets (default: results/)")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     from micronet_lib.pipeline import reproduce
 
-    runs = reproduce(args.profile, only=args.only, data=args.data, results_dir=args.results)
+    from micronet_lib.results_sets import relative_to_repo
+
+    runs = reproduce(args.profile, only=args.only, data=args.data, results_dir=args.results, publish=args.publish,
+                     rebuild=args.rebuild)
     for run in runs:
-        print(f"{run.name}: {run.seconds:.1f} s -> {run.html}")
+        print(f"{run.name}: {run.seconds:.1f} s -> {relative_to_repo(run.html)}")
     print(f"{len(runs)} notebook(s) done, profile {args.profile}; total {sum(r.seconds for r in runs):.1f} s")
     return 0

@@ -12,7 +12,7 @@ __all__ = ["register", "run"]
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "score", help="MicroNet Challenge params/ops/score of a model (SCORING.md)",
+        "score", help="MicroNet Challenge params/ops/score of a model (docs/scoring.md)",
         description="Count parameter storage and math ops under the challenge rules and print the score.")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", metavar="NAME_OR_PATH",

@@ -1,4 +1,4 @@
-"""``micronet sparsity CHECKPOINT [--json] [--nested-in OUTER]``: sparsity per group and per layer (PAPER.md §4.5)."""
+"""``micronet sparsity CHECKPOINT [--json] [--nested-in OUTER]``: sparsity per group and per layer (docs/method.md §4.5)."""
 
 from __future__ import annotations
 

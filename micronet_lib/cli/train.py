@@ -1,4 +1,4 @@
-"""``micronet train``: run a training profile, or resume a killed run (PAPER.md §5)."""
+"""``micronet train``: run a training profile, or resume a killed run (docs/method.md §5)."""
 
 from __future__ import annotations
 

@@ -10,9 +10,19 @@
   Fast-AutoAugment policy statistics, the pruning chain and one-shot pruning curves.
 """
 
-from micronet_lib.experiments.aggregate import curves_frame, mean_std, run_row, runs_frame, train_all
+from micronet_lib.experiments.aggregate import (
+    cell_intervals,
+    comparison_table,
+    curves_frame,
+    mean_std,
+    paired,
+    run_row,
+    runs_frame,
+    train_all,
+)
 from micronet_lib.experiments.configs import (
     ABLATION_CELLS,
+    MATCHED_EPSILON_CELL,
     AblationCell,
     ablation_config,
     augment_config,
@@ -33,6 +43,8 @@ from micronet_lib.experiments.released import (
     orthogonality_table,
     policy_op_counts,
     policy_op_stats,
+    sample_hits,
+    sample_logits,
     similar_pairs,
     similarity_by_superclass,
     singular_values,
@@ -40,19 +52,23 @@ from micronet_lib.experiments.released import (
 
 __all__ = [
     "ABLATION_CELLS",
+    "MATCHED_EPSILON_CELL",
     "AblationCell",
     "CIFAR100_CLASSES",
     "CIFAR100_SUPERCLASSES",
     "ablation_config",
     "augment_config",
     "base_config",
+    "cell_intervals",
     "chain_table",
+    "comparison_table",
     "curves_frame",
     "dense_config",
     "iterative_config",
     "mean_std",
     "oneshot_config",
     "oneshot_curve",
+    "paired",
     "orthogonality_table",
     "parse_setting",
     "policy_op_counts",
@@ -61,6 +77,8 @@ __all__ = [
     "relative_checkpoint",
     "run_row",
     "runs_frame",
+    "sample_hits",
+    "sample_logits",
     "similar_pairs",
     "similarity_by_superclass",
     "singular_values",

@@ -4,31 +4,47 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import pandas as pd
 
 from micronet_lib.train.config import TrainConfig
-from micronet_lib.train.runs import RunSummary, read_metrics, read_summary, run_dir_for, run_or_load
+from micronet_lib.train.runs import RunSummary, read_metrics, run_or_load
 
-__all__ = ["train_all", "run_row", "runs_frame", "mean_std", "curves_frame", "METRICS"]
+__all__ = ["train_all", "run_row", "runs_frame", "mean_std", "curves_frame", "METRICS", "cell_intervals", "paired",
+           "comparison_table"]
+
+if TYPE_CHECKING:
+    from micronet_lib.stats import Interval
 
 log = logging.getLogger(__name__)
 
-# Summary metrics a study table reports (RunSummary keys; best_* = the selected epoch, PAPER.md §5.7).
+# Summary metrics a study table reports (RunSummary keys; best_* = the selected epoch, docs/method.md §5.7).
 METRICS = ("best_val_top1", "best_test_top1", "final_test_top1")
 
 
-def train_all(configs: Sequence[TrainConfig], *, progress: bool = False) -> list[RunSummary]:
-    """``run_or_load`` each config in order: finished runs are read back, the others trained (or resumed)."""
+def train_all(configs: Sequence[TrainConfig], *, progress: bool | None = None) -> list[RunSummary]:
+    """``run_or_load`` each config in order: finished runs are read back, the others trained (or resumed).
+
+    ``progress`` (default: unless a headless report run turned bars off, ``progress.bars_enabled``)
+    first prints how long the training will take (``eta.announce``), then shows progress bars
+    (``tqdm.auto``: widgets in JupyterLab, text in a terminal).
+    """
+    from tqdm.auto import tqdm
+
+    from micronet_lib.eta import announce, is_finished
+    from micronet_lib.progress import bars_enabled
+
     configs = list(configs)
     for c in configs:
         if not isinstance(c, TrainConfig):
             raise ValueError(f"train_all expects TrainConfig objects, got {type(c).__name__}")
-    cached = sum(1 for c in configs if (s := read_summary(run_dir_for(c))) is not None
-                 and s.get("status") == "finished" and s.get("config") == c.to_dict())
+    progress = bars_enabled() if progress is None else progress
+    cached = sum(1 for c in configs if is_finished(c))
     log.info("%d run(s): %d already finished, %d to train", len(configs), cached, len(configs) - cached)
-    return [run_or_load(c, progress=progress) for c in configs]
+    if progress and configs:
+        announce(configs)
+    return [run_or_load(c, progress=progress) for c in tqdm(configs, desc="runs", unit="run", disable=not progress)]
 
 
 def run_row(summary: Mapping[str, Any], **labels: Any) -> dict[str, Any]:
@@ -95,3 +111,48 @@ def curves_frame(summaries: Sequence[Mapping[str, Any]], labels: Sequence[str]) 
     if not frames:
         return pd.DataFrame(columns=["label", "seed", "run", "global_epoch"])
     return pd.concat(frames, ignore_index=True)
+
+
+def _by_seed(df: pd.DataFrame, by: str, label: Any, metric: str) -> dict[int, float]:
+    part = df[df[by] == label]
+    return {int(s): float(v) for s, v in zip(part["seed"], part[metric]) if v is not None and not pd.isna(v)}
+
+
+def cell_intervals(df: pd.DataFrame, by: str, metric: str = "best_test_top1") -> dict[Any, "Interval"]:
+    """``{cell: stats.mean_interval over its seeds}`` in first-seen order."""
+    from micronet_lib.stats import mean_interval
+
+    return {label: mean_interval(list(_by_seed(df, by, label, metric).values())) for label in dict.fromkeys(df[by])}
+
+
+def paired(df: pd.DataFrame, by: str, treatment: Any, baseline: Any, metric: str = "best_test_top1") -> "Interval":
+    """``treatment − baseline`` per seed (``stats.paired_difference``) between two cells of a runs table."""
+    from micronet_lib.stats import paired_difference
+
+    missing = [c for c in (treatment, baseline) if c not in set(df[by])]
+    if missing:
+        raise ValueError(f"cell(s) {missing} not in column {by!r} (cells: {', '.join(map(str, dict.fromkeys(df[by])))})")
+    return paired_difference(_by_seed(df, by, treatment, metric), _by_seed(df, by, baseline, metric))
+
+
+def comparison_table(df: pd.DataFrame, by: str, baseline: Any, metric: str = "best_test_top1", *,
+                     unit: str = "%") -> pd.DataFrame:
+    """One row per cell: seeds, mean, 95 % t interval, std (only where every cell has n ≥ 2) and the paired
+    per-seed difference to ``baseline`` with its interval (docs/verdicts.md). Blank where a value cannot exist."""
+    cells = cell_intervals(df, by, metric)
+    if baseline not in cells:
+        raise ValueError(f"baseline {baseline!r} is not a cell of {by!r}: {', '.join(map(str, cells))}")
+    rows = []
+    for label, iv in cells.items():
+        row = {by: label, "seeds": iv.n, f"mean ({unit})": iv.estimate,
+               f"95 % CI low ({unit})": iv.low, f"95 % CI high ({unit})": iv.high}
+        if label == baseline:
+            row.update({f"Δ vs {baseline} (points)": None, "Δ 95 % CI low": None, "Δ 95 % CI high": None})
+        else:
+            d = paired(df, by, label, baseline, metric)
+            row.update({f"Δ vs {baseline} (points)": d.estimate, "Δ 95 % CI low": d.low, "Δ 95 % CI high": d.high})
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if all(iv.n >= 2 for iv in cells.values()):
+        out.insert(3, f"std ({unit})", [float(df[df[by] == label][metric].std()) for label in cells])
+    return out.astype(object).where(out.notna(), None)

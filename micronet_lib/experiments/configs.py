@@ -21,6 +21,7 @@ from micronet_lib.train.config import TrainConfig
 __all__ = [
     "AblationCell",
     "ABLATION_CELLS",
+    "MATCHED_EPSILON_CELL",
     "MIXES",
     "base_config",
     "ablation_config",
@@ -34,32 +35,41 @@ __all__ = [
     "relative_checkpoint",
 ]
 
-# Ortho coefficient of the "on" cells: the authors' 0.7 on the mean over the 1×1 layers (PAPER.md §6.1).
+# Ortho coefficient of the "on" cells: the authors' 0.7 on the mean over the 1×1 layers (docs/method.md §6.1).
 _ORTHO_ON = 0.7
 
 
 @dataclass(frozen=True)
 class AblationCell:
-    """One cell of {CE, uniform LS, weighted LS} × {orthogonality off, on} (PAPER.md §6.1–§6.3)."""
+    """One cell of {CE, uniform LS, weighted LS} × {orthogonality off, on} (docs/method.md §6.1–§6.3)."""
 
     loss: str
     ortho: bool
+    epsilon: float | None = None  # None: the loss's own default (LS 0.1, WLS 0.3 in pretraining)
 
     def __post_init__(self) -> None:
         if self.loss not in ("ce", "ls", "wls"):
             raise ValueError(f"AblationCell.loss={self.loss!r}; allowed: 'ce', 'ls', 'wls'")
         if not isinstance(self.ortho, bool):
             raise ValueError(f"AblationCell.ortho={self.ortho!r} must be True or False")
+        if self.epsilon is not None and (self.loss == "ce" or not 0 < self.epsilon < 1):
+            raise ValueError(f"AblationCell.epsilon={self.epsilon!r}: only LS/WLS cells take an ε in (0, 1)")
 
     @property
     def label(self) -> str:
         names = {"ce": "CE", "ls": "uniform LS", "wls": "weighted LS"}
-        return f"{names[self.loss]}{' + ortho' if self.ortho else ''}"
+        eps = f" (ε {self.epsilon:g})" if self.epsilon is not None else ""
+        return f"{names[self.loss]}{eps}{' + ortho' if self.ortho else ''}"
 
 
-ABLATION_CELLS = tuple(AblationCell(loss, ortho) for loss in ("ce", "ls", "wls") for ortho in (False, True))
+# Uniform LS at weighted LS's pretraining ε (0.3), orthogonality on: the matched-ε partner of "weighted LS +
+# ortho", so the loss comparison is not confounded by the two losses' different default ε (issue #11).
+MATCHED_EPSILON_CELL = AblationCell("ls", True, epsilon=0.3)
+# The 3 × 2 grid {CE, LS, WLS} × {ortho off, on}, then the matched-ε cell.
+ABLATION_CELLS = (*(AblationCell(loss, ortho) for loss in ("ce", "ls", "wls") for ortho in (False, True)),
+                  MATCHED_EPSILON_CELL)
 
-# Batch-level mixing a setting may add to a pipeline ("<pipeline>+cutmix"), PAPER.md §6.4.
+# Batch-level mixing a setting may add to a pipeline ("<pipeline>+cutmix"), docs/method.md §6.4.
 MIXES = ("cutmix", "mixup")
 
 
@@ -81,7 +91,7 @@ def base_config(params: Mapping[str, Any], *, seed: int, **overrides: Any) -> Tr
     images per class, batch size, device, ``bn_recal_images`` (caps the BN re-estimation of profiles
     that do it before every evaluation; the paper profile does not), and ``epochs`` (one cosine cycle of that many epochs; None
     keeps the profile's cycles × epochs). ``val_per_class=0`` means no validation split, so a profile
-    that selects on validation selects on the test set instead (PAPER.md §5.7, the authors' choice).
+    that selects on validation selects on the test set instead (docs/method.md §5.7, the authors' choice).
     """
     profile = params["profile"]
     val = params["val_per_class"] or None
@@ -108,11 +118,12 @@ def base_config(params: Mapping[str, Any], *, seed: int, **overrides: Any) -> Tr
 
 
 def ablation_config(params: Mapping[str, Any], cell: AblationCell, *, seed: int) -> TrainConfig:
-    """One ablation cell: the loss with its default ε (LS 0.1, WLS 0.3 in pretraining, PAPER.md §6.2–§6.3)
+    """One ablation cell: the loss with its default ε (LS 0.1, WLS 0.3 in pretraining, docs/method.md §6.2–§6.3)
     and orthogonality 0.7 or 0; everything else (CutMix included) as the profile has it."""
     if not isinstance(cell, AblationCell):
         raise ValueError(f"cell must be an AblationCell, got {cell!r}")
-    return base_config(params, seed=seed, loss=cell.loss, epsilon=None, ortho_coef=_ORTHO_ON if cell.ortho else 0.0)
+    return base_config(params, seed=seed, loss=cell.loss, epsilon=cell.epsilon,
+                       ortho_coef=_ORTHO_ON if cell.ortho else 0.0)
 
 
 def parse_setting(name: str) -> tuple[str, str]:
@@ -139,7 +150,7 @@ def parse_setting(name: str) -> tuple[str, str]:
 
 def augment_config(params: Mapping[str, Any], setting: str, *, seed: int) -> TrainConfig:
     """One augmentation setting on top of the profile's recipe (its loss and orthogonality kept);
-    mixing only where the setting names it, so ``baseline`` is crop + flip alone (PAPER.md §5.1, §7)."""
+    mixing only where the setting names it, so ``baseline`` is crop + flip alone (docs/method.md §5.1, §7)."""
     augment, mix = parse_setting(setting)
     return base_config(params, seed=seed, augment=augment, mix=mix)
 
@@ -175,7 +186,7 @@ def _prune_epochs(params: Mapping[str, Any]) -> int:
 
 
 def iterative_config(params: Mapping[str, Any], init_from: str, *, seed: int) -> TrainConfig:
-    """The authors' schedule (PAPER.md §8.3–§8.4): one cycle per rate of ``params["prune_rates"]``,
+    """The authors' schedule (docs/method.md §8.3–§8.4): one cycle per rate of ``params["prune_rates"]``,
     each ``prune_epochs`` long, masks nested, starting from ``init_from``."""
     rates = tuple(float(r) for r in params["prune_rates"])
     return ablation_config(params, AblationCell("ce", True), seed=seed).replace(
@@ -191,9 +202,10 @@ def oneshot_config(params: Mapping[str, Any], init_from: str, *, seed: int) -> T
 
 
 def relative_checkpoint(summary: Mapping[str, Any], name: str = "best.pt", *, start: str | os.PathLike = ".") -> str:
-    """``<run_dir>/<name>`` relative to ``start`` (the notebooks' working directory): it goes into a
-    later config's ``init_from``, so the config -- and committed summaries -- carry no machine path."""
-    path = os.path.join(summary["run_dir"], name)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} does not exist: the run {summary.get('run_id')} has no {name}")
-    return os.path.relpath(path, start)
+    """``run:<run id>/<name>``, a checkpoint of a run in the runs folder: it goes into a later config's
+    ``init_from``, so the config -- its hash and committed summaries -- carries no folder path and stays the
+    same when a results set is built in staging or re-rendered on a fresh clone without checkpoints
+    (``train.setup.checkpoint_path`` resolves it when that run is trained). ``start`` is unused (kept for callers)."""
+    from micronet_lib.train.setup import RUN_REF
+
+    return f"{RUN_REF}{summary['run_id']}/{name}"

@@ -1,7 +1,7 @@
 """Analyses of the released checkpoints and the policy file that need no training (issue #8, 02–04).
 
 Orthogonality of every 1×1 layer (the one-step estimate the authors train with vs the exact value,
-PAPER.md §6.1) and singular-value spectra; the class-similarity matrix S of a classifier ordered by
+docs/method.md §6.1) and singular-value spectra; the class-similarity matrix S of a classifier ordered by
 CIFAR-100 superclass and its most similar class pairs (§6.2); Fast-AutoAugment op statistics (§7.4);
 the released ver2 pruning chain and one-shot pruning curves (§4.4–§4.5, §8).
 """
@@ -28,6 +28,8 @@ __all__ = [
     "policy_op_stats",
     "chain_table",
     "oneshot_curve",
+    "sample_logits",
+    "sample_hits",
 ]
 
 log = logging.getLogger(__name__)
@@ -173,7 +175,7 @@ def _short(name: str) -> str:
 
 
 def policy_op_counts(policies: Mapping[str, Sequence] | None = None) -> pd.DataFrame:
-    """Occurrences of each op in each policy set (PAPER.md §7.4's table): rows = ops (most frequent
+    """Occurrences of each op in each policy set (docs/method.md §7.4's table): rows = ops (most frequent
     first), columns = ``<set> (<sub-policies>)``; each column sums to 2 × its sub-policies."""
     sets = _policy_sets(policies)
     counts = {}
@@ -188,7 +190,7 @@ def policy_op_counts(policies: Mapping[str, Sequence] | None = None) -> pd.DataF
 
 def policy_op_stats(policies: Mapping[str, Sequence] | None = None) -> pd.DataFrame:
     """Per op and set: mean probability, mean level, and the expected number of applications per
-    image (Σ p over the sub-policies holding the op / number of sub-policies, PAPER.md §7.2)."""
+    image (Σ p over the sub-policies holding the op / number of sub-policies, docs/method.md §7.2)."""
     rows = []
     for name, subs in _policy_sets(policies).items():
         ops: dict[str, list[tuple[float, float]]] = {}
@@ -217,7 +219,7 @@ def _scores(model: nn.Module, conventions: Sequence[str]) -> dict[str, float]:
 
 def chain_table(models: Mapping[str, nn.Module], *, conventions: Sequence[str] = ("kaist", "official")) -> pd.DataFrame:
     """One row per checkpoint of a chain (in the given order): global sparsity, scores, and nesting
-    violations against the previous checkpoint (0 = its kept weights are a subset, PAPER.md §4.4)."""
+    violations against the previous checkpoint (0 = its kept weights are a subset, docs/method.md §4.4)."""
     from micronet_lib.pruning import global_sparsity, nesting_violations
 
     rows, prev = [], None
@@ -241,20 +243,64 @@ def oneshot_curve(
     """One-shot global magnitude pruning of ``source`` (released name, path or model) to each rate
     (``pruning.oneshot_prune``; existing masks kept, so rates below the file's sparsity change nothing):
     global sparsity and score per rate; with ``dataset`` also test top-1 without and with BN
-    recalibration on ``recal_images`` training images (PAPER.md §8.2)."""
+    recalibration on ``recal_images`` training images (docs/method.md §8.2), each with the 95 % Wilson
+    interval of its single evaluation (``top1_low``/``top1_high``, ``images`` evaluated)."""
     from micronet_lib.pruning import global_sparsity, load_pruned, oneshot_prune
+
+    from tqdm.auto import tqdm
+
+    from micronet_lib.progress import bars_enabled
 
     base = source if isinstance(source, nn.Module) else load_pruned(source)
     rows = []
-    for rate in rates:
+    for rate in tqdm(rates, desc="one-shot rates", unit="rate", leave=False, disable=len(rates) < 2 or not bars_enabled()):
         model = oneshot_prune(copy.deepcopy(base), float(rate))
         row = dict(rate=float(rate), global_sparsity=global_sparsity(model), **_scores(model, conventions))
         if dataset is not None:
             from micronet_lib.evaluate import evaluate, recalibrate_bn
 
-            row["top1"] = evaluate(model, dataset, "test", device=device, limit=eval_images, progress=False).top1
+            from micronet_lib.stats import wilson_interval
+
+            plain = evaluate(model, dataset, "test", device=device, limit=eval_images, progress=False)
             recal = recalibrate_bn(copy.deepcopy(model), dataset, n_images=recal_images, device=device)
-            row["top1_bn_recal"] = evaluate(recal, dataset, "test", device=device, limit=eval_images, progress=False).top1
+            recal = evaluate(recal, dataset, "test", device=device, limit=eval_images, progress=False)
+            for key, r in (("top1", plain), ("top1_bn_recal", recal)):  # one evaluation each: Wilson interval
+                iv = wilson_interval(r.correct, r.n)
+                row.update({key: r.top1, f"{key}_low": iv.low, f"{key}_high": iv.high})
+            row["images"] = plain.n
         rows.append(row)
         log.info("one-shot %s %%: %s", rate, row)
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------- real CIFAR-100 pixels (issue #11)
+
+
+def sample_logits(models: Mapping[str, nn.Module], images_uint8: torch.Tensor) -> dict[str, np.ndarray]:
+    """Eval-mode logits of each model on a few real images, through the project's own normalisation
+    (``data.normalize`` with the CIFAR-100 mean/std of the authors' code, docs/method.md §2)."""
+    from micronet_lib.data import CIFAR100_MEAN, CIFAR100_STD, normalize
+
+    x = normalize(images_uint8, CIFAR100_MEAN, CIFAR100_STD)
+    out = {}
+    for name, model in models.items():
+        model.eval()
+        with torch.no_grad():
+            out[name] = model(x).float().numpy()
+    return out
+
+
+def sample_hits(logits: Mapping[str, np.ndarray], labels: torch.Tensor | np.ndarray) -> pd.DataFrame:
+    """Top-1 hits of each model on the sample images with the Wilson interval of that single evaluation.
+    A handful of images is a check of the whole path on real pixels, not an accuracy: the interval says so."""
+    from micronet_lib.stats import wilson_interval
+
+    labels = np.asarray(labels)
+    rows = []
+    for name, z in logits.items():
+        hits = int((z.argmax(axis=1) == labels).sum())
+        iv = wilson_interval(hits, len(labels))
+        rows.append({"checkpoint": name, "top-1 hits": hits, "images": len(labels),
+                     "hit rate (%)": iv.estimate, "95 % Wilson low (%)": iv.low, "95 % Wilson high (%)": iv.high})
+    return pd.DataFrame(rows)
+

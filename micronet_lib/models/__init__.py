@@ -1,4 +1,4 @@
-"""Model zoo: MicroNet ver1/ver2 (PAPER.md §3), the authors' released checkpoints (§4), baselines.
+"""Model zoo: MicroNet ver1/ver2 (docs/method.md §3), the authors' released checkpoints (§4), baselines.
 
 ``build_model(name, **options)`` / ``list_models()`` are the only lookup; importing this package
 registers every builder: ``micronet_v1``/``micronet_v2`` (``micronet``), ``wrn28_10`` (``wrn``, the

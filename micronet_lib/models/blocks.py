@@ -1,6 +1,6 @@
 """MicroNet building blocks: hard-swish, squeeze-excitation, the inverted-residual MicroBlock.
 
-PAPER.md §3.1. Module attribute names reproduce the authors' state_dict keys (PAPER.md §4.3):
+docs/method.md §3.1. Module attribute names reproduce the authors' state_dict keys (docs/method.md §4.3):
 ``conv1, bn1, conv2, bn2, conv3, bn3, shortcut, fc1, fc2``, so released checkpoints load strictly.
 Parameter-free helpers (activations, the squeeze-excitation wrapper) add no keys.
 """
@@ -16,21 +16,21 @@ import torch.nn.functional as F
 
 __all__ = ["HSwish", "SqueezeExcite", "MicroBlock", "STRIDE2_SE_MODES", "default_norm_layer"]
 
-# How the squeeze-excitation of a stride-2 block behaves (PAPER.md §3.1 "The stride-2 case", §11 item 2):
+# How the squeeze-excitation of a stride-2 block behaves (docs/method.md §3.1 "The stride-2 case", §11 item 2):
 #   "discard": the authors' released code: the gate is computed and thrown away (faithful default; the
-#              scorer sees the dead ops the authors counted, PAPER.md §9.1);
+#              scorer sees the dead ops the authors counted, docs/method.md §9.1);
 #   "skip":    the gate is not computed at all (same outputs, fewer ops; parameters kept so checkpoints load);
 #   "apply":   the block drawn in the paper's figures: the gate scales the output (still no residual).
 STRIDE2_SE_MODES = ("discard", "skip", "apply")
 
 
 def default_norm_layer(momentum: float = 0.01) -> Callable[[int], nn.Module]:
-    """BatchNorm2d with PyTorch momentum 0.01, i.e. TF/Keras decay 0.99 = 1 - 0.01 (PAPER.md §3.1)."""
+    """BatchNorm2d with PyTorch momentum 0.01, i.e. TF/Keras decay 0.99 = 1 - 0.01 (docs/method.md §3.1)."""
     return partial(nn.BatchNorm2d, eps=1e-5, momentum=momentum)
 
 
 class HSwish(nn.Module):
-    """h(x) = x · ReLU6(x + 3) / 6 (PAPER.md §3.1). The scorer charges 1 add + 4 mults per element (§9.1)."""
+    """h(x) = x · ReLU6(x + 3) / 6 (docs/method.md §3.1). The scorer charges 1 add + 4 mults per element (§9.1)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # One fused kernel; it evaluates the same expression as the authors' x * relu6(x + 3) / 6.
@@ -38,7 +38,7 @@ class HSwish(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    """Squeeze-excitation on the projected output u (PAPER.md §3.1 step 4).
+    """Squeeze-excitation on the projected output u (docs/method.md §3.1 step 4).
 
     g = sigmoid(fc2(HSwish(fc1(GAP(u))))); ``forward`` returns u ⊙ g when ``applied`` is true, else u
     unchanged after computing g (the authors' stride-2 behaviour). ``gate(u)`` returns g alone.
@@ -77,7 +77,7 @@ class SqueezeExcite(nn.Module):
 
 
 class MicroBlock(nn.Module):
-    """Inverted-residual block MicroBlock(C_in, C_out, e, s) of PAPER.md §3.1.
+    """Inverted-residual block MicroBlock(C_in, C_out, e, s) of docs/method.md §3.1.
 
     expand 1×1 (C_in→E) → BN → HSwish → depthwise 3×3 stride s → BN → HSwish → project 1×1 (E→C_out)
     → BN = u; squeeze-excitation on u with hidden width H; then
@@ -125,13 +125,13 @@ class MicroBlock(nn.Module):
         self.act2 = act_layer()
         self.conv3 = nn.Conv2d(expanded, out_ch, 1, bias=False)
         self.bn3 = norm_layer(out_ch)
-        # Shortcut convs only where the authors have them: stride 1 and a width change (PAPER.md §3.1);
+        # Shortcut convs only where the authors have them: stride 1 and a width change (docs/method.md §3.1);
         # nn.Identity adds no keys, so `layers.i.shortcut.{0,1}` exist exactly for blocks 0, 4, 13, 15.
         if self.has_residual and in_ch != out_ch:
             self.shortcut: nn.Module = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, bias=False), norm_layer(out_ch))
         else:
             self.shortcut = nn.Identity()
-        # The SE convs are biased and exist in every block, dead or not (PAPER.md §3.1, §3.4).
+        # The SE convs are biased and exist in every block, dead or not (docs/method.md §3.1, §3.4).
         self.fc1 = nn.Conv2d(out_ch, se_hidden, 1, bias=True)
         self.fc2 = nn.Conv2d(se_hidden, out_ch, 1, bias=True)
         self.se: nn.Module = (

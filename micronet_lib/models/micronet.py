@@ -1,6 +1,6 @@
-"""MicroNet ver1 / ver2 (PAPER.md §3): a table of stages, a builder that threads the input width.
+"""MicroNet ver1 / ver2 (docs/method.md §3): a table of stages, a builder that threads the input width.
 
-Each stage row is ``StageConfig(expansion, out_ch, repeats, stride)`` from PAPER.md §3.2; only the
+Each stage row is ``StageConfig(expansion, out_ch, repeats, stride)`` from docs/method.md §3.2; only the
 first block of a stage strides. Widths of one block (E, H) are computed in ``block_widths`` and nowhere
 else. ``build_model("micronet_v1"|"micronet_v2", num_classes=100, ...)`` builds the network.
 """
@@ -34,13 +34,13 @@ __all__ = [
     "micronet_v2",
 ]
 
-STEM_CHANNELS = 32  # stem conv 3×3, 3→32 (PAPER.md §3.1)
-SE_RATIO = Fraction(1, 4)  # H = floor(0.25 · C_out): ratio on the block *output* width (PAPER.md §3.1)
+STEM_CHANNELS = 32  # stem conv 3×3, 3→32 (docs/method.md §3.1)
+SE_RATIO = Fraction(1, 4)  # H = floor(0.25 · C_out): ratio on the block *output* width (docs/method.md §3.1)
 
 
 @dataclass(frozen=True)
 class StageConfig:
-    """One row of PAPER.md §3.2: ``repeats`` blocks of width ``out_ch``; the first has ``stride``."""
+    """One row of docs/method.md §3.2: ``repeats`` blocks of width ``out_ch``; the first has ``stride``."""
 
     expansion: float
     out_ch: int
@@ -58,7 +58,7 @@ class StageConfig:
             raise ValueError(f"StageConfig.stride={self.stride!r} is not supported; allowed: 1, 2")
 
 
-# PAPER.md §3.2. Resolution drops at stages 2, 5 and 7 (blocks 2, 7, 12): 32 → 16 → 8 → 4.
+# docs/method.md §3.2. Resolution drops at stages 2, 5 and 7 (blocks 2, 7, 12): 32 → 16 → 8 → 4.
 STAGES: dict[str, tuple[StageConfig, ...]] = {
     "ver1": (
         StageConfig(3, 16, 2, 1),  # 32×32
@@ -86,7 +86,7 @@ STAGES: dict[str, tuple[StageConfig, ...]] = {
 
 
 def block_widths(in_ch: int, out_ch: int, expansion: float) -> tuple[int, int]:
-    """``(E, H)`` = (floor(e · C_in), floor(0.25 · C_out)), PAPER.md §3.1; at least 1 channel each.
+    """``(E, H)`` = (floor(e · C_in), floor(0.25 · C_out)), docs/method.md §3.1; at least 1 channel each.
 
     Exact rational arithmetic (``Fraction(str(e))``), so 2.5 · 36 is 90 and never 89.99999.
     """
@@ -113,9 +113,9 @@ class MicroNetConfig:
     num_classes: int = 100
     width_mult: float = 1.0
     depth_mult: float = 1.0
-    dropout: float = 0.3  # head dropout (PAPER.md §3.1)
-    bn_momentum: float = 0.01  # PyTorch convention; "0.99" in TF terms (PAPER.md §3.1)
-    stride2_se: str = "discard"  # PAPER.md §3.1, see blocks.STRIDE2_SE_MODES
+    dropout: float = 0.3  # head dropout (docs/method.md §3.1)
+    bn_momentum: float = 0.01  # PyTorch convention; "0.99" in TF terms (docs/method.md §3.1)
+    stride2_se: str = "discard"  # docs/method.md §3.1, see blocks.STRIDE2_SE_MODES
 
     def __post_init__(self):
         if self.version not in STAGES:
@@ -136,7 +136,7 @@ class MicroNetConfig:
             )
 
     def stages(self) -> tuple[StageConfig, ...]:
-        """The PAPER.md §3.2 rows with the width/depth multipliers applied."""
+        """The docs/method.md §3.2 rows with the width/depth multipliers applied."""
         return tuple(
             StageConfig(s.expansion, scale_width(s.out_ch, self.width_mult), scale_depth(s.repeats, self.depth_mult), s.stride)
             for s in STAGES[self.version]
@@ -144,9 +144,9 @@ class MicroNetConfig:
 
 
 class MicroNet(nn.Module):
-    """Stem (conv 3×3 → BN → HSwish), 16 MicroBlocks, GAP → Dropout → Linear (PAPER.md §3.1–3.2).
+    """Stem (conv 3×3 → BN → HSwish), 16 MicroBlocks, GAP → Dropout → Linear (docs/method.md §3.1–3.2).
 
-    Attributes reproduce the released keys: ``conv1, bn1, layers[i], linear`` (PAPER.md §4.3).
+    Attributes reproduce the released keys: ``conv1, bn1, layers[i], linear`` (docs/method.md §4.3).
     """
 
     def __init__(self, config: MicroNetConfig):
@@ -183,10 +183,10 @@ class MicroNet(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """The authors' initialisation (PAPER.md §3.5): He fan-out normal convs, N(0, 0.01²) linear."""
+        """The authors' initialisation (docs/method.md §3.5): He fan-out normal convs, N(0, 0.01²) linear."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                # fan-out n = k·k·C_out; for the depthwise conv C_out = E (PAPER.md §3.5).
+                # fan-out n = k·k·C_out; for the depthwise conv C_out = E (docs/method.md §3.5).
                 n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
                 m.weight.normal_(0.0, math.sqrt(2.0 / n))
                 if m.bias is not None:
@@ -222,7 +222,7 @@ def micronet_v1(
     bn_momentum: float = 0.01,
     stride2_se: str = "discard",
 ) -> MicroNet:
-    """MicroNet ver1 (e = 3; the 2nd-place 0.0054 entry), PAPER.md §3.2."""
+    """MicroNet ver1 (e = 3; the 2nd-place 0.0054 entry), docs/method.md §3.2."""
     return _build(
         "ver1", num_classes=num_classes, width_mult=width_mult, depth_mult=depth_mult,
         dropout=dropout, bn_momentum=bn_momentum, stride2_se=stride2_se,
@@ -239,7 +239,7 @@ def micronet_v2(
     bn_momentum: float = 0.01,
     stride2_se: str = "discard",
 ) -> MicroNet:
-    """MicroNet ver2 (e = 2.5; the 3rd-place 0.0056 entry), PAPER.md §3.2."""
+    """MicroNet ver2 (e = 2.5; the 3rd-place 0.0056 entry), docs/method.md §3.2."""
     return _build(
         "ver2", num_classes=num_classes, width_mult=width_mult, depth_mult=depth_mult,
         dropout=dropout, bn_momentum=bn_momentum, stride2_se=stride2_se,
@@ -247,7 +247,7 @@ def micronet_v2(
 
 
 # ---------------------------------------------------------------------------------------------------
-# Weight groups (PAPER.md §4.5 rows): which role a parameter or module plays, from its name alone.
+# Weight groups (docs/method.md §4.5 rows): which role a parameter or module plays, from its name alone.
 
 WEIGHT_GROUPS = ("stem", "expand", "depthwise", "project", "shortcut", "se_fc1", "se_fc2", "classifier", "bn")
 
@@ -269,7 +269,7 @@ _PATTERNS = (
 def weight_group(name: str) -> str:
     """Group of a MicroNet parameter/buffer/module name, e.g. ``"layers.3.conv2.weight"`` → ``"depthwise"``.
 
-    Groups: stem, expand, depthwise, project, shortcut, se_fc1, se_fc2, classifier (the PAPER.md §4.5
+    Groups: stem, expand, depthwise, project, shortcut, se_fc1, se_fc2, classifier (the docs/method.md §4.5
     rows), plus ``bn`` for BatchNorm tensors. A name that is not part of a MicroNet raises ``ValueError``.
     """
     key = name

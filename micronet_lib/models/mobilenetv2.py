@@ -1,6 +1,6 @@
 """MobileNetV2 (Sandler et al. 2018) adapted to 32×32 inputs, a baseline for comparison tables.
 
-Not part of the paper (PAPER.md §1 names MobileNetV3-style blocks as MicroNet's origin). The CIFAR
+Not part of the paper (docs/method.md §1 names MobileNetV3-style blocks as MicroNet's origin). The CIFAR
 adaptation is the usual one: the stem and the second stage do not stride, so the 32×32 input reaches
 4×4 before pooling instead of 1×1. Everything else (widths, expansion 6, ReLU6, linear bottlenecks,
 1280-wide last conv, dropout 0.2) is the ImageNet network, so its parameter count equals torchvision's

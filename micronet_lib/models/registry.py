@@ -30,5 +30,10 @@ def model_builder(name: str) -> Callable[..., nn.Module]:
 
 
 def build_model(name: str, **options) -> nn.Module:
-    """Build a registered model, e.g. ``build_model("micronet_v1", num_classes=100)``."""
+    """Build a registered model, e.g. ``build_model("micronet_v1", num_classes=100)``.
+
+    ``name``: ``micronet_v1``, ``micronet_v2`` (docs/method.md §3), ``wrn28_10`` (the score normaliser) or
+    any other registered name (``models.registry``); ``options`` go to its builder, e.g.
+    ``width_mult`` / ``depth_mult`` for the smaller MicroNets the short profiles train.
+    """
     return model_builder(name)(**options)

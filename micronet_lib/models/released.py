@@ -1,8 +1,8 @@
-"""The authors' released checkpoints (PAPER.md §4) and any MicroNet checkpoint file, loaded strictly.
+"""The authors' released checkpoints (docs/method.md §4) and any MicroNet checkpoint file, loaded strictly.
 
 ``load_released("micronet_v2_pr_60")`` fetches the file through the asset layer (sha256-checked), reads it
-onto the CPU whatever device it was saved from (the files hold CUDA tensors, PAPER.md §4.2), builds the
-right network, attaches a pruning mask to every module that has a ``<module>.mask`` entry (PAPER.md §4.4),
+onto the CPU whatever device it was saved from (the files hold CUDA tensors, docs/method.md §4.2), builds the
+right network, attaches a pruning mask to every module that has a ``<module>.mask`` entry (docs/method.md §4.4),
 loads with ``strict=True`` and verifies that every weight is exactly zero where its mask is zero.
 
 ``load_checkpoint(path_or_name)`` does the same for arbitrary files: a plain state_dict, or a dict that
@@ -45,12 +45,12 @@ _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 
 @dataclass(frozen=True)
 class ReleasedCheckpoint:
-    """One released file (PAPER.md §4.1, §4.5): the builder it needs and what it should contain."""
+    """One released file (docs/method.md §4.1, §4.5): the builder it needs and what it should contain."""
 
     name: str
     model: str
     prune_percent: int
-    nonzero_weights: int  # nnz over all ndim > 1 weights (PAPER.md §4.5)
+    nonzero_weights: int  # nnz over all ndim > 1 weights (docs/method.md §4.5)
 
     @property
     def filename(self) -> str:
@@ -84,7 +84,7 @@ def _released(name: str) -> ReleasedCheckpoint:
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``(state_dict, meta)`` from a checkpoint file, on the CPU; ``meta`` holds a wrapper's other entries.
 
-    Accepts a plain state_dict (the authors' format, PAPER.md §4.2) or ``{"model": state_dict, ...}``.
+    Accepts a plain state_dict (the authors' format, docs/method.md §4.2) or ``{"model": state_dict, ...}``.
     Loading uses ``weights_only=True``: a file needing arbitrary pickled objects is rejected.
     """
     path = Path(path)
@@ -245,7 +245,7 @@ def load_checkpoint(
 
 
 def load_released(name: str, *, num_classes: int | None = None) -> nn.Module:
-    """One of the authors' checkpoints (PAPER.md §4.1) as a masked model on the CPU, in eval mode."""
+    """One of the authors' checkpoints (docs/method.md §4.1) as a masked model on the CPU, in eval mode."""
     entry = _released(name)
     if num_classes is not None and num_classes != 100:
         raise ValueError(f"{name} is a CIFAR-100 checkpoint with 100 classes, but num_classes={num_classes} was requested")
@@ -254,7 +254,7 @@ def load_released(name: str, *, num_classes: int | None = None) -> nn.Module:
     path = assets.fetch(entry.filename)
     state, meta = read_state_dict(path)
     if meta:
-        raise ValueError(f"{entry.filename} should be a plain state_dict (PAPER.md §4.2) but wraps one with {sorted(meta)}")
+        raise ValueError(f"{entry.filename} should be a plain state_dict (docs/method.md §4.2) but wraps one with {sorted(meta)}")
     net = build_model(entry.model, num_classes=100)
     load_into(net, state, source=entry.filename)
     return net.eval()

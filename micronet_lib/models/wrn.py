@@ -1,10 +1,10 @@
-"""WideResNet-28-10, the CIFAR-100 normaliser of the MicroNet Challenge (SCORING.md §1, §7.2).
+"""WideResNet-28-10, the CIFAR-100 normaliser of the MicroNet Challenge (docs/scoring.md §1, §7.2).
 
 Pre-activation blocks (Zagoruyko & Komodakis 2016): BN → ReLU → conv 3×3 (stride s) → BN → ReLU →
 (dropout) → conv 3×3, plus a 1×1 projection shortcut, applied to the pre-activated input, where the
 width changes; all convs bias-free; a final BN → ReLU → global average pool → Linear(640 → classes).
 For 100 classes it has 36,536,884 trainable parameters (36,454,832 conv weights + 64,100 classifier +
-17,952 BN affine; SCORING.md §7.2). The challenge's own count of this network (36,529,028 params,
+17,952 BN affine; docs/scoring.md §7.2). The challenge's own count of this network (36,529,028 params,
 10,490,270,720 ops) uses a fixed layout, not this forward pass: see ``micronet_lib.scoring.layouts``.
 """
 
@@ -105,7 +105,7 @@ class WideResNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 # float32 normal draws hit exactly 0 a few times in 36M; the scorer reads sparsity from
-                # exact zeros (SCORING.md §5.1), so a fresh baseline must be exactly dense.
+                # exact zeros (docs/scoring.md §5.1), so a fresh baseline must be exactly dense.
                 m.weight.copy_(torch.where(m.weight == 0, torch.finfo(m.weight.dtype).tiny, m.weight))
             elif isinstance(m, nn.BatchNorm2d):
                 m.reset_parameters()
@@ -122,5 +122,5 @@ class WideResNet(nn.Module):
 
 @register_model("wrn28_10")
 def wrn28_10(*, num_classes: int = 100, dropout: float = 0.0) -> WideResNet:
-    """WideResNet-28-10 (SCORING.md §7.2): the challenge's CIFAR-100 baseline and score normaliser."""
+    """WideResNet-28-10 (docs/scoring.md §7.2): the challenge's CIFAR-100 baseline and score normaliser."""
     return WideResNet(WRNConfig(depth=28, widen=10, num_classes=num_classes, dropout=dropout))

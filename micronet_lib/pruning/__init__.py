@@ -1,4 +1,4 @@
-"""Iterative global magnitude pruning with masks that survive training, saving and compiling (PAPER.md §8)."""
+"""Iterative global magnitude pruning with masks that survive training, saving and compiling (docs/method.md §8)."""
 
 from micronet_lib.pruning.criteria import (
     SCOPES,

@@ -1,7 +1,7 @@
-"""Masked checkpoints in the authors' layout: read, check, load strictly, write atomically (PAPER.md §4.2–4.4).
+"""Masked checkpoints in the authors' layout: read, check, load strictly, write atomically (docs/method.md §4.2–4.4).
 
 A pruned checkpoint is a plain state_dict whose ``<module>.mask`` buffers follow their weights, the
-layout of the released files; the scorer reads density from the weights' exact zeros (SCORING.md),
+layout of the released files; the scorer reads density from the weights' exact zeros (docs/scoring.md),
 so a written checkpoint always satisfies ``mask == (weight ≠ 0)`` on every masked tensor.
 """
 
@@ -33,7 +33,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# "strict": mask == (weight ≠ 0), the invariant of every released file (PAPER.md §4.4).
+# "strict": mask == (weight ≠ 0), the invariant of every released file (docs/method.md §4.4).
 # "pruned": only require pruned entries to be zero (a kept weight may be exactly zero by chance).
 MASK_CHECKS = ("strict", "pruned", "none")
 _WRAPPER_KEYS = ("model", "state_dict", "net")
@@ -54,7 +54,7 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> "OrderedDi
     """State dict (CPU tensors) of a released asset name, a checkpoint path, or an in-memory mapping.
 
     Accepts the released plain OrderedDicts (saved as CUDA tensors, hence ``map_location="cpu"``,
-    PAPER.md §4.2), a wrapper dict holding one under ``model``/``state_dict``/``net``, and strips the
+    docs/method.md §4.2), a wrapper dict holding one under ``model``/``state_dict``/``net``, and strips the
     ``_orig_mod.`` (torch.compile) and ``module.`` (DataParallel) prefixes.
     """
     if isinstance(source, Mapping):
@@ -124,7 +124,7 @@ def check_masks(state_dict: Mapping[str, torch.Tensor], *, check: str = "strict"
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
         raise ValueError(
             f"{where}: masks disagree with the weights' zeros in {len(bad)} tensors: {'; '.join(bad[:3])}{more}. "
-            "A pruned checkpoint must have mask == (weight != 0) (PAPER.md §4.4); re-export it with "
+            "A pruned checkpoint must have mask == (weight != 0) (docs/method.md §4.4); re-export it with "
             "pruning.save_pruned, or load with check='pruned' (kept zeros allowed) / check='none'."
         )
 

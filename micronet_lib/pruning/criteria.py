@@ -1,9 +1,9 @@
-"""Magnitude criteria: which weights are prunable and which of them a rate removes (PAPER.md §8.2).
+"""Magnitude criteria: which weights are prunable and which of them a rate removes (docs/method.md §8.2).
 
 The authors pool |w| over every parameter with ndim > 1, take the p-th percentile t of the pool with
 numpy's linear interpolation, and keep w ⟺ |w| > t. With N pooled values and q = p/100 · (N − 1),
 that removes exactly ``floor(q) + 1`` values whenever the two values around position q differ; this
-count reproduces all five released checkpoints (PAPER.md §4.5: e.g. 141,355 of 471,184 at 30 %).
+count reproduces all five released checkpoints (docs/method.md §4.5: e.g. 141,355 of 471,184 at 30 %).
 
 Two tie rules (``PruneConfig.ties``):
 
@@ -15,7 +15,7 @@ Two tie rules (``PruneConfig.ties``):
   Ties at t (and float32 rounding of t onto the next value) remove every tied weight.
 
 Both rules always remove exact zeros (|0| ≤ t for every t ≥ 0), so after pruning ``mask == (w ≠ 0)``
-exactly, the invariant of every released checkpoint (PAPER.md §4.4). If a model already has more
+exactly, the invariant of every released checkpoint (docs/method.md §4.4). If a model already has more
 zeros than the rate asks for, its sparsity simply stays higher (masks cannot un-prune), with a log
 warning. Rate 0 removes only exact zeros (numpy's 0th percentile would also remove the minimum).
 """
@@ -53,7 +53,7 @@ TIE_RULES = ("exact", "threshold")
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """One pruning step: remove ``rate_percent`` % of the prunable weights (PAPER.md §8.2).
+    """One pruning step: remove ``rate_percent`` % of the prunable weights (docs/method.md §8.2).
 
     ``scope="global"`` ranks all prunable weights together (the authors); ``"layer"`` applies the
     same rate to each tensor separately. ``ties`` is explained in the module docstring.
@@ -76,7 +76,7 @@ class PruneConfig:
 
 
 def prunable(name: str, param: torch.Tensor) -> bool:
-    """True for the weights the authors prune: a ``weight`` with ndim > 1 (PAPER.md §8.2).
+    """True for the weights the authors prune: a ``weight`` with ndim > 1 (docs/method.md §8.2).
 
     That is every conv kernel (stem, expand, depthwise, project, shortcut, SE fc1/fc2, dead stride-2
     SE included) and the classifier weight. Biases (ndim 1) and BatchNorm γ/β (ndim 1) never are.
@@ -103,7 +103,7 @@ def n_to_prune(numel: int, rate_percent: float) -> int:
     """How many of ``numel`` pooled values numpy's percentile threshold removes when there are no ties.
 
     q = p/100 · (numel − 1) is evaluated exactly (``Fraction``), so e.g. 60 % of 450,456 gives
-    q = 270,273 and 270,274 removals, as in ``micronet_v1_pr_60`` (PAPER.md §4.5), independent of
+    q = 270,273 and 270,274 removals, as in ``micronet_v1_pr_60`` (docs/method.md §4.5), independent of
     float rounding. Rate 0 removes nothing (beyond exact zeros, see module docstring).
     """
     if rate_percent <= 0 or numel <= 0:
@@ -178,7 +178,7 @@ def compute_masks(model: nn.Module, rate_percent: float, *, scope: str = "global
 def prune_to_rate(model: nn.Module, rate_percent: float, *, scope: str = "global", ties: str = "exact") -> dict[str, torch.Tensor]:
     """Compute magnitude masks at ``rate_percent`` % and attach them; returns ``{"<module>.mask": mask}``.
 
-    PAPER.md §8.2/§8.4: the masks come from the model's current (masked) weights; weights already
+    docs/method.md §8.2/§8.4: the masks come from the model's current (masked) weights; weights already
     masked or exactly zero stay pruned, so successive calls give nested masks. Masked weights are
     zeroed immediately and before every forward (``masks.attach_mask``); pair with
     ``keep_masked(optimizer, model)`` so they are also zero after every optimiser step.

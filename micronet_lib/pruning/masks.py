@@ -1,8 +1,8 @@
 """Pruning masks as buffers named like the authors' (``<module>.mask`` beside ``<module>.weight``).
 
 A masked module keeps a 0/1 float buffer ``mask`` of its weight's shape, so released checkpoints
-(PAPER.md §4.3–4.4) load strictly. The authors overwrite the weight with weight ⊙ mask in place
-before every forward (PAPER.md §8.1); we do the same with a forward pre-hook, so masked entries are
+(docs/method.md §4.3–4.4) load strictly. The authors overwrite the weight with weight ⊙ mask in place
+before every forward (docs/method.md §8.1); we do the same with a forward pre-hook, so masked entries are
 exactly zero whenever the module runs, whatever touched the weight in between.
 """
 
@@ -80,7 +80,7 @@ class MaskedOptimizerHook:
     """Callable for ``optimizer.register_step_post_hook``: re-zero masked weights after every step.
 
     The forward pre-hook only zeroes weights when a module runs; after ``optimizer.step()`` momentum and
-    weight decay leave pruned entries nonzero until the next forward (PAPER.md §8.1). Checkpoints,
+    weight decay leave pruned entries nonzero until the next forward (docs/method.md §8.1). Checkpoints,
     evaluation and the scorer must never see them, so this hook zeroes them right after each step.
     Masks attached after the hook was registered (a new pruning cycle) are covered too, because the
     masked modules are looked up at every call.

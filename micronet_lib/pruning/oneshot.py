@@ -1,4 +1,4 @@
-"""One-shot pruning of any checkpoint to a rate, with optional BN recalibration (issue #7; PAPER.md §8.2).
+"""One-shot pruning of any checkpoint to a rate, with optional BN recalibration (issue #7; docs/method.md §8.2).
 
 The authors only prune inside training (§8.4); one-shot pruning is the companion's probe of what a
 rate costs before fine-tuning. Pruning shifts every layer's activation statistics, so BN running

@@ -1,8 +1,8 @@
-"""Sparsity per layer and per layer group, and nesting of masks between checkpoints (PAPER.md §4.4–4.5).
+"""Sparsity per layer and per layer group, and nesting of masks between checkpoints (docs/method.md §4.4–4.5).
 
 Everything here reads a state_dict (or a model's), so a checkpoint can be reported without building a
 model. Sparsity is the exact-zero fraction of each prunable weight (ndim > 1, ``criteria.prunable``):
-the quantity the scorer charges (SCORING.md: density from exact zeros, not from masks). Groups are
+the quantity the scorer charges (docs/scoring.md: density from exact zeros, not from masks). Groups are
 ``models.micronet.weight_group``'s (stem, expand, depthwise, project, shortcut, se_fc1, se_fc2,
 classifier); a weight outside a MicroNet is grouped as ``other``.
 """
@@ -29,7 +29,7 @@ __all__ = [
     "chain_violations",
 ]
 
-# Row order of PAPER.md §4.5.
+# Row order of docs/method.md §4.5.
 GROUP_ORDER = ("stem", "expand", "depthwise", "project", "shortcut", "se_fc1", "se_fc2", "classifier", "other")
 
 def _state(source: Any) -> Mapping[str, torch.Tensor]:
@@ -78,7 +78,7 @@ def sparsity_table(source: Any) -> pd.DataFrame:
 
 
 def group_table(source: Any, *, total: bool = True) -> pd.DataFrame:
-    """Per group (PAPER.md §4.5 rows, in that order): numel, nnz, sparsity; plus an ``all`` row (ndim > 1)."""
+    """Per group (docs/method.md §4.5 rows, in that order): numel, nnz, sparsity; plus an ``all`` row (ndim > 1)."""
     layers = sparsity_table(source)
     grouped = layers.groupby("group", sort=False)[["numel", "nnz"]].sum()
     order = [g for g in GROUP_ORDER if g in grouped.index]
@@ -122,7 +122,7 @@ def _kept(state: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
 def nesting_table(outer: Any, inner: Any) -> pd.DataFrame:
     """Per prunable weight: entries kept in ``inner`` (the sparser, later one) but pruned in ``outer``.
 
-    Nested masks (outer ⊇ inner as sets of kept weights, PAPER.md §4.4) have 0 violations everywhere.
+    Nested masks (outer ⊇ inner as sets of kept weights, docs/method.md §4.4) have 0 violations everywhere.
     """
     a, b = _state(outer), _state(inner)
     keys_a = [k for k, _ in _prunable_items(a)]

@@ -1,4 +1,4 @@
-"""The authors' iterative schedule: linearly rising rates over K cycles (PAPER.md §8.3–8.4).
+"""The authors' iterative schedule: linearly rising rates over K cycles (docs/method.md §8.3–8.4).
 
 Cycle k = 1…K of a pruning run (min, max) prunes to ``min + (max − min) · k / K`` %; (0, 60) over
 4 cycles gives 15, 30, 45, 60, the released ver2 chain. The training engine calls
@@ -25,7 +25,7 @@ def _check_rate(field: str, value) -> None:
 
 @dataclass(frozen=True)
 class PruneSchedule:
-    """A pruning run (min_rate, max_rate) over ``cycles`` cycles (PAPER.md §8.3; authors: 4 cycles)."""
+    """A pruning run (min_rate, max_rate) over ``cycles`` cycles (docs/method.md §8.3; authors: 4 cycles)."""
 
     min_rate: float = 0.0
     max_rate: float = 60.0

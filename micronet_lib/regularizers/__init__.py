@@ -1,4 +1,4 @@
-"""The paper's structural regularisers (PAPER.md §5.5, §6) as small reusable parts.
+"""The paper's structural regularisers (docs/method.md §5.5, §6) as small reusable parts.
 
 - :mod:`.orthogonality`: the SRIP-style penalty on 1×1 convolutions (§6.1).
 - :mod:`.labels`: plain / uniformly smoothed / weighted-label-smoothing losses behind one interface

@@ -1,8 +1,8 @@
-"""Cross-entropy, uniform and weighted label smoothing behind one loss interface (PAPER.md §6.2, §6.3).
+"""Cross-entropy, uniform and weighted label smoothing behind one loss interface (docs/method.md §6.2, §6.3).
 
 ``make_loss(kind, num_classes=...)`` returns a :class:`LabelLoss` called as
 ``loss(logits, y_a, y_b=None, lam=1.0)`` = λ·ℓ(z, y_a) + (1 − λ)·ℓ(z, y_b), the CutMix/Mixup form of
-PAPER.md §5.5. Every kind is written as (1 − ε)·CE + ε·(−Σ_k q_k log p_k) with the smoothing
+docs/method.md §5.5. Every kind is written as (1 − ε)·CE + ε·(−Σ_k q_k log p_k) with the smoothing
 distribution q over the *other* classes, so ε = 0 is exactly cross-entropy.
 """
 
@@ -28,9 +28,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LOSS_KINDS = ("ce", "ls", "wls")
-WLS_EPSILON_TRAIN = 0.3  # weighted LS during pretraining (PAPER.md §6.2)
-WLS_EPSILON_PRUNE = 0.1  # weighted LS during the pruning cycles (PAPER.md §6.2, §8.4)
-LS_EPSILON = 0.1  # uniform LS: q_y = 0.9, q_k = 0.1/99 (PAPER.md §6.3)
+WLS_EPSILON_TRAIN = 0.3  # weighted LS during pretraining (docs/method.md §6.2)
+WLS_EPSILON_PRUNE = 0.1  # weighted LS during the pruning cycles (docs/method.md §6.2, §8.4)
+LS_EPSILON = 0.1  # uniform LS: q_y = 0.9, q_k = 0.1/99 (docs/method.md §6.3)
 
 
 def default_epsilon(kind: str, *, stage: str = "train") -> float:
@@ -47,7 +47,7 @@ def default_epsilon(kind: str, *, stage: str = "train") -> float:
 
 
 def class_similarity(classifier_weight: torch.Tensor) -> torch.Tensor:
-    """S [C, C] from the classifier rows (PAPER.md §6.2): S_ij = exp|cos(w_i, w_j)| / Σ_{k≠i} exp|cos(w_i, w_k)|.
+    """S [C, C] from the classifier rows (docs/method.md §6.2): S_ij = exp|cos(w_i, w_j)| / Σ_{k≠i} exp|cos(w_i, w_k)|.
 
     The diagonal is 0 and every row sums to 1. Computed in float64 (the reference fixture is matched to
     ~3e-9) and returned in the weight's floating dtype; the weight is detached.
@@ -72,7 +72,7 @@ def _uniform_similarity(num_classes: int) -> torch.Tensor:
 
 
 def _classifier_weight(model: nn.Module) -> torch.Tensor:
-    # MicroNet's classifier is ``linear`` (PAPER.md §4.3); otherwise take the last nn.Linear.
+    # MicroNet's classifier is ``linear`` (docs/method.md §4.3); otherwise take the last nn.Linear.
     module = getattr(model, "linear", None)
     if not isinstance(module, nn.Linear):
         linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
@@ -89,7 +89,7 @@ def _classifier_weight(model: nn.Module) -> torch.Tensor:
 class LabelLoss(nn.Module):
     """ℓ(z, y) = (1 − ε)·CE(z, y) + ε·(−Σ_k q_{y,k} log softmax(z)_k), batch mean.
 
-    q is one-hot for "ce" (ε must be 0), uniform over the other classes for "ls" (PAPER.md §6.3; note
+    q is one-hot for "ce" (ε must be 0), uniform over the other classes for "ls" (docs/method.md §6.3; note
     this differs from ``torch``'s ``label_smoothing``, which also puts ε/C on the label), and the
     class-similarity row S_y for "wls" (§6.2). S starts uniform (what a random init gives, nearly) and
     is replaced by :meth:`update_similarity`; the authors do that at the start of every epoch
@@ -160,6 +160,6 @@ class LabelLoss(nn.Module):
 
 
 def make_loss(kind: str = "ce", *, num_classes: int, epsilon: float | None = None, update_every: int = 1) -> LabelLoss:
-    """Build the per-sample objective ℓ of PAPER.md §5.5; ``epsilon=None`` takes :func:`default_epsilon` (training)."""
+    """Build the per-sample objective ℓ of docs/method.md §5.5; ``epsilon=None`` takes :func:`default_epsilon` (training)."""
     eps = default_epsilon(kind) if epsilon is None else epsilon
     return LabelLoss(kind, num_classes=num_classes, epsilon=eps, update_every=update_every)

@@ -1,4 +1,4 @@
-"""Input-mixing regularisers: CutMix (PAPER.md §6.4), Mixup (§6.5) and Cutout (§7.5).
+"""Input-mixing regularisers: CutMix (docs/method.md §6.4), Mixup (§6.5) and Cutout (§7.5).
 
 All three are seedable through an optional ``torch.Generator``. CutMix and Mixup draw one λ (Beta(α, α))
 per *batch*; Beta is not available on a ``torch.Generator``, so each call derives a NumPy generator from
@@ -29,7 +29,7 @@ def _check_batch(x: torch.Tensor, y: torch.Tensor, alpha: float) -> None:
 
 
 def cutmix_box(height: int, width: int, lam: float, *, rng: np.random.Generator) -> tuple[int, int, int, int]:
-    """The authors' CutMix box (PAPER.md §6.4): ``(r0, r1, c0, c1)``, rows [r0, r1) and columns [c0, c1).
+    """The authors' CutMix box (docs/method.md §6.4): ``(r0, r1, c0, c1)``, rows [r0, r1) and columns [c0, c1).
 
     cut = int(side·√(1 − λ)) per side; the centre is a uniform integer per axis (rows first); the box is
     [c − cut//2, c + cut//2) clipped to the image, so an odd cut loses one pixel before clipping.
@@ -50,7 +50,7 @@ def cutmix(
     prob: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
-    """CutMix one batch exactly as the authors (PAPER.md §6.4); returns ``(x_mixed, y_a, y_b, lam)``.
+    """CutMix one batch exactly as the authors (docs/method.md §6.4); returns ``(x_mixed, y_a, y_b, lam)``.
 
     With probability ``prob`` (the authors: 1): λ ~ Beta(α, α), a permutation π, one box for the whole
     batch pasted from x[π], y_a = y, y_b = y[π], and λ reset to 1 − box area / (H·W) (an empty box gives
@@ -80,7 +80,7 @@ def mixup(
     alpha: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
-    """Mixup (Zhang et al. 2018; broken and unused in the authors' code, PAPER.md §6.5).
+    """Mixup (Zhang et al. 2018; broken and unused in the authors' code, docs/method.md §6.5).
 
     λ ~ Beta(α, α) per batch, x̃ = λ·x + (1 − λ)·x[π]; returns ``(x̃, y, y[π], λ)`` for the mixed loss.
     """
@@ -98,7 +98,7 @@ def mixup(
 def cutout(
     images: torch.Tensor, *, size: int = 16, fill: float = 0, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Cutout (DeVries & Taylor 2017) as in the authors' "cutout" mode (PAPER.md §7.5).
+    """Cutout (DeVries & Taylor 2017) as in the authors' "cutout" mode (docs/method.md §7.5).
 
     One ``size``×``size`` hole per image, centre a uniform integer (row, then column), box
     [c − size//2, c + size//2) clipped to the image, set to ``fill`` (0: applied before normalisation).

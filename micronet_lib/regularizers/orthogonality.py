@@ -1,4 +1,4 @@
-"""SRIP-style orthogonality penalty on 1×1 convolutions (PAPER.md §6.1, after Bansal et al. 2018).
+"""SRIP-style orthogonality penalty on 1×1 convolutions (docs/method.md §6.1, after Bansal et al. 2018).
 
 For each selected layer, W is reshaped to (out, in), A = WᵀW − I, and σ_max(A) is estimated by the
 authors' *one* power-iteration step with a fresh random start vector at every call; the penalty is
@@ -7,7 +7,7 @@ as in the authors' code.
 
 Coefficient: the code and the README recipe multiply the mean over the 68 layers by
 :data:`ORTHO_COEFFICIENT` = 0.7; the README prose says 1e-2 (:data:`ORTHO_COEFFICIENT_README`). The two
-roughly agree if 1e-2 is meant per layer on the *sum* (0.7 / 68 ≈ 0.0103), PAPER.md §11 item 4.
+roughly agree if 1e-2 is meant per layer on the *sum* (0.7 / 68 ≈ 0.0103), docs/method.md §11 item 4.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ __all__ = [
     "select_layers",
 ]
 
-ORTHO_COEFFICIENT = 0.7  # authors' code and README recipe, on the mean over layers (PAPER.md §5.5)
-ORTHO_COEFFICIENT_README = 1e-2  # README prose (PAPER.md §6.1, §11 item 4)
+ORTHO_COEFFICIENT = 0.7  # authors' code and README recipe, on the mean over layers (docs/method.md §5.5)
+ORTHO_COEFFICIENT_README = 1e-2  # README prose (docs/method.md §6.1, §11 item 4)
 
 # "all_1x1" is the authors' choice (68 layers in MicroNet: expand, project, shortcut, SE fc1/fc2);
-# "expand" / "project" are the unused variants of their code (PAPER.md §6.1, §5.9).
+# "expand" / "project" are the unused variants of their code (docs/method.md §6.1, §5.9).
 LAYER_SETS = ("all_1x1", "expand", "project")
-_EPS = 1e-12  # the authors' normalisation eps (PAPER.md §6.1)
+_EPS = 1e-12  # the authors' normalisation eps (docs/method.md §6.1)
 
 LayerPredicate = Callable[[str, nn.Module], bool]
 
@@ -49,7 +49,7 @@ def _is_1x1_conv(module: nn.Module) -> bool:
 
 
 def _group_predicate(group: str) -> LayerPredicate:
-    # The model package owns the name → group table (PAPER.md §4.3); a module that is not part of a
+    # The model package owns the name → group table (docs/method.md §4.3); a module that is not part of a
     # MicroNet simply does not belong to the group.
     from micronet_lib.models.micronet import weight_group
 
@@ -68,7 +68,7 @@ def select_layers(model: nn.Module, layers: Union[str, LayerPredicate] = "all_1x
     """The (name, module) pairs the penalty acts on, in ``named_modules`` order.
 
     ``layers``: ``"all_1x1"`` (every Conv2d with a 1×1 kernel: the authors' 68 layers), ``"expand"``,
-    ``"project"`` (MicroNet groups, PAPER.md §4.5), or a callable ``predicate(name, module) -> bool``.
+    ``"project"`` (MicroNet groups, docs/method.md §4.5), or a callable ``predicate(name, module) -> bool``.
     """
     if callable(layers):
         predicate = layers
@@ -95,7 +95,7 @@ def _gram_minus_identity(weight: torch.Tensor) -> torch.Tensor:
 def layer_spectral_penalty(
     weight: torch.Tensor, *, exact: bool = False, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """σ_max(WᵀW − I)² for one weight (reshaped to (out, in)), PAPER.md §6.1.
+    """σ_max(WᵀW − I)² for one weight (reshaped to (out, in)), docs/method.md §6.1.
 
     ``exact=False``: the authors' one-step estimate (u ~ N(0, I), v = n(Aᵀu), u = n(Av), σ = uᵀAv,
     n = L2 normalisation with eps 1e-12), a lower bound of the exact value. ``exact=True``:
@@ -121,7 +121,7 @@ def orthogonality_penalty(
     reduction: str = "mean",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """R_ortho = mean (or sum) over the selected layers of σ_max(WᵀW − I)², PAPER.md §6.1.
+    """R_ortho = mean (or sum) over the selected layers of σ_max(WᵀW − I)², docs/method.md §6.1.
 
     Add ``ORTHO_COEFFICIENT * orthogonality_penalty(model)`` to the loss every iteration (§5.5). Masked
     layers (``pruning.masks``) contribute their masked weight, which is what the authors' in-place

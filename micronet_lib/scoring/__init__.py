@@ -1,8 +1,8 @@
-"""MicroNet Challenge scorer (SCORING.md): exact, traced, explained layer by layer.
+"""MicroNet Challenge scorer (docs/scoring.md): exact, traced, explained layer by layer.
 
 ``count(model, input_size=(1, 3, 32, 32), *, convention="kaist"|"official", freebie=True, param_bits=,
 act_bits=, accumulator_bits=, bias=, exit_rates=, ...)`` returns a :class:`ScoreReport` (``.table`` per op, ``.summary`` totals and score). ``ops`` holds the
-official library's per-op formulas (SCORING.md §3); ``conventions`` the two counting conventions
+official library's per-op formulas (docs/scoring.md §3); ``conventions`` the two counting conventions
 (§5); ``trace`` the graph capture; ``layouts`` fixed op layouts such as WRN-28-10's (§7.2).
 """
 

@@ -1,15 +1,15 @@
-"""Counting conventions: how each traced op is charged (SCORING.md §5).
+"""Counting conventions: how each traced op is charged (docs/scoring.md §5).
 
 A convention turns one :class:`~micronet_lib.scoring.trace.OpRecord` into raw counts (parameter
 values, multiplies, adds) and decides the mask storage. Two are registered:
 
-``official`` (SCORING.md §5.3): the counting library read strictly. Every conv/FC is charged
+``official`` (docs/scoring.md §5.3): the counting library read strictly. Every conv/FC is charged
 C_out bias values and one bias add per output (BN folded, §3.4); GlobalAvg is C mults + (H²−1)·C
 adds; FC adds are vl·C_out (bias add included); an SE gate multiply (``Scale``) and a residual
 ``Add`` are charged where the forward pass executes them; a 1-bit-per-element mask is stored for
 each weight tensor that has at least one exact zero.
 
-``kaist`` (SCORING.md §5.2): the authors' revised counter, reproduced exactly, omissions included:
+``kaist`` (docs/scoring.md §5.2): the authors' revised counter, reproduced exactly, omissions included:
 the tensor⊙tensor gate multiply and the tensor+tensor residual add written in the forward of the
 authors' blocks (``KAIST_BLOCKS``) are *not* counted (the same ops elsewhere are); a
 global pool costs H·W adds + 1 mult per channel; the classifier costs (C_in−1)·out·d adds (no bias
@@ -54,7 +54,7 @@ class Convention:
     """Base = the official library semantics; subclasses override single ops."""
 
     name = "official"
-    description = "strict reading of the official counting library (SCORING.md §5.3)"
+    description = "strict reading of the official counting library (docs/scoring.md §5.3)"
 
     def cost(self, r: OpRecord) -> Cost:
         handler = getattr(self, f"cost_{r.kind}", None)
@@ -71,7 +71,7 @@ class Convention:
         return Fraction(r.weight.nnz + values), Fraction(values)
 
     def cost_conv(self, r: OpRecord) -> Cost:
-        # n·K·d mults; (vl−1)·n + n adds = n·K·d: the +n is the (folded-BN) bias add (SCORING §3.3, §5.2).
+        # n·K·d mults; (vl−1)·n + n adds = n·K·d: the +n is the (folded-BN) bias add (docs/scoring.md §3.3, §5.2).
         per_out = Fraction(r.weight.nnz, r.out_channels)  # K·d = K·nnz/(K·C_out)
         ops = per_out * r.n_out
         values, bias = self._bias(r, r.out_channels if r.bias_charged else 0)
@@ -79,7 +79,7 @@ class Convention:
         return Cost(values, ops, adds, "" if r.bias_charged else "no bias (bias policy)", bias)
 
     def cost_linear(self, r: OpRecord) -> Cost:
-        return self.cost_conv(r)  # vl = C_in·d: the same formula (SCORING §3.3)
+        return self.cost_conv(r)  # vl = C_in·d: the same formula (docs/scoring.md §3.3)
 
     def cost_module(self, r: OpRecord) -> Cost:
         values = Fraction(sum(p.numel for p in r.params)) if r.owns_params else Fraction(0)
@@ -91,26 +91,26 @@ class Convention:
         return Cost(mults=Fraction(r.n_out), adds=Fraction((r.window - 1) * r.n_out))
 
     def cost_max_pool(self, r: OpRecord) -> Cost:
-        return Cost(mults=Fraction((r.window - 1) * r.n_out), note="comparisons as mults (SCORING §4)")
+        return Cost(mults=Fraction((r.window - 1) * r.n_out), note="comparisons as mults (docs/scoring.md §4)")
 
     def cost_tensor_mul(self, r: OpRecord) -> Cost:
-        return Cost(mults=Fraction(r.n_out), note="Scale (SCORING §3.3)")
+        return Cost(mults=Fraction(r.n_out), note="Scale (docs/scoring.md §3.3)")
 
     def cost_tensor_add(self, r: OpRecord) -> Cost:
-        return Cost(adds=Fraction(r.n_out), note="Add (SCORING §3.3)")
+        return Cost(adds=Fraction(r.n_out), note="Add (docs/scoring.md §3.3)")
 
     def cost_elementwise(self, r: OpRecord) -> Cost:
         return Cost(mults=r.mults_per_element * r.n_out, adds=r.adds_per_element * r.n_out)
 
     def cost_upsample(self, r: OpRecord) -> Cost:
-        return Cost(mults=Fraction(r.n_out), note="nearest upsample: 1 mult per output (SCORING §4)")
+        return Cost(mults=Fraction(r.n_out), note="nearest upsample: 1 mult per output (docs/scoring.md §4)")
 
     def cost_free(self, r: OpRecord) -> Cost:
         return Cost()
 
     # -- mask storage ------------------------------------------------------------------------------
     def mask_bits(self, records: Sequence[OpRecord]) -> list[int]:
-        """Per record: 1 bit per element of each weight tensor with an exact zero (SCORING §5.3)."""
+        """Per record: 1 bit per element of each weight tensor with an exact zero (docs/scoring.md §5.3)."""
         return [r.weight.numel if (r.weight is not None and r.owns_params and r.weight.nnz < r.weight.numel) else 0
                 for r in records]
 
@@ -149,17 +149,17 @@ class Official(Convention):
 
 
 # The authors' counter hooked modules only, so it never saw the tensor-tensor ops written in the forward of
-# their blocks: the SE gate (in SqueezeExcite) and the residual add (in MicroBlock) (SCORING.md §5.2). The
+# their blocks: the SE gate (in SqueezeExcite) and the residual add (in MicroBlock) (docs/scoring.md §5.2). The
 # kaist convention omits exactly those; the same ops in any other module are charged as in 'official'.
 KAIST_BLOCKS = frozenset({"MicroBlock", "SqueezeExcite"})
 
 
 @register_convention("kaist")
 class Kaist(Convention):
-    description = "the authors' revised counter, their omissions included (SCORING.md §5.2, PAPER.md §9)"
+    description = "the authors' revised counter, their omissions included (docs/scoring.md §5.2, docs/method.md §9)"
 
     def cost_linear(self, r: OpRecord) -> Cost:
-        # (C_in − 1)·out·d adds, no bias add; C_in·out·d mults; nnz(W) + nnz(b) values (SCORING §5.2).
+        # (C_in − 1)·out·d adds, no bias add; C_in·out·d mults; nnz(W) + nnz(b) values (docs/scoring.md §5.2).
         d = Fraction(r.weight.nnz, r.weight.numel)
         rows = Fraction(r.n_out, r.out_channels)
         bias_nnz = r.bias.nnz if r.bias is not None else 0
@@ -183,7 +183,7 @@ class Kaist(Convention):
         return Cost(note="not counted in kaist (the authors' counter never saw residual adds)")
 
     def mask_bits(self, records: Sequence[OpRecord]) -> list[int]:
-        # B = numel of all ndim > 1 weights, charged once any of them has an exact zero (SCORING §5.2).
+        # B = numel of all ndim > 1 weights, charged once any of them has an exact zero (docs/scoring.md §5.2).
         weighted = [r.weight is not None and r.owns_params for r in records]
         any_zero = any(w and r.weight.nnz < r.weight.numel for w, r in zip(weighted, records))
         return [r.weight.numel if (w and any_zero) else 0 for w, r in zip(weighted, records)]

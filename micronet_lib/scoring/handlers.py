@@ -68,7 +68,7 @@ def _bn_module(rec, path, m, inputs, out_shape):
     stats = tuple(s for s in (rec.stat(getattr(m, "weight", None)), rec.stat(getattr(m, "bias", None))) if s is not None)
     fresh = rec.claim(*stats) if stats else True
     rec.add(OpRecord(path, "free", type(m).__name__, out_shape, params=stats, owns_params=fresh,
-                     note="BN folded into the conv bias (SCORING §4)"))
+                     note="BN folded into the conv bias (docs/scoring.md §4)"))
 
 
 def _free_module(rec, path, m, inputs, out_shape):
@@ -139,13 +139,13 @@ def _maxpool_module(rec, path, m, inputs, out_shape):
     else:
         window = _pool_window(inputs[0][1:], out_shape, path, "adaptive_max_pool2d")
     rec.add(OpRecord(path, "max_pool", f"MaxPool {window}->1", out_shape, window=window,
-                     note="comparisons counted as mults (SCORING §4)"))
+                     note="comparisons counted as mults (docs/scoring.md §4)"))
 
 
 def _upsample_module(rec, path, m: nn.Upsample, inputs, out_shape):
     if m.mode != "nearest":
         raise UnsupportedOpError(f"unsupported op 'upsample({m.mode})' in {path!r}; {how_to_register('upsample')}")
-    rec.add(OpRecord(path, "upsample", "Upsample nearest", out_shape, note="1 mult per output element (SCORING §4)"))
+    rec.add(OpRecord(path, "upsample", "Upsample nearest", out_shape, note="1 mult per output element (docs/scoring.md §4)"))
 
 
 def _base_module_handlers() -> dict[type, Callable]:
@@ -167,7 +167,7 @@ def _register_builtin_activations() -> None:
     """Parameter-free activation modules go through the public :func:`register_module`, like a user's."""
     table = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hswish", nn.Hardsigmoid: "hardsigmoid",
              nn.Sigmoid: "sigmoid", nn.SiLU: "swish"}
-    try:  # the project's own hard-swish module (PAPER.md §3.1): 4 mults + 1 add, like nn.Hardswish
+    try:  # the project's own hard-swish module (docs/method.md §3.1): 4 mults + 1 add, like nn.Hardswish
         from micronet_lib.models.blocks import HSwish
         table[HSwish] = "hswish"
     except ImportError:  # pragma: no cover - models package is part of this project
@@ -204,7 +204,7 @@ concat concatenate stack chunk split narrow select dropout dropout1d dropout2d d
 feature_alpha_dropout identity zeros ones empty full zeros_like ones_like empty_like full_like arange tensor
 as_tensor requires_grad_ new_zeros new_ones new_empty new_full new_tensor
 """.split())
-# Format conversions between formats FP32 represents exactly are free (SCORING.md §2.3): fake quantisation.
+# Format conversions between formats FP32 represents exactly are free (docs/scoring.md §2.3): fake quantisation.
 _CONVERSIONS = frozenset({"fake_quantize_per_tensor_affine", "fake_quantize_per_channel_affine",
                           "_fake_quantize_learnable_per_tensor_affine", "_fake_quantize_learnable_per_channel_affine"})
 # Ops whose result only makes sense to branch on: the op count would depend on the data.
@@ -223,7 +223,7 @@ def data_dependent(rec, raw_name: str) -> None:
     raise DataDependentError(f"data-dependent control flow: {what} in {rec.describe_where()}; {EXIT_HINT}")
 
 
-# Comparisons (and min/max, clamps) are counted as multiplications, one per comparison (SCORING.md §4).
+# Comparisons (and min/max, clamps) are counted as multiplications, one per comparison (docs/scoring.md §4).
 _COMPARISONS = frozenset("""
 gt lt ge le eq ne greater less greater_equal less_equal not_equal __gt__ __lt__ __ge__ __le__ __eq__ __ne__
 maximum minimum fmax fmin clamp_min clamp_max
@@ -254,7 +254,7 @@ def functional(rec, raw_name: str, args, kwargs, out: torch.Tensor) -> None:
             f"(e.g. how many examples exit early), {EXIT_HINT}; otherwise {how_to_register(name)}")
     shape = shape_of(out)
     if name in _CONVERSIONS:
-        rec.add(OpRecord(fpath, "free", name, shape, note="format conversion FP32 represents exactly: free (SCORING §2.3)"))
+        rec.add(OpRecord(fpath, "free", name, shape, note="format conversion FP32 represents exactly: free (docs/scoring.md §2.3)"))
         return
     if name in _ADD_NAMES or name in _MUL_NAMES:
         tensors = [a for a in args[:2] if _is_activation_tensor(a)]
@@ -277,7 +277,7 @@ def functional(rec, raw_name: str, args, kwargs, out: torch.Tensor) -> None:
             hi = args[2] if len(args) > 2 else kwargs.get("max")
             bounds = (lo is not None) + (hi is not None)
         rec.add(OpRecord(fpath, "elementwise", f"{name} (compare)", shape, mults_per_element=Fraction(bounds),
-                         note="comparisons counted as mults (SCORING §4)"))
+                         note="comparisons counted as mults (docs/scoring.md §4)"))
         return
     if name in ("amax", "amin") or (name in ("max", "min") and (len(args) > 1 or "dim" in kwargs)):
         dims = args[1] if len(args) > 1 else kwargs.get("dim")
@@ -328,7 +328,7 @@ def functional(rec, raw_name: str, args, kwargs, out: torch.Tensor) -> None:
     if name == "batch_norm":
         for i, key in ((3, "weight"), (4, "bias")):
             rec.claim(rec.stat(args[i] if len(args) > i else kwargs.get(key)))
-        rec.add(OpRecord(fpath, "free", "batch_norm", shape, note="BN folded into the conv bias (SCORING §4)"))
+        rec.add(OpRecord(fpath, "free", "batch_norm", shape, note="BN folded into the conv bias (docs/scoring.md §4)"))
         return
     if name == "interpolate":
         mode = kwargs.get("mode", args[3] if len(args) > 3 else "nearest")

@@ -1,6 +1,6 @@
 """Fixed op layouts: how the challenge counted a network, independent of how its forward is coded.
 
-WideResNet-28-10 is the normaliser (SCORING.md §7.2). The organisers' count is not a trace of the
+WideResNet-28-10 is the normaliser (docs/scoring.md §7.2). The organisers' count is not a trace of the
 pre-activation forward: every conv gets a (folded-BN) bias, a ReLU follows every 3×3 conv including
 the stem (not the 1×1 shortcuts), an Add follows each of the 12 blocks, then GlobalAvg(8, 640) and
 FullyConnected(640→100). Two layouts exist:
@@ -54,7 +54,7 @@ def _relu(path, shape) -> OpRecord:
 
 
 def wrn_layout(model, input_size, *, astar: bool = False) -> list[OpRecord]:
-    """Records of the challenge's WRN count (SCORING.md §7.2) for a ``WideResNet``; see module docstring."""
+    """Records of the challenge's WRN count (docs/scoring.md §7.2) for a ``WideResNet``; see module docstring."""
     from micronet_lib.models.wrn import WideResNet
 
     if not isinstance(model, WideResNet):

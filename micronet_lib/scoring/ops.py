@@ -1,12 +1,12 @@
-"""The official MicroNet Challenge counting formulas, one function per library op (SCORING.md §3).
+"""The official MicroNet Challenge counting formulas, one function per library op (docs/scoring.md §3).
 
 These are the per-op formulas of google-research ``micronet_challenge/counting.py`` re-derived from
-SCORING.md §3.3 (no code copied). Every function returns :class:`OpCount` with **raw** counts:
+docs/scoring.md §3.3 (no code copied). Every function returns :class:`OpCount` with **raw** counts:
 parameter *bits*, multiplies and adds, before any 16-bit scaling of the ops. Arithmetic is exact:
 sparsities are taken as :class:`fractions.Fraction` (a float is converted through its decimal
 string, so ``0.25`` is exactly 1/4), and results are ints or Fractions.
 
-The challenge parameter count is ``param_bits / 32`` (SCORING.md §3.3 "Units").
+The challenge parameter count is ``param_bits / 32`` (docs/scoring.md §3.3 "Units").
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ __all__ = [
 
 Number = Union[int, float, Fraction]
 
-# Per output element (mults, adds). SCORING.md §3.2 defines relu, swish, sigmoid; §4 adds the
+# Per output element (mults, adds). docs/scoring.md §3.2 defines relu, swish, sigmoid; §4 adds the
 # conventions the library leaves open. ReLU6 = 2 comparisons counted as mults (KAIST, §4);
 # hard-sigmoid = ReLU6(x + 3) / 6 = 2 + 1 (÷6) mults and 1 add (+3); hard-swish = x · hard-sigmoid(x)
 # = 4 mults + 1 add (the verified KAIST convention, §4).
@@ -49,7 +49,7 @@ _ACTIVATION_ALIASES = {"hardswish": "hswish", "silu": "swish", "hard_sigmoid": "
 
 @dataclass(frozen=True)
 class OpCount:
-    """Raw counts of one library op: parameter bits, multiplies, adds (SCORING.md §3.1 ``count_ops``)."""
+    """Raw counts of one library op: parameter bits, multiplies, adds (docs/scoring.md §3.1 ``count_ops``)."""
 
     param_bits: Fraction
     mults: Fraction
@@ -90,7 +90,7 @@ def activation_cost(activation: str | None) -> tuple[int, int]:
 
 
 def output_size(input_size: int, kernel: int, stride: int, padding: str = "same") -> int:
-    """H_out = ceil((H − k + 1 + 2·pad) / stride), pad = k//2 for 'same', 0 for 'valid' (SCORING.md §3.3)."""
+    """H_out = ceil((H − k + 1 + 2·pad) / stride), pad = k//2 for 'same', 0 for 'valid' (docs/scoring.md §3.3)."""
     for field, value in (("input_size", input_size), ("kernel", kernel), ("stride", stride)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{field}={value!r} must be a positive integer")
@@ -117,7 +117,7 @@ def _bits(param_bits: int) -> int:
 
 
 def _weighted(numel: int, vl: Fraction, rows: int, c_out: int, s: Fraction, bits: int, use_bias: bool, activation) -> OpCount:
-    """Shared formula of Conv2D / DepthWiseConv2D / FullyConnected (SCORING.md §3.3 table)."""
+    """Shared formula of Conv2D / DepthWiseConv2D / FullyConnected (docs/scoring.md §3.3 table)."""
     a_m, a_a = activation_cost(activation)
     n_out = rows * c_out
     param_bits = numel * bits * (1 - s) + (numel if s > 0 else 0) + (c_out * bits if use_bias else 0)
@@ -128,7 +128,7 @@ def _weighted(numel: int, vl: Fraction, rows: int, c_out: int, s: Fraction, bits
 
 def conv2d(input_size: int, kernel: int, c_in: int, c_out: int, *, stride: int = 1, padding: str = "same",
            use_bias: bool = True, activation: str | None = None, sparsity: Number = 0, param_bits: int = 32) -> OpCount:
-    """``Conv2D(input_size, [k, k, C_in, C_out], strides, padding, use_bias, activation)`` (SCORING.md §3.3)."""
+    """``Conv2D(input_size, [k, k, C_in, C_out], strides, padding, use_bias, activation)`` (docs/scoring.md §3.3)."""
     h = output_size(input_size, kernel, stride, padding)
     s, b = _sparsity(sparsity), _bits(param_bits)
     numel = kernel * kernel * c_in * c_out
@@ -138,7 +138,7 @@ def conv2d(input_size: int, kernel: int, c_in: int, c_out: int, *, stride: int =
 def depthwise_conv2d(input_size: int, kernel: int, channels: int, *, stride: int = 1, padding: str = "same",
                      use_bias: bool = True, activation: str | None = None, sparsity: Number = 0,
                      param_bits: int = 32) -> OpCount:
-    """``DepthWiseConv2D(input_size, [k, k, C, 1], ...)``: vl = k²·(1−s) (SCORING.md §3.3)."""
+    """``DepthWiseConv2D(input_size, [k, k, C, 1], ...)``: vl = k²·(1−s) (docs/scoring.md §3.3)."""
     h = output_size(input_size, kernel, stride, padding)
     s, b = _sparsity(sparsity), _bits(param_bits)
     numel = kernel * kernel * channels
@@ -147,21 +147,21 @@ def depthwise_conv2d(input_size: int, kernel: int, channels: int, *, stride: int
 
 def fully_connected(c_in: int, c_out: int, *, use_bias: bool = True, activation: str | None = None,
                     sparsity: Number = 0, param_bits: int = 32) -> OpCount:
-    """``FullyConnected([C_in, C_out], use_bias, activation)``: vl = C_in·(1−s) (SCORING.md §3.3)."""
+    """``FullyConnected([C_in, C_out], use_bias, activation)``: vl = C_in·(1−s) (docs/scoring.md §3.3)."""
     s, b = _sparsity(sparsity), _bits(param_bits)
     return _weighted(c_in * c_out, c_in * (1 - s), 1, c_out, s, b, use_bias, activation)
 
 
 def global_avg(input_size: int, channels: int) -> OpCount:
-    """``GlobalAvg(H, C)``: C divides (mults), (H² − 1)·C adds, no parameters (SCORING.md §3.3)."""
+    """``GlobalAvg(H, C)``: C divides (mults), (H² − 1)·C adds, no parameters (docs/scoring.md §3.3)."""
     return OpCount(Fraction(0), Fraction(channels), Fraction((input_size * input_size - 1) * channels))
 
 
 def scale(input_size: int, channels: int) -> OpCount:
-    """``Scale(H, C)``: H²·C mults, e.g. the SE gate (SCORING.md §3.3)."""
+    """``Scale(H, C)``: H²·C mults, e.g. the SE gate (docs/scoring.md §3.3)."""
     return OpCount(Fraction(0), Fraction(input_size * input_size * channels), Fraction(0))
 
 
 def add(input_size: int, channels: int) -> OpCount:
-    """``Add(H, C)``: H²·C adds, e.g. a residual add (SCORING.md §3.3)."""
+    """``Add(H, C)``: H²·C adds, e.g. a residual add (docs/scoring.md §3.3)."""
     return OpCount(Fraction(0), Fraction(0), Fraction(input_size * input_size * channels))

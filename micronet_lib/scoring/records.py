@@ -1,4 +1,4 @@
-"""What the tracer records, and the registry of element-wise op costs (SCORING.md §3.2, §4).
+"""What the tracer records, and the registry of element-wise op costs (docs/scoring.md §3.2, §4).
 
 :class:`OpRecord` is one executed op, per example; a convention (``conventions.py``) charges it.
 :func:`register_op_cost` defines ops the rules leave open; anything else fails loudly with
@@ -35,7 +35,7 @@ class ParamStat:
 
     name: str
     numel: int
-    nnz: int  # exact nonzeros (SCORING.md §5.1: density from exact zeros)
+    nnz: int  # exact nonzeros (docs/scoring.md §5.1: density from exact zeros)
     mask_nnz: int | None  # ones in the module's ``mask`` buffer, if masked
 
 
@@ -120,7 +120,7 @@ def register_module(cls: type, *, mults: float | Fraction | int = 0, adds: float
     (ReLU, HSwish, ...) are registered through this same call. Example, a folded-BN per-channel scale::
 
         register_module(ChannelScale, mults=1, adds=1)          # y = x * weight + bias
-        register_module(RoundQuant, mults=0, adds=0, params=()) # format conversion: free (SCORING §2.3)
+        register_module(RoundQuant, mults=0, adds=0, params=()) # format conversion: free (docs/scoring.md §2.3)
     """
     import torch.nn as nn
 

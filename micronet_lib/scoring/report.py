@@ -1,8 +1,8 @@
-"""``count(model)`` → :class:`ScoreReport`: per-layer table, totals, the two score terms (SCORING.md §1, §5).
+"""``count(model)`` → :class:`ScoreReport`: per-layer table, totals, the two score terms (docs/scoring.md §1, §5).
 
 Units: a parameter value costs b/32 (16-bit freebie: ½), each mask bit 1/32, a multiply
 max(input bits)/32 (freebie: ½), an add accumulator_bits/32 (default 32, and always 32 under the
-freebie, SCORING.md §2.3). Widths come per layer from an int, a ``{glob: bits}`` dict or the model's
+freebie, docs/scoring.md §2.3). Widths come per layer from an int, a ``{glob: bits}`` dict or the model's
 attributes; the bias policy and early-exit rates are applied to the traced records before charging.
 All sums are exact Fractions; the table and the summary show float64 views of them
 (``ScoreReport.exact`` keeps the rationals).
@@ -41,7 +41,7 @@ __all__ = [
     "BIAS_POLICIES",
 ]
 
-# WideResNet-28-10, the CIFAR-100 baseline since 2019-09-04 (SCORING.md §1, §7.2): 36,529,028 params
+# WideResNet-28-10, the CIFAR-100 baseline since 2019-09-04 (docs/scoring.md §1, §7.2): 36,529,028 params
 # (every conv with a folded-BN bias, FC 640→100) and 10,490,270,720 ops, rounded by the organisers.
 WRN28_10_PARAMS = 36_529_028
 WRN28_10_OPS = 10_490_270_720
@@ -49,7 +49,7 @@ PARAMS_NORMALIZER = 36.5e6  # ≈ WRN28_10_PARAMS
 OPS_NORMALIZER = 10.49e9  # ≈ WRN28_10_OPS
 
 def score(params_s: float, ops_s: float, *, normalizers: tuple[float, float] = (PARAMS_NORMALIZER, OPS_NORMALIZER)) -> float:
-    """score = S_p / 36.5e6 + S_o / 10.49e9 (SCORING.md §1)."""
+    """score = S_p / 36.5e6 + S_o / 10.49e9 (docs/scoring.md §1)."""
     return params_s / normalizers[0] + ops_s / normalizers[1]
 
 
@@ -62,7 +62,7 @@ class ScoreReport:
     exact: dict = field(repr=False)
 
     def by_group(self) -> pd.DataFrame:
-        """Raw params (values), mults and adds summed per ``group`` (the SCORING.md §7.4 rows)."""
+        """Raw params (values), mults and adds summed per ``group`` (the docs/scoring.md §7.4 rows)."""
         cols = ["params", "mask_bits", "mults", "adds"]
         return self.table.groupby("group", sort=False)[cols].sum()
 
@@ -139,7 +139,7 @@ def _apply_bias_policy(records: Sequence[OpRecord], policy: str) -> list[OpRecor
     """``folded``: every conv/FC has a (folded-BN) bias (the rules' worked example, both conventions, §3.4);
     ``present``: a bias only where the layer has one or a BatchNorm right after it folds into one;
     ``own``: only the layer's own bias, and each BatchNorm is charged unfused (1 mult + 1 add per element,
-    its 2·C values; SCORING §4), for entries that fold BN elsewhere or not at all."""
+    its 2·C values; docs/scoring.md §4), for entries that fold BN elsewhere or not at all."""
     if policy not in BIAS_POLICIES:
         raise ValueError(f"bias={policy!r} is not known; allowed: {', '.join(BIAS_POLICIES)}")
     if policy == "folded":
@@ -150,14 +150,14 @@ def _apply_bias_policy(records: Sequence[OpRecord], policy: str) -> list[OpRecor
             r = replace(r, bias_charged=r.bias is not None or (policy == "present" and r.bn_follows))
         elif policy == "own" and r.kind == "free" and r.params and "orm" in r.op:
             r = replace(r, kind="module", mults_per_element=Fraction(1), adds_per_element=Fraction(1),
-                        note="BN not folded (bias='own'): 1 mult + 1 add per element, 2*C values (SCORING §4)")
+                        note="BN not folded (bias='own'): 1 mult + 1 add per element, 2*C values (docs/scoring.md §4)")
         out.append(r)
     return out
 
 
 def exit_reach(records: Sequence[OpRecord], exit_rates: Mapping[str, float] | None) -> list[Fraction]:
     """Fraction of examples that reach each record: after the last op of an exit branch, the examples that
-    stopped there are gone (expected ops over the test set, SCORING §4 "early exit")."""
+    stopped there are gone (expected ops over the test set, docs/scoring.md §4 "early exit")."""
     reach = [Fraction(1)] * len(records)
     if not exit_rates:
         return reach
@@ -214,11 +214,11 @@ def score_records(records: Sequence[OpRecord], *, convention: str | Convention =
     low = sorted({w for ws in widths for w in ws if w < 16})
     forfeited = ""
     if freebie and low:
-        # Quantising any part below 16 bits forfeits the 16-bit freebie (SCORING.md §2.2).
+        # Quantising any part below 16 bits forfeits the 16-bit freebie (docs/scoring.md §2.2).
         freebie, forfeited = False, f"declared widths below 16 bits ({', '.join(map(str, low))}) forfeit the freebie"
     if freebie and any(ws[2] < 32 for ws in widths):
         raise ValueError("accumulator_bits < 32 with the 16-bit freebie: under the freebie additions always count "
-                         "as 32-bit (SCORING.md §2.3); pass freebie=False to charge adds at a lower width")
+                         "as 32-bit (docs/scoring.md §2.3); pass freebie=False to charge adds at a lower width")
     masks = conv.mask_bits(records)
     rows, tot = [], dict(values=Fraction(0), mask_bits=0, mults=Fraction(0), adds=Fraction(0), params_s=Fraction(0),
                           ops_s=Fraction(0))
@@ -272,7 +272,7 @@ def count(model: nn.Module, input_size: Iterable[int] = (1, 3, 32, 32), *, conve
           bias_bits: BitSpec = None, bias: str = "folded", exit_rates: Mapping[str, float] | None = None,
           normalizers: tuple[float, float] = (PARAMS_NORMALIZER, OPS_NORMALIZER), layout: str | None = None,
           device: str = "cpu") -> ScoreReport:
-    """Score ``model`` under the MicroNet Challenge rules (SCORING.md §1–§5).
+    """Score ``model`` under the MicroNet Challenge rules (docs/scoring.md §1–§5).
 
     * ``convention``: ``"kaist"`` (authors' revised count, §5.2) or ``"official"`` (library, §5.3).
     * ``freebie``: 16-bit params and mults (adds stay 32-bit); forfeited automatically (the summary says
@@ -287,7 +287,7 @@ def count(model: nn.Module, input_size: Iterable[int] = (1, 3, 32, 32), *, conve
     * ``exit_rates``: ``{exit branch module path: fraction of examples that stop there}``; ops after the
       branch are charged for the examples that go on (expected ops, §4). The counting forward must run
       every branch, each exit before the trunk continues.
-    * ``layout``: a registered fixed op layout (e.g. ``"wrn_standard"``, SCORING §7.2) instead of the
+    * ``layout``: a registered fixed op layout (e.g. ``"wrn_standard"``, docs/scoring.md §7.2) instead of the
       traced forward; ``None`` traces the model (one eval-mode forward, ``device`` "cpu" or "meta").
     * ``normalizers``: (params, ops), default WRN-28-10's 36.5e6 / 10.49e9.
 

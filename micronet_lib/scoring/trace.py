@@ -1,4 +1,4 @@
-"""Capture the executed graph of a model as a list of :class:`OpRecord` (SCORING.md §5.1).
+"""Capture the executed graph of a model as a list of :class:`OpRecord` (docs/scoring.md §5.1).
 
 How (and why not only leaf hooks): forward pre/post hooks on *every* module keep a module stack;
 modules of a known type (``nn.Conv2d`` and its subclasses, masked ones included, BN, activations,
@@ -144,12 +144,12 @@ class _Recorder(TorchFunctionMode):
 # ------------------------------------------------------------------------------------------------
 
 def _skipped_se_records(rec: _Recorder, path: str, block: nn.Module) -> list[OpRecord]:
-    """Dead SE of a MicroBlock built with ``stride2_se="skip"``: charged anyway (SCORING.md §5.1)."""
+    """Dead SE of a MicroBlock built with ``stride2_se="skip"``: charged anyway (docs/scoring.md §5.1)."""
     out_shape = rec.out_shapes.get(path)
     if out_shape is None:
         return []
     c, h, w = out_shape
-    note = "dead SE not executed (stride2_se='skip'); added explicitly per SCORING §5.1"
+    note = "dead SE not executed (stride2_se='skip'); added explicitly per docs/scoring.md §5.1"
     recs = [OpRecord(f"{path}.se.pool", "avg_pool", f"GlobalAvgPool {h * w}->1", (c, 1, 1), window=h * w, note=note)]
     for name, act in (("fc1", "hswish"), ("fc2", "sigmoid")):
         fc = getattr(block, name)

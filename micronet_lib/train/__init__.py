@@ -1,4 +1,4 @@
-"""The training engine (PAPER.md §5, §6, §8.4): one ``TrainConfig`` drives ``fit``.
+"""The training engine (docs/method.md §5, §6, §8.4): one ``TrainConfig`` drives ``fit``.
 
 - :mod:`.config`: ``TrainConfig`` and the ``smoke`` / ``cpu`` / ``paper`` profiles (deviations named).
 - :mod:`.schedule`: the authors' step-at-epoch-start cosine with warm restarts (§5.4).

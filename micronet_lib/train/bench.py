@@ -1,6 +1,6 @@
 """Training-step throughput (images/s) of ``fit``'s inner step in several execution modes.
 
-One step is what ``engine.fit`` does per batch (PAPER.md §5.5): forward in train mode, cross-entropy
+One step is what ``engine.fit`` does per batch (docs/method.md §5.5): forward in train mode, cross-entropy
 + 0.7 · orthogonality over the 68 1×1 convs, backward, Nesterov SGD step with weight decay. Inputs are
 random tensors: the data pipeline is benchmarked separately (``micronet bench augment``).
 

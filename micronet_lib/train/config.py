@@ -1,6 +1,6 @@
 """``TrainConfig``: the one object that drives a training run, and the ``smoke``/``cpu``/``paper`` profiles.
 
-The ``paper`` profile is the authors' recipe exactly (PAPER.md §5.8, "authors' script default"
+The ``paper`` profile is the authors' recipe exactly (docs/method.md §5.8, "authors' script default"
 column): ver2, SGD 0.1 Nesterov momentum 0.9, weight decay 1e-5 on every parameter, 4 cycles × 150
 epochs of the 4×-replicated (200k-sample) epoch with the four Fast-AutoAugment sets, cosine with the
 step-at-epoch-start formula and η_min 5e-4 (§5.4), a fresh optimiser per cycle, batch 128, CutMix
@@ -52,12 +52,12 @@ def _positive(name: str, value: Any, *, zero_ok: bool = False, kind: type = int)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every knob of a run. Defaults are the authors' recipe (PAPER.md §5.8); see ``PROFILES``."""
+    """Every knob of a run. Defaults are the authors' recipe (docs/method.md §5.8); see ``PROFILES``."""
 
     # --- bookkeeping
     profile: str = "paper"              # the profile the config was built from (deviations are relative to "paper")
     seed: int = 0                       # seeds data order, augmentation, CutMix, dropout, ortho vectors (authors: unseeded)
-    # --- model (PAPER §3)
+    # --- model (docs/method.md §3)
     model: str = "micronet_v2"          # registry name; the authors' script default is ver2
     width_mult: float = 1.0             # 1.0 = the paper's widths
     depth_mult: float = 1.0             # 1.0 = the paper's 16 blocks
@@ -65,14 +65,14 @@ class TrainConfig:
     bn_momentum: float = 0.01           # PyTorch convention; "0.99" in TF terms (§3.1)
     stride2_se: str = "discard"         # faithful: dead SE computed, not applied (§3.1)
     init_from: str | None = None        # released name ("micronet_v2_pr_45") or checkpoint path; None = fresh init
-    # --- data (PAPER §2, §5.1-5.2)
+    # --- data (docs/method.md §2, §5.1-5.2)
     dataset: str = "cifar100"           # load_dataset spec: cifar100 | cifar10 | imagefolder:<path> | synthetic
     data_root: str | None = None        # folder for the dataset files (None: MICRONET_DATA / default cache)
     train_per_class: int | None = None  # stratified subset of train (None = all)
     val_per_class: int | None = None    # validation carved out of train (None = no val split)
     test_per_class: int | None = None   # stratified subset of test (None = all)
     augment: str = "fastaa4x"           # augment.build_pipeline name; fastaa4x = 4 policy sets, 4 copies/epoch
-    # --- objective (PAPER §5.5, §6)
+    # --- objective (docs/method.md §5.5, §6)
     loss: str = "ce"                    # ce (authors' default) | ls | wls
     epsilon: float | None = None        # smoothing ε of this run's loss; None = the authors' ε for its stage (loss_epsilon)
     ortho_coef: float = 0.7             # λ on the mean SRIP penalty (§6.1); 0 disables
@@ -80,25 +80,25 @@ class TrainConfig:
     mix: str = "cutmix"                 # input mixing (§6.4)
     mix_prob: float = 1.0               # probability per batch
     mix_alpha: float = 1.0              # Beta(α, α)
-    # --- optimiser (PAPER §5.3)
+    # --- optimiser (docs/method.md §5.3)
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 1e-5
     decay_1d: bool = True               # authors: decay on every parameter incl. BN γ/β and biases (§5.3)
     batch_size: int = 128
-    # --- schedule (PAPER §5.4)
+    # --- schedule (docs/method.md §5.4)
     schedule: str = "cosine"            # cosine with warm restarts (one cosine per cycle) | step
     cycles: int = 4                     # fresh optimiser + fresh schedule per cycle
     epochs_per_cycle: int = 150         # in the authors' epochs (copies_per_epoch × the train set)
     lr_min: float = 5e-4                # η_min
     step_milestones: tuple[int, ...] = (100, 150)  # only for schedule="step" (the authors' unused alternative)
     step_gamma: float = 0.1
-    # --- pruning (PAPER §8)
+    # --- pruning (docs/method.md §8)
     prune_rates: tuple[float, ...] | None = None   # per-cycle global sparsity in %, e.g. (15, 30, 45, 60)
     prune_scope: str = "global"
     prune_ties: str = "exact"           # pruning.criteria tie rule: exact count, or the authors' literal threshold
-    # --- evaluation and model selection (PAPER §5.7)
+    # --- evaluation and model selection (docs/method.md §5.7)
     select_on: str = "test"             # authors: best epoch per cycle by TEST top-1 (optimistic); "val" is honest
     bn_recalibrate_images: int = 0      # >0: re-estimate BN stats on this many train images before each eval (on a copy)
     eval_batch_size: int = 256
@@ -172,7 +172,7 @@ class TrainConfig:
         if self.select_on == "val" and not self.val_per_class:
             raise ValueError(
                 "TrainConfig.select_on='val' needs a validation split: set val_per_class (e.g. 50), "
-                "or select_on='test' to reproduce the authors (PAPER §5.7)"
+                "or select_on='test' to reproduce the authors (docs/method.md §5.7)"
             )
         if not all(isinstance(m, int) and m > 0 for m in self.step_milestones) or list(self.step_milestones) != sorted(
             self.step_milestones
@@ -183,7 +183,7 @@ class TrainConfig:
             if len(rates) != self.cycles:
                 raise ValueError(
                     f"TrainConfig.prune_rates={rates!r} has {len(rates)} entries but cycles={self.cycles}; "
-                    "give one global sparsity (%) per cycle, e.g. (15, 30, 45, 60) for 4 cycles (PAPER §8.3)"
+                    "give one global sparsity (%) per cycle, e.g. (15, 30, 45, 60) for 4 cycles (docs/method.md §8.3)"
                 )
             if any(not isinstance(r, (int, float)) or isinstance(r, bool) or not 0 <= r < 100 for r in rates):
                 raise ValueError(f"TrainConfig.prune_rates={rates!r}: every rate must be a percentage in [0, 100)")
@@ -237,9 +237,10 @@ class TrainConfig:
 
     @property
     def deviations(self) -> list[str]:
-        """Every field that differs from the authors' recipe, with the reason (PAPER §5.8)."""
+        """Every field that differs from the authors' recipe, with the reason (docs/method.md §5.8)."""
         paper = PROFILES["paper"]["values"]
-        reasons = PROFILES.get(self.profile, {}).get("reasons", {})
+        profile = PROFILES.get(self.profile, {})
+        reasons, chosen = profile.get("reasons", {}), profile.get("values", {})
         out = []
         for f in fields(self):
             if f.name in ("profile", "device", "checkpoint_every", "data_root"):
@@ -247,28 +248,29 @@ class TrainConfig:
             default = paper.get(f.name, f.default)
             value = getattr(self, f.name)
             if value != default:
-                why = reasons.get(f.name, "override")
+                # A profile's reason explains the profile's own value; any other value was set for this run.
+                why = reasons.get(f.name, "override") if value == chosen.get(f.name, default) else "override"
                 out.append(f"{f.name}={value!r} (authors: {default!r}): {why}")
         return out
 
     @property
     def selection_note(self) -> str:
         if self.select_on == "test":
-            return "best epoch per cycle selected on the TEST set, as the authors did (PAPER §5.7): optimistic"
+            return "best epoch per cycle selected on the TEST set, as the authors did (docs/method.md §5.7): optimistic"
         if self.select_on == "val":
-            return "best epoch per cycle selected on a validation split carved from train (deviation, PAPER §5.7)"
+            return "best epoch per cycle selected on a validation split carved from train (deviation, docs/method.md §5.7)"
         return "no selection: the last epoch of each cycle is kept"
 
     @property
     def stage(self) -> str:
-        """"prune" for a pruning run (``prune_rates`` set), else "train" (pretraining), PAPER §5.6."""
+        """"prune" for a pruning run (``prune_rates`` set), else "train" (pretraining), docs/method.md §5.6."""
         return "train" if self.prune_rates is None else "prune"
 
     @property
     def loss_epsilon(self) -> float:
         """The ε the loss is built with: ``epsilon``, or the authors' value for the loss and stage.
 
-        Weighted LS: 0.3 in pretraining, 0.1 in the pruning cycles (PAPER §6.2, §8.4); uniform LS 0.1;
+        Weighted LS: 0.3 in pretraining, 0.1 in the pruning cycles (docs/method.md §6.2, §8.4); uniform LS 0.1;
         cross-entropy 0.
         """
         from micronet_lib.regularizers.labels import default_epsilon
@@ -347,18 +349,19 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {"values": {}, "reasons": {}},
     "cpu": {
         "values": dict(
-            train_per_class=50, val_per_class=5, test_per_class=10,
-            augment="baseline", cycles=1, epochs_per_cycle=4,
-            select_on="val", bn_recalibrate_images=2560,
+            # the cpu notebook budget (notebooks/params/cpu.yaml), so its runs carry these reasons
+            train_per_class=120, val_per_class=20, test_per_class=50,
+            augment="baseline", cycles=1, epochs_per_cycle=5,
+            select_on="val", bn_recalibrate_images=500,
         ),
         "reasons": {
             "train_per_class": "CPU budget: a stratified subset of the training set",
-            "val_per_class": "honest model selection on a held-out split of train (PAPER §5.7)",
+            "val_per_class": "honest model selection on a held-out split of train (docs/method.md §5.7)",
             "test_per_class": "CPU budget: a stratified subset of the test set",
-            "augment": "4 epochs are too short for Fast-AutoAugment's 4×-replicated epoch to pay off; crop + flip",
+            "augment": "crop + flip: a few epochs are too short for Fast-AutoAugment's 4×-replicated epoch to pay off",
             "cycles": "CPU budget: one cosine cycle instead of four",
             "epochs_per_cycle": "CPU budget: a few minutes on two cores",
-            "select_on": "honest model selection on a validation split instead of the test set (PAPER §5.7)",
+            "select_on": "honest model selection on a validation split instead of the test set (docs/method.md §5.7)",
             "bn_recalibrate_images": _SHORT_BUDGET_BN,
         },
     },
@@ -374,13 +377,13 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "width_mult": "smoke test: a quarter-width network",
             "depth_mult": "smoke test: half the blocks per stage (rounded up)",
             "train_per_class": "smoke test: a few images per class",
-            "val_per_class": "honest model selection on a held-out split of train (PAPER §5.7)",
+            "val_per_class": "honest model selection on a held-out split of train (docs/method.md §5.7)",
             "test_per_class": "smoke test: a few images per class",
             "augment": "smoke test: crop + flip only",
             "cycles": "smoke test: two short cycles exercise the warm restart",
             "epochs_per_cycle": "smoke test",
             "batch_size": "smoke test: several steps per epoch on a tiny set",
-            "select_on": "honest model selection on a validation split instead of the test set (PAPER §5.7)",
+            "select_on": "honest model selection on a validation split instead of the test set (docs/method.md §5.7)",
             "bn_recalibrate_images": _SHORT_BUDGET_BN,
             "eval_batch_size": "smoke test",
         },

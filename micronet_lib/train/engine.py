@@ -1,4 +1,4 @@
-"""``fit(config)``: the training loop, top to bottom (PAPER.md §5, §6, §8.4; STYLE.md points 9-10).
+"""``fit(config)``: the training loop, top to bottom (docs/method.md §5, §6, §8.4; STYLE.md points 9-10).
 
 setup (run folder, device, data, model, loss, augmentation) → resume from ``last.pt`` if present →
 for each cycle: [prune + reload the previous cycle's best weights] → fresh optimiser → for each
@@ -66,7 +66,7 @@ def _batch_images(pipeline, images: torch.Tensor, idx: torch.Tensor, copy: torch
 
 
 def _mix(config: TrainConfig, x, y, g):
-    """CutMix (the authors: every batch, PAPER §6.4) or Mixup, with probability ``mix_prob``."""
+    """CutMix (the authors: every batch, docs/method.md §6.4) or Mixup, with probability ``mix_prob``."""
     from micronet_lib.regularizers import cutmix, mixup
 
     if config.mix == "none":
@@ -274,7 +274,7 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
     for cycle in range(start_cycle, config.cycles):
         first_epoch = st["epoch"] + 1 if cycle == st["cycle"] and st["epoch"] < config.epochs_per_cycle - 1 else 0
         if first_epoch == 0:
-            # --- new cycle (PAPER §5.4, §8.4): masks from the current (last-epoch) weights, then the
+            # --- new cycle (docs/method.md §5.4, §8.4): masks from the current (last-epoch) weights, then the
             # previous cycle's best weights with those masks; a fresh optimiser and cosine.
             if config.prune_rates is not None:
                 masks = prune_to_rate(model, float(config.prune_rates[cycle]), scope=config.prune_scope,
@@ -317,7 +317,7 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
                     x = x.contiguous(memory_format=torch.channels_last)
                 y_a = y_a.to(device)
                 y_b = y_b.to(device) if y_b is not None else None
-                # --- forward, loss + λ·ortho (PAPER §5.5)
+                # --- forward, loss + λ·ortho (docs/method.md §5.5)
                 with autocast(config, device):
                     logits = forward(x)
                 # fp32 loss under autocast; a float64 model (tests/test_fidelity.py) keeps float64

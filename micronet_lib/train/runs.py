@@ -48,7 +48,7 @@ class RunSummary(dict):
     Keys: ``run_id``, ``run_dir``, ``status`` (``finished`` | ``stopped``), ``config`` (dict),
     ``profile``, ``deviations``, ``selection_note``, ``epochs`` (completed), ``epochs_total``,
     ``seconds``, ``final_{val,test}_{top1,top5}`` (last epoch), ``best_{val,test}_{top1,top5}``,
-    ``best_cycle``/``best_epoch`` (the selected epoch of the last cycle: the stage result, PAPER
+    ``best_cycle``/``best_epoch`` (the selected epoch of the last cycle: the stage result, docs/method.md
     §5.4), ``cycle_best`` (one entry per cycle), ``data_id``, ``data``, ``library_version``.
     Missing metrics (no validation split) are ``None``.
     """
@@ -140,6 +140,8 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
 
 
 def read_summary(run_dir: str | os.PathLike) -> RunSummary | None:
+    """``<run_dir>/summary.json`` (config, status, best/final accuracy, curves) as a ``RunSummary``, or None
+    when the run has no summary yet."""
     path = Path(run_dir) / "summary.json"
     if not path.exists():
         return None

@@ -1,9 +1,10 @@
-"""Setup for ``fit``: device, data subsets, the model at init, the optimiser (PAPER.md §2, §3.5, §5.3)."""
+"""Setup for ``fit``: device, data subsets, the model at init, the optimiser (docs/method.md §2, §3.5, §5.3)."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -77,6 +78,25 @@ def model_options(config: TrainConfig, num_classes: int) -> dict[str, Any]:
     )
 
 
+RUN_REF = "run:"
+
+
+def checkpoint_path(init_from: str) -> Path:
+    """The file an ``init_from`` names: ``run:<run id>/<file>`` is a checkpoint of a run in the current runs
+    folder (``train.runs.runs_root``), so a config that starts from another run carries no folder path and
+    keeps its hash when a results set is built in a staging folder or re-rendered on another machine;
+    anything else is a path."""
+    if not init_from.startswith(RUN_REF):
+        return Path(init_from)
+    from micronet_lib.train.runs import runs_root
+
+    path = runs_root() / init_from[len(RUN_REF):]
+    if not path.is_file():
+        raise FileNotFoundError(f"init_from={init_from!r}: {path} does not exist (checkpoints are not committed; "
+                                "train that run first, or re-render from the committed run records)")
+    return path
+
+
 def build_training_model(config: TrainConfig, num_classes: int) -> nn.Module:
     """The model at init (seeded), with ``init_from`` weights and masks loaded strictly if given."""
     from micronet_lib.models import build_model
@@ -88,13 +108,13 @@ def build_training_model(config: TrainConfig, num_classes: int) -> nn.Module:
         if config.init_from in RELEASED_CHECKPOINTS:
             state = load_released(config.init_from, num_classes=num_classes).state_dict()
         else:
-            state, _ = read_state_dict(config.init_from)
+            state, _ = read_state_dict(checkpoint_path(config.init_from))
         load_into(model, state, source=str(config.init_from))
     return model
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """A fresh SGD (PAPER §5.3); ``decay_1d=False`` puts 1-D parameters (BN, biases) in a no-decay group."""
+    """A fresh SGD (docs/method.md §5.3); ``decay_1d=False`` puts 1-D parameters (BN, biases) in a no-decay group."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if config.decay_1d or p.ndim > 1]
     no_decay = [p for p in params if not (config.decay_1d or p.ndim > 1)]

@@ -1,0 +1,136 @@
+"""How long a training cell will take under the active profile, said before it starts (issue #12).
+
+``announce(configs)`` prints one line such as "6 of 12 runs to train (6 finished, read back):
+≈ 40 s of training steps (2 epochs × 64 images each at ≈ 950 img/s measured here, micronet_v2 ×0.25)".
+The speed is measured on this machine with a few training steps of the first run still to train
+(random inputs, its model, batch size, device and orthogonality term); augmentation and evaluation come
+on top, so the figure is a lower bound. Runs already finished are read back by ``run_or_load`` and cost
+nothing. Headless report runs (``progress.bars_enabled()`` False) print nothing, so committed reports
+carry no machine-dependent timings.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from micronet_lib.progress import bars_enabled
+from micronet_lib.train.config import TrainConfig
+
+__all__ = ["TrainingEstimate", "estimate_training", "announce", "is_finished"]
+
+
+@dataclass(frozen=True)
+class TrainingEstimate:
+    """What a list of training runs will cost: runs to train, images they step through, measured speed."""
+
+    runs: int
+    to_train: int
+    images: int                # training images stepped through by the runs still to train
+    images_per_second: float   # measured training-step speed (0 when nothing is left to train)
+    profile: str
+    detail: str
+
+    @property
+    def seconds(self) -> float:
+        return self.images / self.images_per_second if self.images_per_second else 0.0
+
+    def __str__(self) -> str:
+        done = self.runs - self.to_train
+        head = f"{self.to_train} of {self.runs} run(s) to train under profile '{self.profile}'"
+        if done:
+            head += f" ({done} finished, read back)"
+        if not self.to_train:
+            return head + ": nothing to train, seconds to read back."
+        return f"{head}: ≈ {_duration(self.seconds)} of training steps ({self.detail}); augmentation and evaluation add to it."
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def is_finished(config: TrainConfig) -> bool:
+    """True when ``run_or_load(config)`` would read a finished run back instead of training."""
+    from micronet_lib.train.runs import read_summary, run_dir_for
+
+    summary = read_summary(run_dir_for(config))
+    return summary is not None and summary.get("status") == "finished" and summary.get("config") == config.to_dict()
+
+
+def _images_per_epoch(config: TrainConfig) -> tuple[int, int]:
+    """(training images per authors' epoch, classes) of ``config``'s data: copies per epoch × train split."""
+    from micronet_lib.augment import build_pipeline
+    from micronet_lib.train.setup import prepare_data
+
+    ds = prepare_data(config)
+    copies = int(build_pipeline(config.augment, mean=ds.mean, std=ds.std).copies_per_epoch)
+    return copies * len(ds.train), ds.num_classes
+
+
+def measure_images_per_second(config: TrainConfig, num_classes: int, *, steps: int = 3) -> float:
+    """Training-step speed of ``config``'s model on this machine: median of ``steps`` timed steps (after one
+    warm-up) on random inputs, with its batch size, device, precision-free fp32 and orthogonality term."""
+    import statistics
+
+    import torch.nn.functional as F
+
+    from micronet_lib.models import build_model
+    from micronet_lib.regularizers import orthogonality_penalty
+    from micronet_lib.train.setup import make_optimizer, model_options, resolve_device
+
+    device = resolve_device(config.device)
+    model = build_model(config.model, **model_options(config, num_classes)).to(device).train()
+    optimizer = make_optimizer(config, model)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(config.batch_size, 3, 32, 32, generator=gen).to(device)
+    y = torch.randint(0, num_classes, (config.batch_size,), generator=gen).to(device)
+    times = []
+    for i in range(steps + 1):
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        if config.ortho_coef:
+            loss = loss + config.ortho_coef * orthogonality_penalty(model)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i:  # the first step warms up allocators and kernels
+            times.append(time.perf_counter() - t0)
+    return config.batch_size / statistics.median(times)
+
+
+def estimate_training(configs: Sequence[TrainConfig]) -> TrainingEstimate:
+    """The cost of ``run_or_load`` over ``configs``: runs left to train, images they step through, and the
+    training-step speed of the first of them measured here (see the module docstring)."""
+    configs = list(configs)
+    if not configs or not all(isinstance(c, TrainConfig) for c in configs):
+        raise ValueError("estimate_training needs a non-empty list of TrainConfig objects")
+    todo = [c for c in configs if not is_finished(c)]
+    profile = configs[0].profile
+    if not todo:
+        return TrainingEstimate(runs=len(configs), to_train=0, images=0, images_per_second=0.0, profile=profile, detail="")
+    per_epoch, classes = _images_per_epoch(todo[0])
+    images = sum(c.total_epochs * per_epoch for c in todo)
+    speed = measure_images_per_second(todo[0], classes)
+    first = todo[0]
+    detail = (f"{images:,} training images in all, {per_epoch:,} per epoch, at ≈ {speed:,.0f} img/s measured here "
+              f"for {first.model} ×{first.width_mult:g}, batch {first.batch_size}")
+    return TrainingEstimate(runs=len(configs), to_train=len(todo), images=images, images_per_second=speed,
+                            profile=profile, detail=detail)
+
+
+def announce(configs: Sequence[TrainConfig]) -> TrainingEstimate | None:
+    """Print ``estimate_training(configs)`` before a long cell starts; silent (None) in headless report runs."""
+    if not bars_enabled():
+        return None
+    estimate = estimate_training(configs)
+    print(estimate, flush=True)
+    return estimate
