@@ -228,16 +228,16 @@ def test_imagefolder_cache_reused_and_invalidated(tmp_path, monkeypatch):
     cached = list((tmp_path / "cache" / "imagefolder").iterdir())
     assert len(cached) == 1 and cached[0].suffix == ".pt"
 
-    real_decode = data._decode
-    monkeypatch.setattr(data, "_decode", lambda p: pytest.fail(f"cache not used: decoded {p}"))
+    real_decode = data.imagefolder.decode_image
+    monkeypatch.setattr(data.imagefolder, "decode_image", lambda p: pytest.fail(f"cache not used: decoded {p}"))
     again = data.load_dataset(spec)
     assert torch.equal(again.train.images, first.train.images) and again.mean == first.mean
     # A damaged cache file is rebuilt, not trusted.
-    monkeypatch.setattr(data, "_decode", real_decode)
+    monkeypatch.setattr(data.imagefolder, "decode_image", real_decode)
     cached[0].write_bytes(b"not a torch file")
     assert torch.equal(data.load_dataset(spec).train.images, first.train.images)
     # A new file changes the listing hash: the tree is decoded again into a second cache file.
-    monkeypatch.setattr(data, "_decode", real_decode)
+    monkeypatch.setattr(data.imagefolder, "decode_image", real_decode)
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "tree" / "test" / "ant" / "9999.png")
     assert len(data.load_dataset(spec).test) == 7
     assert len(list((tmp_path / "cache" / "imagefolder").iterdir())) == 2
