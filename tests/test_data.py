@@ -209,6 +209,26 @@ def _image_tree(root, classes=("cat", "ant", "bee"), n_train=4, n_test=2, size=3
     return pixels
 
 
+def test_a_few_image_files_read_directly(tmp_path, monkeypatch):
+    pixels = _image_tree(tmp_path / "shared" / "tree")
+    monkeypatch.setenv("MICRONET_IMAGEFOLDER_ROOT", str(tmp_path / "shared"))
+    monkeypatch.chdir(tmp_path)
+    folder = data.resolve_image_folder("tree")  # not here: found under MICRONET_IMAGEFOLDER_ROOT
+    assert folder == tmp_path / "shared" / "tree" and data.find_image_folder("nowhere") is None
+    with pytest.raises(FileNotFoundError, match="nowhere not found .*MICRONET_IMAGEFOLDER_ROOT"):
+        data.resolve_image_folder("nowhere")
+    # ceil(5 / 3) = 2 per class (ant, bee, cat in name order), interleaved by rank; notes.txt is no image
+    files = data.first_per_class(folder / "train", 5)
+    assert [(f.parent.name, f.name) for f in files] == [("ant", "0000.png"), ("bee", "0000.png"), ("cat", "0000.png"),
+                                                       ("ant", "0001.png"), ("bee", "0001.png")]
+    images = data.read_images(files)
+    assert images.shape == (5, 3, 32, 32) and images.dtype == torch.uint8
+    assert np.array_equal(images[2].permute(1, 2, 0).numpy(), pixels[("train", "cat", 0)])
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "small.png")
+    with pytest.raises(ValueError, match="differ in size"):
+        data.read_images([files[0], tmp_path / "small.png"])
+
+
 def test_imagefolder_loads_exact_pixels_and_stats(tmp_path):
     pixels = _image_tree(tmp_path / "tree")
     ds = data.load_dataset(f"imagefolder:{tmp_path / 'tree'}")
