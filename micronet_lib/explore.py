@@ -41,8 +41,10 @@ SCORE_COLUMNS = ("params_s", "ops_s", "params_term", "ops_term", "score")
 def _display(*objs: Any) -> None:
     """Show tables and figures in the running notebook (figures as PNG, whatever the backend); no-op outside IPython."""
     from IPython import get_ipython
-    from IPython.display import Image, display
+    from IPython.display import display
     from matplotlib.figure import Figure
+
+    from micronet_lib.results import img_html
 
     if get_ipython() is None:
         return
@@ -50,7 +52,8 @@ def _display(*objs: Any) -> None:
         if isinstance(obj, Figure):
             buf = io.BytesIO()
             obj.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})
-            display(Image(data=buf.getvalue()))
+            alt = obj.get_suptitle() or "explorer view"
+            display({"text/html": img_html(buf.getvalue(), alt), "text/plain": alt}, raw=True)
         else:
             display(obj)
 
