@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import io
-import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -45,7 +44,7 @@ def _display(*objs: Any) -> None:
     from IPython.display import display
     from matplotlib.figure import Figure
 
-    from micronet_lib.results import show_png
+    from micronet_lib.results import img_html
 
     if get_ipython() is None:
         return
@@ -53,8 +52,8 @@ def _display(*objs: Any) -> None:
         if isinstance(obj, Figure):
             buf = io.BytesIO()
             obj.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})
-            titles = [obj._suptitle.get_text()] if obj._suptitle is not None else [ax.get_title() for ax in obj.axes]
-            show_png(buf.getvalue(), alt="; ".join(t for t in titles if t) or "explorer view")
+            alt = obj.get_suptitle() or "explorer view"
+            display({"text/html": img_html(buf.getvalue(), alt), "text/plain": alt}, raw=True)
         else:
             display(obj)
 
@@ -179,13 +178,6 @@ def similarity_explorer(classifiers: Mapping[str, torch.Tensor], *, checkpoint: 
 # --------------------------------------------------------------------------- 03: augmentation grid
 
 
-def _image_roots() -> list[Path]:
-    from micronet_lib.data import data_root
-
-    roots = [Path(os.environ["MICRONET_IMAGEFOLDER_ROOT"])] if os.environ.get("MICRONET_IMAGEFOLDER_ROOT") else []
-    return roots + [data_root()]
-
-
 def sample_images(n: int = 8) -> tuple[torch.Tensor, str] | None:
     """Up to ``n`` real photographs as uint8 [N, 3, 32, 32] and where they come from, or None.
 
@@ -193,22 +185,19 @@ def sample_images(n: int = 8) -> tuple[torch.Tensor, str] | None:
     (``cifar100-samples/*.png``) first, else the first test image of each class of the CIFAR-10 JPEG
     tree (``cifar10-jpeg/test/<class>/``). None when neither is on this machine (use the run's images).
     """
-    from micronet_lib.data import IMAGE_EXTENSIONS, _decode
+    from micronet_lib.data import data_root, find_image_folder, first_per_class, is_image, read_images
 
     if n < 1:
         raise ValueError(f"n={n!r} must be >= 1")
-    for root in _image_roots():
-        samples = sorted(p for p in (root / "cifar100-samples").glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        source = "CIFAR-100 test samples"
-        if not samples and (root / "cifar10-jpeg" / "test").is_dir():
-            folders = sorted(d for d in (root / "cifar10-jpeg" / "test").iterdir() if d.is_dir())
-            samples = [f for d in folders for f in sorted(d.iterdir())[:1] if f.suffix.lower() in IMAGE_EXTENSIONS]
-            source = "CIFAR-10 test images (JPEG)"
-        if samples:
-            arrays = [torch.from_numpy(_decode(p).copy()) for p in samples[:n]]  # copy: PIL arrays are read-only
-            if all(a.shape == (32, 32, 3) for a in arrays):
-                return torch.stack(arrays).permute(0, 3, 1, 2).contiguous(), source
-    return None
+    samples_folder = find_image_folder("cifar100-samples", also_under=[data_root()])
+    samples = sorted(p for p in samples_folder.iterdir() if is_image(p)) if samples_folder else []
+    source = "CIFAR-100 test samples"
+    if not samples and (tree := find_image_folder(Path("cifar10-jpeg", "test"), also_under=[data_root()])):
+        samples, source = first_per_class(tree, n, per_class=1), "CIFAR-10 test images (JPEG)"
+    if not samples:
+        return None
+    images = read_images(samples[:n])
+    return (images, source) if images.shape[-2:] == (32, 32) else None
 
 
 def augmentation_explorer(images_uint8: torch.Tensor, pipelines: Sequence[str], *, pipeline: str | None = None,

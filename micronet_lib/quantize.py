@@ -24,15 +24,13 @@ pixels here are 20 test images, and CIFAR-10 test images are natural images of o
 from __future__ import annotations
 
 import copy
-import os
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
 from torch.ao.quantization.observer import HistogramObserver, PerChannelMinMaxObserver
 
+from micronet_lib.data import read_images  # public here since #14; the data layer owns the reader
 from micronet_lib.scoring import count, register_module
 
 __all__ = ["ChannelScale", "quantize_model", "score_quantized", "predictions", "agreement", "read_images", "quantization_table",
@@ -147,41 +145,6 @@ def agreement(reference: nn.Module | torch.Tensor, candidate: nn.Module, images:
     return int((ref == predictions(candidate, images)).sum()), int(images.shape[0])
 
 
-# A few hundred images of an image folder are read directly: load_dataset("imagefolder:…") would decode
-# (and cache) all 60,000 for the sake of 300.
-def read_images(paths) -> torch.Tensor:
-    """uint8 ``[N, 3, H, W]`` RGB images from image files (PIL)."""
-    from PIL import Image
-
-    arrays = []
-    for p in paths:
-        with Image.open(p) as im:
-            arrays.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-
-
-def _image_folder(name: str) -> Path:
-    """``name`` as given or under ``MICRONET_IMAGEFOLDER_ROOT``."""
-    p = Path(name)
-    root = os.environ.get("MICRONET_IMAGEFOLDER_ROOT")
-    if not p.is_dir() and root and (Path(root) / name).is_dir():
-        p = Path(root) / name
-    if not p.is_dir():
-        raise FileNotFoundError(f"image folder {name!r} not found (relative names are tried under "
-                                f"MICRONET_IMAGEFOLDER_ROOT={root!r})")
-    return p
-
-
-def _per_class(folder: Path, n: int) -> list[Path]:
-    """The first ``ceil(n / classes)`` files of each class folder, interleaved, cut to ``n``."""
-    classes = sorted(d for d in folder.iterdir() if d.is_dir())
-    if not classes:
-        raise ValueError(f"{folder} holds no class folders")
-    k = -(-n // len(classes))
-    lists = [sorted(c.iterdir())[:k] for c in classes]
-    return [p for group in zip(*lists) for p in group][:n]
-
-
 def _normalized(images_uint8: torch.Tensor) -> torch.Tensor:
     from micronet_lib.data import normalize
 
@@ -198,11 +161,13 @@ def quantization_table(models: dict[str, nn.Module], *, weight_bits=(8, 6, 4), a
 
     for bits in weight_bits:
         _check_bits(bits, "weight_bits")
-    from micronet_lib.data import load_labelled_samples
+    from micronet_lib.data import first_per_class, load_labelled_samples, resolve_image_folder
 
+    # A few hundred files are read directly: load_dataset("imagefolder:…") would decode (and cache) all 60,000.
+    folder = resolve_image_folder(natural)
     c100 = _normalized(load_labelled_samples(cifar100_samples)[0].images)
-    c10 = _normalized(read_images(_per_class(_image_folder(natural) / "test", natural_images)))
-    calib = _normalized(read_images(_per_class(_image_folder(natural) / "train", calibration_images)))
+    c10 = _normalized(read_images(first_per_class(folder / "test", natural_images)))
+    calib = _normalized(read_images(first_per_class(folder / "train", calibration_images)))
     rows = []
     for name, model in tqdm(list(models.items()), desc="quantise", leave=False):
         model = model.eval()

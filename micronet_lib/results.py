@@ -232,22 +232,11 @@ def save(obj, name: str, *, meta: Mapping[str, Any], **kwargs) -> dict[str, Path
     return save_figure(obj, name, meta=meta, **kwargs)
 
 
-def show_png(png: bytes, *, alt: str) -> None:
-    """Display PNG bytes as an ``<img>`` with ``alt`` text in the running notebook (no-op outside IPython).
-
-    nbconvert's lab template drops an ``Image``'s alt and then warns "Alternative text is missing" on
-    every report, so the figure goes out as HTML with its alt text (and ``alt`` as the plain-text form).
-    """
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-    except ImportError:  # pragma: no cover - IPython ships with the notebook extras
-        return
-    if get_ipython() is None:
-        return
+def img_html(png: bytes, alt: str) -> str:
+    """PNG bytes as an inline ``<img>`` with alt text, for display in a notebook: nbconvert's lab template
+    drops an ``IPython.display.Image``'s alt and then warns "Alternative text is missing" on every report."""
     data = base64.b64encode(png).decode("ascii")
-    display({"text/html": f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" style="max-width:100%">',
-             "text/plain": alt}, raw=True)
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}" style="max-width:100%">'
 
 
 def publish(obj, name: str, *, meta: Mapping[str, Any], title: str | None = None, **kwargs) -> None:
@@ -271,9 +260,8 @@ def publish(obj, name: str, *, meta: Mapping[str, Any], title: str | None = None
     if isinstance(obj, Figure):
         # Show the saved PNG itself: a Figure built without pyplot has no inline-backend formatter
         # (it would render as "<Figure size …>"), and the report then shows exactly the committed file.
-        # As an <img> with alt text (the caption): nbconvert's lab template drops an Image's alt and then
-        # warns "Alternative text is missing" on every report.
-        show_png(Path(written["png"]).read_bytes(), alt=caption(meta, title))
+        display({"text/html": img_html(Path(written["png"]).read_bytes(), caption(meta, title)),
+                 "text/plain": caption(meta, title)}, raw=True)
         import matplotlib.pyplot as plt
 
         plt.close(obj)  # shown once, by the display above, not again by the inline backend

@@ -47,10 +47,10 @@ def dataset_table(params: Mapping[str, Any]) -> "pd.DataFrame":
     """Which data sets this machine has; the profile's own choice is marked. Nothing is downloaded."""
     import pandas as pd
 
-    from micronet_lib.data import data_root
+    from micronet_lib.data import CIFAR_FOLDERS, data_root
 
     rows = []
-    for spec, (folder, marker) in _cifar_folders().items():
+    for spec, (folder, marker) in CIFAR_FOLDERS.items():
         here = (data_root() / folder / marker).is_file()
         rows.append((spec, "official pickles" if here else "absent (downloads on first use when online)",
                      f"$MICRONET_DATA/{folder}" if os.environ.get("MICRONET_DATA") else f"~/.cache/micronet/data/{folder}"))
@@ -187,7 +187,7 @@ def notebook_plan(params: Mapping[str, Any]) -> "pd.DataFrame":
     """What each notebook runs under these parameters: training runs, epochs (cycles x epochs), data."""
     import pandas as pd
 
-    from micronet_lib.pipeline import list_notebooks
+    from micronet_lib.pipeline.notebooks import list_notebooks
 
     seeds, data = len(params["seeds"]), params["data"]
     comp = params["comparison_seeds"]
@@ -215,8 +215,3 @@ def notebook_plan(params: Mapping[str, Any]) -> "pd.DataFrame":
     df.insert(1, "present", ["yes" if n in present else "not yet" for n in df["notebook"]])
     return df.astype({"cycles x epochs per run": str})
 
-
-def _cifar_folders() -> dict[str, tuple[str, str]]:
-    from micronet_lib.pipeline import _CIFAR_FOLDERS
-
-    return _CIFAR_FOLDERS

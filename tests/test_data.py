@@ -209,6 +209,26 @@ def _image_tree(root, classes=("cat", "ant", "bee"), n_train=4, n_test=2, size=3
     return pixels
 
 
+def test_a_few_image_files_read_directly(tmp_path, monkeypatch):
+    pixels = _image_tree(tmp_path / "shared" / "tree")
+    monkeypatch.setenv("MICRONET_IMAGEFOLDER_ROOT", str(tmp_path / "shared"))
+    monkeypatch.chdir(tmp_path)
+    folder = data.resolve_image_folder("tree")  # not here: found under MICRONET_IMAGEFOLDER_ROOT
+    assert folder == tmp_path / "shared" / "tree" and data.find_image_folder("nowhere") is None
+    with pytest.raises(FileNotFoundError, match="nowhere not found .*MICRONET_IMAGEFOLDER_ROOT"):
+        data.resolve_image_folder("nowhere")
+    # ceil(5 / 3) = 2 per class (ant, bee, cat in name order), interleaved by rank; notes.txt is no image
+    files = data.first_per_class(folder / "train", 5)
+    assert [(f.parent.name, f.name) for f in files] == [("ant", "0000.png"), ("bee", "0000.png"), ("cat", "0000.png"),
+                                                       ("ant", "0001.png"), ("bee", "0001.png")]
+    images = data.read_images(files)
+    assert images.shape == (5, 3, 32, 32) and images.dtype == torch.uint8
+    assert np.array_equal(images[2].permute(1, 2, 0).numpy(), pixels[("train", "cat", 0)])
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "small.png")
+    with pytest.raises(ValueError, match="differ in size"):
+        data.read_images([files[0], tmp_path / "small.png"])
+
+
 def test_imagefolder_loads_exact_pixels_and_stats(tmp_path):
     pixels = _image_tree(tmp_path / "tree")
     ds = data.load_dataset(f"imagefolder:{tmp_path / 'tree'}")
@@ -228,16 +248,16 @@ def test_imagefolder_cache_reused_and_invalidated(tmp_path, monkeypatch):
     cached = list((tmp_path / "cache" / "imagefolder").iterdir())
     assert len(cached) == 1 and cached[0].suffix == ".pt"
 
-    real_decode = data._decode
-    monkeypatch.setattr(data, "_decode", lambda p: pytest.fail(f"cache not used: decoded {p}"))
+    real_decode = data.imagefolder.decode_image
+    monkeypatch.setattr(data.imagefolder, "decode_image", lambda p: pytest.fail(f"cache not used: decoded {p}"))
     again = data.load_dataset(spec)
     assert torch.equal(again.train.images, first.train.images) and again.mean == first.mean
     # A damaged cache file is rebuilt, not trusted.
-    monkeypatch.setattr(data, "_decode", real_decode)
+    monkeypatch.setattr(data.imagefolder, "decode_image", real_decode)
     cached[0].write_bytes(b"not a torch file")
     assert torch.equal(data.load_dataset(spec).train.images, first.train.images)
     # A new file changes the listing hash: the tree is decoded again into a second cache file.
-    monkeypatch.setattr(data, "_decode", real_decode)
+    monkeypatch.setattr(data.imagefolder, "decode_image", real_decode)
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "tree" / "test" / "ant" / "9999.png")
     assert len(data.load_dataset(spec).test) == 7
     assert len(list((tmp_path / "cache" / "imagefolder").iterdir())) == 2

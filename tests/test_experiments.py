@@ -40,7 +40,7 @@ def test_parse_setting():
     assert ex.parse_setting("randaugment") == ("randaugment:2:9", "none")  # shares the grid's (2, 9) run
     with pytest.raises(ValueError, match=r"'\+blend' is not a mixing; allowed: \+cutmix, \+mixup"):
         ex.parse_setting("baseline+blend")
-    with pytest.raises(ValueError, match="unknown pipeline 'standard'; known: .*baseline"):
+    with pytest.raises(ValueError, match="unknown pipeline 'standard'; allowed: .*baseline"):
         ex.parse_setting("standard")
 
 

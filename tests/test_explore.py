@@ -35,10 +35,21 @@ def _outputs(nb, first: int) -> list:
 
 
 def _pngs(outputs) -> list[Image.Image]:
+    """The figures shown: inline ``<img>`` PNGs, each with alt text (nbconvert warns on an image without)."""
     import io
+    import re
 
-    return [Image.open(io.BytesIO(base64.b64decode(o["data"]["image/png"])))
-            for o in outputs if o.output_type == "display_data" and "image/png" in o.get("data", {})]
+    found = []
+    for o in outputs:
+        if o.output_type == "display_data":
+            for data, _alt in re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="([^"]+)"', o["data"].get("text/html", "")):
+                found.append(Image.open(io.BytesIO(base64.b64decode(data))))
+    return found
+
+
+def _tables(outputs) -> list:
+    """The HTML outputs that are not figures."""
+    return [o for o in outputs if "<img" not in o.get("data", {}).get("text/html", "<img")]
 
 
 WIDGET = "application/vnd.jupyter.widget-view+json"
@@ -58,10 +69,10 @@ def test_explorers_draw_a_static_view_in_headless_runs(tmp_path, monkeypatch):
         assert len(pngs) == 1, call  # one figure, as a PNG (not "<Figure size ...>" text)
         assert min(pngs[0].size) > 150 and np.asarray(pngs[0].convert("L")).std() > 5, call  # not blank
         assert not any(WIDGET in o.get("data", {}) for o in out), call
-    counts = [o for o in static[0] if "text/html" in o.get("data", {})]
+    counts = _tables(static[0])
     assert len(counts) == 2 and "params_s" in counts[0]["data"]["text/html"]  # score terms + top layers
     assert "tiny (official)" in counts[0]["data"]["text/html"]
-    oneshot = [o["data"]["text/html"] for o in static[3] if "text/html" in o.get("data", {})]
+    oneshot = [o["data"]["text/html"] for o in _tables(static[3])]
     assert "score_kaist" in oneshot[0] and "50.0" in oneshot[0]
 
 

@@ -207,7 +207,7 @@ def test_imagefolder_path_is_rewritten_relative_to_the_notebooks(tmp_path, monke
         (tmp_path / "data" / "tree" / split / "cat").mkdir(parents=True)
     (tmp_path / "repo" / "notebooks").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "repo")
-    spec = pipeline._resolve_data("imagefolder:../data/tree", tmp_path / "repo" / "notebooks")
+    spec = pipeline.resolve_data("imagefolder:../data/tree", tmp_path / "repo" / "notebooks")
     assert spec == "imagefolder:../../data/tree"  # relative, so executed notebooks carry no machine path
 
 

@@ -24,7 +24,7 @@ import torch
 
 from micronet_lib import data
 from micronet_lib.cli import main
-from micronet_lib.train import TrainConfig, fit, read_metrics, resume, run_or_load, runs, store
+from micronet_lib.train import TrainConfig, fit, read_metrics, resume, run_folder, run_or_load, runs, store
 
 REPO = Path(__file__).resolve().parents[1]
 # 3 epochs of 80 images of a 1/4-width, 1/4-depth net: a few seconds, yet a real run with all files.
@@ -268,7 +268,7 @@ def test_disk_full_is_one_line_and_earlier_files_stay_intact(finished, tmp_path,
 
 
 def test_stale_temp_files_are_removed_on_the_next_start(killed, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger=store.__name__)
+    caplog.set_level(logging.INFO, logger=run_folder.__name__)
     run_dir = copy(killed, tmp_path)
     for name in (".last.pt.k2j3h4.tmp", ".metrics.jsonl.x8y9.tmp"):
         (run_dir / name).write_bytes(b"half a checkpoint")
@@ -331,7 +331,7 @@ def test_notebook_params_threads_and_absent_device_are_rejected_before_work(monk
 def test_synthetic_set_too_large_for_memory_is_refused_before_allocating(tmp_path, monkeypatch, capsys):
     import psutil
 
-    monkeypatch.setattr(data, "_synthetic_split", lambda *a: pytest.fail("allocated anyway"))
+    monkeypatch.setattr(data.synthetic, "_synthetic_split", lambda *a: pytest.fail("allocated anyway"))
     monkeypatch.setattr(psutil, "virtual_memory", lambda: type("vm", (), {"available": 24 * 10**9})())
     assert main(["train", "--profile", "smoke", "--set", "train_per_class=100000", "--runs-dir", str(tmp_path / "runs"),
                  "--no-progress"]) == 2

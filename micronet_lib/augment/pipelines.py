@@ -30,6 +30,7 @@ import torch.nn.functional as nnF
 
 from micronet_lib.augment.fastaa import FASTAA_4X_ORDER, FASTAA_DEFAULT_SET, FastAAStage, policy_set, resolve_set_name
 from micronet_lib.regularizers.mixing import cutout
+from micronet_lib.registry import Registry, UnknownNameError
 
 __all__ = ["AugmentPipeline", "CropFlipStage", "CutoutStage", "TorchvisionStage", "build_pipeline", "list_pipelines", "register_pipeline"]
 
@@ -132,19 +133,14 @@ class AugmentPipeline:
         return x.float().div_(255.0).sub_(mean).div_(std)
 
 
-_BUILDERS: dict[str, Callable[[list[str]], list[list[Stage]]]] = {}
+#: Pipeline builders ``builder(args: list[str]) -> copies`` (args: the ``:``-separated suffix of the name).
+PIPELINES: Registry[Callable[[list[str]], list[list[Stage]]]] = Registry(
+    "pipeline", example="'randaugment:2:9', 'fastaa:wresnet40x2'")
 
 
 def register_pipeline(name: str):
     """Register ``builder(args: list[str]) -> copies`` under ``name`` (args: the ``:``-separated suffix)."""
-
-    def deco(builder):
-        if name in _BUILDERS:
-            raise ValueError(f"pipeline {name!r} is already registered")
-        _BUILDERS[name] = builder
-        return builder
-
-    return deco
+    return PIPELINES.register(name)
 
 
 def _no_args(name: str, args: list[str]) -> None:
@@ -228,12 +224,12 @@ def _fastaa4x(args):
 
 def list_pipelines() -> list[str]:
     """Registered pipeline names (``randaugment`` and ``fastaa`` also take ``:`` arguments)."""
-    return list(_BUILDERS)
+    return PIPELINES.names()
 
 
 def build_pipeline(name: str, *, mean: Sequence[float], std: Sequence[float]) -> AugmentPipeline:
     """Build a named pipeline (module docstring) that normalises with ``mean``/``std`` last."""
     base, *args = name.split(":")
-    if base not in _BUILDERS:
-        raise ValueError(f"unknown pipeline {name!r}; known: {', '.join(list_pipelines())} (e.g. 'randaugment:2:9', 'fastaa:wresnet40x2')")
-    return AugmentPipeline(name, _BUILDERS[base](args), mean=mean, std=std)
+    if base not in PIPELINES:
+        raise UnknownNameError(PIPELINES.unknown_message(base))
+    return AugmentPipeline(name, PIPELINES.get(base)(args), mean=mean, std=std)

@@ -139,10 +139,10 @@ def parse_setting(name: str) -> tuple[str, str]:
     base, plus, mix = name.partition("+")
     if plus and mix not in MIXES:
         raise ValueError(f"augmentation setting {name!r}: '+{mix}' is not a mixing; allowed: +{', +'.join(MIXES)}")
-    from micronet_lib.augment import list_pipelines
+    from micronet_lib.augment.pipelines import PIPELINES
 
-    if base.split(":")[0] not in list_pipelines():
-        raise ValueError(f"augmentation setting {name!r}: unknown pipeline {base!r}; known: {', '.join(list_pipelines())}")
+    if base.split(":")[0] not in PIPELINES:
+        raise ValueError(f"augmentation setting {name!r}: {PIPELINES.unknown_message(base.split(':')[0])}")
     if base == "randaugment":
         base = "randaugment:2:9"
     return base, (mix if plus else "none")

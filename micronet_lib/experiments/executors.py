@@ -325,7 +325,7 @@ def sweep(studies: Sequence[str], params: Mapping[str, Any], *, executor=None,
     where the notebooks resolve relative paths, so the configs equal the notebooks' own.
     """
     from micronet_lib.experiments.studies import study_configs
-    from micronet_lib.pipeline import notebooks_dir
+    from micronet_lib.pipeline.notebooks import notebooks_dir
 
     workdir = Path(workdir or notebooks_dir()).resolve()
     total = SweepReport()

@@ -6,34 +6,27 @@ from typing import Callable
 
 import torch.nn as nn
 
-__all__ = ["register_model", "build_model", "list_models", "model_builder"]
+from micronet_lib.registry import Registry
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+__all__ = ["register_model", "build_model", "list_models", "model_builder", "MODELS"]
+
+#: Every model builder, filled by the modules of this package as they are imported.
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
 def register_model(name: str | None = None) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a builder under ``name`` (default: the function's name). Duplicate names raise."""
-
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        key = name or fn.__name__
-        if key in _BUILDERS:
-            raise ValueError(f"model name {key!r} is already registered")
-        _BUILDERS[key] = fn
-        return fn
-
-    return wrap
+    return MODELS.register(name)
 
 
 def list_models() -> list[str]:
     """Names accepted by :func:`build_model`, sorted."""
-    return sorted(_BUILDERS)
+    return MODELS.names()
 
 
 def model_builder(name: str) -> Callable[..., nn.Module]:
-    try:
-        return _BUILDERS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}") from None
+    """The registered builder ``name``; an unknown name raises a ``ValueError`` listing the known ones."""
+    return MODELS.get(name)
 
 
 def build_model(name: str, **options) -> nn.Module:

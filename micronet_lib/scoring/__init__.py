@@ -24,7 +24,6 @@ from micronet_lib.scoring.report import (
 )
 from micronet_lib.scoring.records import DataDependentError, OpRecord, UnsupportedOpError, register_module, register_op_cost
 from micronet_lib.scoring.trace import trace
-from micronet_lib.scoring import layouts as _layouts  # noqa: F401  (registers wrn_standard / wrn_astar)
 
 __all__ = [
     "count",

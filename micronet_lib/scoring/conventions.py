@@ -33,9 +33,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Sequence
 
+from micronet_lib.registry import Registry
 from micronet_lib.scoring.records import OpRecord
 
-__all__ = ["Cost", "Convention", "register_convention", "get_convention", "list_conventions"]
+__all__ = ["CONVENTIONS", "Cost", "Convention", "register_convention", "get_convention", "list_conventions"]
 
 
 @dataclass(frozen=True)
@@ -114,35 +115,32 @@ class Convention:
                 for r in records]
 
 
-_CONVENTIONS: dict[str, Convention] = {}
+#: One instance of each registered :class:`Convention` subclass.
+CONVENTIONS: Registry[Convention] = Registry("convention")
 
 
 def register_convention(name: str | None = None) -> Callable[[type], type]:
     """Class decorator: register an instance of a :class:`Convention` subclass. Duplicates raise."""
 
     def wrap(cls: type) -> type:
-        key = name or cls.name
-        if key in _CONVENTIONS:
-            raise ValueError(f"convention {key!r} is already registered")
         inst = cls()
-        inst.name = key
-        _CONVENTIONS[key] = inst
+        inst.name = name or cls.name
+        CONVENTIONS.add(inst.name, inst)
         return cls
 
     return wrap
 
 
 def list_conventions() -> list[str]:
-    return sorted(_CONVENTIONS)
+    """Names accepted wherever a ``convention=`` is taken."""
+    return CONVENTIONS.names()
 
 
 def get_convention(name: str | Convention) -> Convention:
+    """The registered convention ``name`` (a :class:`Convention` instance passes through)."""
     if isinstance(name, Convention):
         return name
-    try:
-        return _CONVENTIONS[name]
-    except KeyError:
-        raise ValueError(f"convention={name!r} is not known; allowed: {', '.join(list_conventions())}") from None
+    return CONVENTIONS.get(name)
 
 
 @register_convention("official")

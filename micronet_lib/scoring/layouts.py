@@ -17,10 +17,23 @@ from the model's actual weights, so a pruned WRN is scored with the same layout.
 from __future__ import annotations
 
 from micronet_lib.scoring.ops import ACTIVATION_COSTS, output_size
-from micronet_lib.scoring.report import register_layout
 from micronet_lib.scoring.records import OpRecord, param_stats
+from micronet_lib.registry import Registry
 
-__all__ = ["wrn_layout"]
+__all__ = ["LAYOUTS", "list_layouts", "register_layout", "wrn_layout"]
+
+#: Fixed op layouts ``fn(model, input_size) -> list[OpRecord]``, used by ``count(layout=...)`` instead of tracing.
+LAYOUTS: Registry = Registry("layout")
+
+
+def register_layout(name: str):
+    """Register ``fn(model, input_size) -> list[OpRecord]``: a fixed op layout used instead of tracing."""
+    return LAYOUTS.register(name)
+
+
+def list_layouts() -> list[str]:
+    """Names accepted by ``count(layout=...)`` (``None`` traces the forward instead)."""
+    return LAYOUTS.names()
 
 _RELU = tuple(map(int, ACTIVATION_COSTS["relu"]))
 

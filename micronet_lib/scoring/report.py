@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from micronet_lib.scoring.conventions import Convention, get_convention
 from micronet_lib.scoring.ops import as_fraction
+from micronet_lib.scoring.layouts import LAYOUTS, list_layouts, register_layout
 from micronet_lib.scoring.trace import OpRecord, trace
 
 __all__ = [
@@ -46,25 +47,6 @@ WRN28_10_PARAMS = 36_529_028
 WRN28_10_OPS = 10_490_270_720
 PARAMS_NORMALIZER = 36.5e6  # ≈ WRN28_10_PARAMS
 OPS_NORMALIZER = 10.49e9  # ≈ WRN28_10_OPS
-
-_LAYOUTS: dict[str, callable] = {}
-
-
-def register_layout(name: str):
-    """Register ``fn(model, input_size) -> list[OpRecord]``: a fixed op layout used instead of tracing."""
-
-    def wrap(fn):
-        if name in _LAYOUTS:
-            raise ValueError(f"layout {name!r} is already registered")
-        _LAYOUTS[name] = fn
-        return fn
-
-    return wrap
-
-
-def list_layouts() -> list[str]:
-    return sorted(_LAYOUTS)
-
 
 def score(params_s: float, ops_s: float, *, normalizers: tuple[float, float] = (PARAMS_NORMALIZER, OPS_NORMALIZER)) -> float:
     """score = S_p / 36.5e6 + S_o / 10.49e9 (docs/scoring.md §1)."""
@@ -322,11 +304,7 @@ def count(model: nn.Module, input_size: Iterable[int] = (1, 3, 32, 32), *, conve
     if layout is None:
         records = trace(model, size, device=device)
     else:
-        if layout not in _LAYOUTS:
-            import micronet_lib.scoring.layouts  # noqa: F401  (registers the built-in layouts)
-        if layout not in _LAYOUTS:
-            raise ValueError(f"layout={layout!r} is not known; allowed: None (trace), {', '.join(list_layouts())}")
-        records = _LAYOUTS[layout](model, size)
+        records = LAYOUTS.get(layout)(model, size)
     for name, spec in specs.items():
         if spec == FROM_MODEL:
             specs[name] = bits_from_model(model, records, name)

@@ -1,0 +1,259 @@
+"""Running the notebooks: papermill with a quiet kernel, executed copies and HTML reports in a results set."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from micronet_lib.fileio import atomic_write_json, atomic_write_text
+from micronet_lib.results import RESULTS_ENV
+
+from .datasets import resolve_data
+from .notebooks import REPO, list_notebooks, notebooks_dir, select_notebooks
+from .params import check_params, load_profile
+
+log = logging.getLogger(__name__)
+
+KERNEL = "python3"
+
+
+class NotebookError(RuntimeError):
+    """A notebook of the pipeline failed; the message names it and shows the failing cell."""
+
+
+@dataclass(frozen=True)
+class NotebookRun:
+    name: str
+    executed: Path
+    html: Path
+    seconds: float
+
+
+
+def _failure_message(name: str, exc: BaseException, saved: Path | None) -> str:
+    from papermill.exceptions import PapermillExecutionError
+
+    where = f"; the partly executed notebook is {saved}" if saved else ""
+    if isinstance(exc, PapermillExecutionError):
+        tb = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(exc.traceback[-3:]))
+        return (
+            f"notebook {name} failed in cell {exc.cell_index} (In [{exc.exec_count}]){where}\n"
+            f"--- failing cell ---\n{exc.source}\n--- error ---\n{exc.ename}: {exc.evalue}\n{tb}"
+        )
+    return f"notebook {name} failed: {type(exc).__name__}: {exc}{where}"
+
+
+_VOLATILE = ("start_time", "end_time", "duration")
+
+
+def _stabilise(nb, name: str, shown: str) -> None:
+    """Drop run times and machine paths from an executed notebook so reruns diff cleanly."""
+    pm = nb.metadata.get("papermill", {})
+    for key in _VOLATILE:
+        pm.pop(key, None)
+    pm["input_path"] = f"notebooks/{name}.ipynb"
+    pm["output_path"] = f"{shown}/executed/{name}.ipynb"
+    for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.id = "injected-parameters"  # papermill gives it a random id on every run
+        cell.metadata.pop("execution", None)
+        for key in _VOLATILE:
+            cell.metadata.get("papermill", {}).pop(key, None)
+
+
+def _scrub_paths(text: str) -> str:
+    """Replace this machine's repository and home paths (e.g. in a warning's file name) by
+    ``<repo>`` and ``~``: executed notebooks and reports are committed and must not carry them."""
+    for path, label in ((REPO, "<repo>"), (REPO.parent, "<repo>/.."), (Path.home(), "~")):
+        text = text.replace(str(path) + "/", label + "/")
+    return text
+
+
+def _render_html(nb) -> str:
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    body, _ = exporter.from_notebook_node(nb)
+    return body
+
+
+def _quiet_kernel_manager():
+    """nbclient's kernel manager without the two messages every successful run printed.
+
+    - ``jupyter_client`` (>= 7) interrupts the kernel before every shutdown, even a graceful one after
+      the last cell; ipykernel, idle in its message loop, catches that KeyboardInterrupt and logs
+      ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.``. The shutdown request that follows
+      stops an idle kernel by itself, and ``finish_shutdown`` still kills one that does not exit, so the
+      interrupt is skipped while shutting down (it is kept for cell timeouts).
+    - ipykernel 7 warns ``Kernel is running over TCP without encryption`` unless the manager provisions
+      CurveZMQ keys; the ``python3`` kernelspec declares support, so encryption is switched on ("auto")
+      wherever pyzmq has Curve, which silences the warning by removing its cause.
+    """
+    import zmq
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class QuietShutdownKernelManager(AsyncKernelManager):
+        @default("transport_encryption")
+        def _encrypt_when_possible(self) -> str:
+            return "auto" if zmq.has("curve") else "disabled"
+
+        async def _async_interrupt_kernel(self) -> None:
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
+
+    return QuietShutdownKernelManager
+
+
+def _execute(path: Path, out: Path, *, params: Mapping[str, Any], cwd: Path, name: str, failed: Path) -> Any:
+    """Run one notebook with papermill into ``out``; return it read back, or raise ``NotebookError``."""
+    import nbformat
+    import papermill
+
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".ipynb", dir=out)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        try:
+            papermill.execute_notebook(
+                str(path), str(tmp), parameters=dict(params), kernel_name=KERNEL, cwd=str(cwd),
+                progress_bar=False, log_output=False, kernel_manager_class=_quiet_kernel_manager(),
+            )
+        except Exception as exc:
+            saved = None
+            if tmp.is_file() and tmp.stat().st_size:
+                os.replace(tmp, failed)  # kept for debugging; the error names it
+                saved = failed
+            raise NotebookError(_failure_message(name, exc, saved)) from exc
+        return nbformat.read(tmp, as_version=4)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def pipeline_runs_dir(profile: str, data: str, *, results_dir: str | os.PathLike | None = None,
+                      publish: bool = False) -> Path:
+    """Where the notebooks of (``profile``, ``data``) keep their training runs: ``$MICRONET_RUNS``, else the
+    ``runs/`` of that results set (``micronet sweep`` trains there, so ``reproduce`` reads them back)."""
+    from micronet_lib import results_sets as sets
+    from micronet_lib.results import RUNS_ENV
+
+    if os.environ.get(RUNS_ENV):
+        return Path(os.environ[RUNS_ENV])
+    return sets.results_set(profile, data, publish=publish, base=results_dir).folder.resolve() / "runs"
+
+
+def notebook_params(profile: str, *, data: str | None = None, folder: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The parameters the notebooks of ``profile`` receive: the profile's YAML with ``data`` overriding
+    its dataset, validated, the data checked and an ``imagefolder:`` path made relative to ``folder``
+    (the notebooks' working directory). ``micronet sweep`` builds its grid from the same values."""
+    folder = Path(folder or notebooks_dir())
+    params = load_profile(profile, folder=folder)
+    if data is not None:
+        params["data"] = data
+    params = check_params(params)
+    if params["profile"] != profile:
+        raise ValueError(f"{folder}/params/{profile}.yaml sets profile={params['profile']!r}; it must say {profile!r}")
+    params["data"] = resolve_data(params["data"], folder)
+    return params
+
+
+def reproduce(
+    profile: str,
+    *,
+    only: str | Iterable[str] | None = None,
+    data: str | None = None,
+    results_dir: str | os.PathLike | None = None,
+    notebooks: str | os.PathLike | None = None,
+    publish: bool = False,
+    rebuild: bool = False,
+    executor=None,
+) -> list[NotebookRun]:
+    """Run the notebooks of ``profile`` headless into a results set; see the module docstring.
+
+    ``data`` overrides the profile's dataset (an ``imagefolder:`` path is taken relative to the
+    current directory). The set is ``<results_dir>/scratch/<profile>-<data>/`` (git-ignored), or with
+    ``publish=True`` the committed ``<results_dir>/<profile>-<data>/`` (``results_dir`` defaults to the
+    repository's ``results/``); ``rebuild=True`` builds it whole instead of adding to it. The set is
+    built in a staging folder and swapped in only when every selected notebook succeeded
+    (``micronet_lib.results_sets``); the kernels write tables, figures and training runs there through
+    ``$MICRONET_RESULTS`` / ``$MICRONET_RUNS``. ``executor`` (``experiments.make_executor("ray")``, say):
+    train the grid of the selected study notebooks (02–04) with it first, into the set's runs, so the
+    notebooks only read finished runs back.
+    """
+    import nbformat
+
+    from micronet_lib import results_sets as sets
+    from micronet_lib.cli import resolve_device
+    from micronet_lib.results import DEST_ENV, KIND_ENV, RUNS_ENV
+
+    folder = Path(notebooks or notebooks_dir())
+    params = notebook_params(profile, data=data, folder=folder)
+    selected = select_notebooks(list_notebooks(folder), only)
+    if not selected:
+        raise FileNotFoundError(f"no NN_*.ipynb notebooks in {folder}")
+    target = sets.results_set(profile, params["data"], publish=publish, base=results_dir)
+    identity = sets.code_identity()
+    sets.check_publish(target, profile=profile, data=params["data"], rebuild=rebuild, identity=identity)
+    previous = None if rebuild else sets.read_manifest(target.folder)
+
+    seed = None if rebuild else sets.committed_runs_for(target, identity)
+    stage = sets.prepare_staging(target, identity, rebuild=rebuild, seed_runs=seed).resolve()
+    executed_dir, html_dir = stage / "executed", stage / "html"
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    html_dir.mkdir(parents=True, exist_ok=True)
+    shown = sets.relative_to_repo(target.folder)
+    # The kernel inherits this environment: tables/figures/runs land in the staging copy of the set, the
+    # first cell names the set's own folder, and progress bars (whose rates change every run) stay out
+    # of the executed notebooks.
+    # A run store named by the user ($MICRONET_RUNS, e.g. shared storage of a cluster) is used as it is;
+    # its runs are then not copied into the set's runs/ (docs/cluster.md).
+    env = {RESULTS_ENV: str(stage), RUNS_ENV: os.environ.get(RUNS_ENV) or str(stage / "runs"), DEST_ENV: shown,
+           KIND_ENV: target.kind, "TQDM_DISABLE": "1"}
+    if executor is not None:
+        from micronet_lib.experiments.executors import sweep
+        from micronet_lib.experiments.studies import STUDIES
+
+        studies = [p.name[:2] for p in selected if p.name[:2] in STUDIES]
+        report = sweep(studies, params, executor=executor, runs_dir=env[RUNS_ENV], workdir=folder)
+        if report.failures:
+            raise RuntimeError(f"{len(report.failures)} training run(s) of the grid failed, so the notebooks would "
+                               "fail too: " + "; ".join(f"{k}: {v}" for k, v in report.failures.items()))
+    saved_env = {k: os.environ.get(k) for k in env}
+    runs: list[NotebookRun] = []
+    try:
+        os.environ.update(env)
+        for path in selected:
+            name = path.stem
+            log.info("running %s (profile %s, data %s) -> %s", name, profile, params["data"], shown)
+            failed = executed_dir / f"{name}.failed.ipynb"
+            start = time.perf_counter()
+            nb = _execute(path, executed_dir, params=params, cwd=folder, name=name, failed=failed)
+            seconds = time.perf_counter() - start
+            _stabilise(nb, name, shown)
+            nb = nbformat.reads(_scrub_paths(nbformat.writes(nb)), as_version=4)
+            atomic_write_text(executed_dir / f"{name}.ipynb", nbformat.writes(nb) + "\n")
+            atomic_write_text(html_dir / f"{name}.html", _render_html(nb))
+            failed.unlink(missing_ok=True)  # a stale failure from an earlier run no longer applies
+            log.info("%s done in %.1f s", name, seconds)
+            runs.append(NotebookRun(name=name, executed=target.folder / "executed" / f"{name}.ipynb",
+                                    html=target.folder / "html" / f"{name}.html", seconds=seconds))
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    manifest = sets.build_manifest(target, params=params, device=resolve_device(params["device"]),
+                                   notebooks={r.name: r.seconds for r in runs}, previous=previous, identity=identity)
+    atomic_write_json(stage / sets.MANIFEST, manifest)
+    sets.swap_in(target)
+    log.info("results set %s (%s) updated: %s", shown, target.kind, ", ".join(r.name for r in runs))
+    return runs
+
