@@ -22,8 +22,13 @@ def bars_enabled() -> bool:
 
 
 def interactive() -> bool:
-    """True in a Jupyter kernel whose outputs are watched live (so widgets can be used), else False."""
-    if not bars_enabled():
+    """True in a Jupyter kernel that a Jupyter server started for a notebook open in a frontend
+    (JupyterLab sets ``$JPY_SESSION_NAME``), so widgets can be used; else False.
+
+    A kernel run by nbclient or papermill without a frontend draws the static views instead: executing
+    ``ipywidgets.interact`` there can block for good (jupyter/nbclient#312, nteract/papermill#723).
+    """
+    if not bars_enabled() or not os.environ.get("JPY_SESSION_NAME"):
         return False
     try:
         from IPython import get_ipython

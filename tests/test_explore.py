@@ -122,6 +122,19 @@ def test_progress_switch_follows_tqdm_disable(monkeypatch):
     assert not bars_enabled() and not interactive()
     monkeypatch.setenv("TQDM_DISABLE", "0")
     assert bars_enabled() and not interactive()  # no Jupyter kernel in pytest
+    monkeypatch.setenv("JPY_SESSION_NAME", "notebooks/01_architecture.ipynb")  # a JupyterLab session's kernel...
+    assert not interactive()  # ...but still no kernel in this process
+
+
+def test_widgets_only_where_a_frontend_watches(tmp_path, monkeypatch):
+    """A kernel run by nbclient (no Jupyter server session) draws the static view: interact could block there."""
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("from micronet_lib.progress import interactive\nprint(interactive())"),
+                nbformat.v4.new_code_cell("import os\nos.environ['JPY_SESSION_NAME'] = 'x.ipynb'\nprint(interactive())")]
+    NotebookClient(nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert [c.outputs[0]["text"].strip() for c in nb.cells] == ["False", "True"]
 
 
 def test_bad_choices_fail_before_any_work():
