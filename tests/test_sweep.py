@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from micronet_lib import experiments as ex
@@ -42,12 +45,42 @@ def test_sweep_runs_the_pruning_study_in_rounds_and_reads_it_back(tmp_path, tiny
     assert report.failures == {} and (report.loaded, report.ran) == (0, 3)
     dense = report.summaries[ex.dense_configs(tiny_params)[0].config_hash()]
     # the pruning configs equal what notebook 04 builds from its working directory
-    iterative, oneshot = ex.prune_pairs(tiny_params, [dense], start=workdir)[0]
+    iterative, oneshot = ex.prune_pairs(tiny_params, [dense])[0]
     assert iterative.init_from == oneshot.init_from == f"run:{dense['run_id']}/best.pt"
     assert {iterative.config_hash(), oneshot.config_hash()} < set(report.summaries)
     assert [line.split("]")[0] for line in lines if line.startswith("[")] == ["[1/1", "[2/3", "[3/3"]
     again = sweep(["04"], tiny_params, executor=InProcess(), runs_dir=runs, workdir=workdir, progress=False)
     assert (again.loaded, again.ran) == (3, 0) and again.summaries == report.summaries
+
+
+def test_runs_execute_in_workdir_where_a_relative_imagefolder_path_is_found(tmp_path, monkeypatch):
+    # notebook_params writes an imagefolder: path relative to the notebooks folder (what the notebooks see), so
+    # the executors run there: the working directory is still needed, now that init_from is run:<id>/best.pt.
+    from micronet_lib.data import find_image_folder
+    from micronet_lib.experiments import executors
+    from micronet_lib.pipeline.datasets import resolve_data
+    from micronet_lib.train.runs import RunSummary
+
+    monkeypatch.delenv("MICRONET_IMAGEFOLDER_ROOT", raising=False)  # found through the working directory alone
+    workdir, runs = tmp_path / "notebooks", tmp_path / "runs"
+    for d in (workdir, tmp_path / "data" / "train", tmp_path / "data" / "test"):
+        d.mkdir(parents=True)
+    spec = resolve_data(f"imagefolder:{tmp_path / 'data'}", workdir)
+    assert spec == "imagefolder:../data"
+    config = TrainConfig.from_profile("smoke", device="cpu", dataset=spec)
+    seen = []
+
+    def fake_run_or_load(config, *, runs_dir, progress):
+        seen.append((Path.cwd(), os.environ["MICRONET_RUNS"], find_image_folder(config.dataset.split(":", 1)[1])))
+        return RunSummary(status="finished")
+
+    monkeypatch.setattr(executors, "run_or_load", fake_run_or_load)
+    here = Path.cwd()
+    [(_, outcome)] = InProcess().execute([config], runs_dir=runs, workdir=workdir, progress=False)
+    assert outcome["status"] == "finished"
+    assert executors._train_in_worker(config.to_dict(), str(runs), str(workdir), 0)["status"] == "finished"
+    assert [(cwd, env) for cwd, env, _ in seen] == [(workdir.resolve(), str(runs))] * 2
+    assert all(found is not None for _, _, found in seen) and Path.cwd() == here
 
 
 def test_a_stopped_run_is_reported_not_resubmitted(tmp_path):

@@ -52,7 +52,7 @@ def register(subparsers) -> None:
 def _run(args: argparse.Namespace) -> int:
     from micronet_lib.experiments.executors import finished_summary, sweep
     from micronet_lib.experiments.studies import parse_studies, study_configs
-    from micronet_lib.pipeline import notebook_params, notebooks_dir, pipeline_runs_dir
+    from micronet_lib.pipeline import notebook_params, pipeline_runs_dir
 
     studies = parse_studies(args.study)
     params = notebook_params(args.profile, data=args.data)
@@ -64,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     runs_dir = pipeline_runs_dir(args.profile, params["data"], results_dir=args.results, publish=args.publish)
     if args.dry_run:
         for s in studies:
-            for c in study_configs(s, params, start=notebooks_dir()):
+            for c in study_configs(s, params):
                 state = "finished" if finished_summary(c, runs_dir) else "to run"
                 print(f"{s} {c.config_hash()} {state}")
         return 0

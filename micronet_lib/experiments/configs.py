@@ -11,7 +11,6 @@ dense model).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -201,11 +200,11 @@ def oneshot_config(params: Mapping[str, Any], init_from: str, *, seed: int) -> T
         init_from=init_from, prune_rates=(rates[-1],), cycles=1, epochs_per_cycle=_prune_epochs(params) * len(rates))
 
 
-def relative_checkpoint(summary: Mapping[str, Any], name: str = "best.pt", *, start: str | os.PathLike = ".") -> str:
+def relative_checkpoint(summary: Mapping[str, Any], name: str = "best.pt") -> str:
     """``run:<run id>/<name>``, a checkpoint of a run in the runs folder: it goes into a later config's
     ``init_from``, so the config -- its hash and committed summaries -- carries no folder path and stays the
     same when a results set is built in staging or re-rendered on a fresh clone without checkpoints
-    (``train.setup.checkpoint_path`` resolves it when that run is trained). ``start`` is unused (kept for callers)."""
+    (``train.setup.checkpoint_path`` resolves it when that run is trained)."""
     from micronet_lib.train.setup import RUN_REF
 
     return f"{RUN_REF}{summary['run_id']}/{name}"

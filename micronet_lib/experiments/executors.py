@@ -75,8 +75,10 @@ def _result_line(summary: Mapping[str, Any]) -> str:
 
 @contextlib.contextmanager
 def run_store_at(runs_dir: str | os.PathLike, workdir: str | os.PathLike | None = None) -> Iterator[None]:
-    """Run with ``$MICRONET_RUNS`` = ``runs_dir`` (and in ``workdir``): a pruning run's ``init_from``
-    (``run:<id>/best.pt``) is resolved against the run store of the process, which must be this sweep's."""
+    """Run with ``$MICRONET_RUNS`` = ``runs_dir`` and in ``workdir``: a pruning run's ``init_from``
+    (``run:<id>/best.pt``) is resolved against the run store of the process, which must be this sweep's, and a
+    relative ``imagefolder:`` dataset path against the working directory, which must be the one the configs
+    were built for (``pipeline.notebook_params`` writes that path relative to the notebooks folder)."""
     saved = os.environ.get(RUNS_ENV)
     os.environ[RUNS_ENV] = str(runs_dir)
     try:
@@ -107,7 +109,7 @@ class InProcess:
 
 def _train_in_worker(config: dict[str, Any], runs_dir: str, workdir: str | None, threads: int) -> dict[str, Any]:
     """The body of one Ray task: ``run_or_load`` in the worker, in the notebooks' working directory
-    (a pruning run's ``init_from`` is relative to it). Returns the summary as a plain dict."""
+    (a relative ``imagefolder:`` dataset path is relative to it). Returns the summary as a plain dict."""
     import torch
 
     if threads:
@@ -266,7 +268,8 @@ def run_configs(configs: Sequence[TrainConfig], *, executor=None, runs_dir: str 
 
     Configs are deduplicated by hash. ``retry_stopped=False`` leaves runs that stopped for a reason of
     their own (a non-finite loss, recorded in their summary) as failures instead of running them again.
-    ``workdir`` is the directory runs execute in (relative ``init_from`` paths); None: the current one.
+    ``workdir`` is the directory runs execute in (a relative ``imagefolder:`` dataset path is taken from
+    it); None: the current one.
     """
     for c in configs:
         if not isinstance(c, TrainConfig):
@@ -321,8 +324,9 @@ def sweep(studies: Sequence[str], params: Mapping[str, Any], *, executor=None,
 
     Rounds: build every config that can be built (``study_configs``), run the unfinished ones, repeat
     until a round adds nothing (04's pruning runs appear once their dense runs are finished). Runs
-    that stopped earlier are reported, not resubmitted. ``workdir`` defaults to the notebooks folder,
-    where the notebooks resolve relative paths, so the configs equal the notebooks' own.
+    that stopped earlier are reported, not resubmitted. ``workdir`` (default: the notebooks folder) is
+    where the runs execute: ``pipeline.notebook_params`` writes an ``imagefolder:`` dataset path relative
+    to the notebooks folder, as the notebooks see it, so the runs find their data there.
     """
     from micronet_lib.experiments.studies import study_configs
     from micronet_lib.pipeline.notebooks import notebooks_dir
@@ -332,7 +336,7 @@ def sweep(studies: Sequence[str], params: Mapping[str, Any], *, executor=None,
     bar = _Progress(progress, echo)
     try:
         while True:
-            configs = [c for s in studies for c in study_configs(s, params, finished=total.summaries, start=workdir)]
+            configs = [c for s in studies for c in study_configs(s, params, finished=total.summaries)]
             new = [c for c in dict.fromkeys(configs) if c.config_hash() not in total.summaries
                    and c.config_hash() not in total.failures]
             if not new:

@@ -13,7 +13,6 @@ exactly the runs a notebook later finds with ``run_or_load`` (same config, same 
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping, Sequence
 
 from micronet_lib.experiments.configs import (
@@ -64,22 +63,21 @@ def dense_configs(params: Mapping[str, Any]) -> list[TrainConfig]:
     return [dense_config(params, seed=s) for s in comparison_seeds(params)]
 
 
-def prune_pairs(params: Mapping[str, Any], dense: Sequence[Mapping[str, Any]], *,
-                start: str | os.PathLike = ".") -> list[tuple[TrainConfig, TrainConfig]]:
+def prune_pairs(params: Mapping[str, Any], dense: Sequence[Mapping[str, Any]]) -> list[tuple[TrainConfig, TrainConfig]]:
     """(iterative, one-shot) configs starting from each finished dense run's ``best.pt``.
 
-    ``init_from`` is the checkpoint's path relative to ``start``, the notebooks' working directory
-    (``pipeline.notebooks_dir()``), so a config built here equals the one notebook 04 builds.
+    ``init_from`` is ``run:<dense run id>/best.pt`` (``relative_checkpoint``), resolved against the run
+    store when the run trains, so a config built here equals the one notebook 04 builds, wherever either runs.
     """
     pairs = []
     for d, seed in zip(dense, comparison_seeds(params)):
-        init = relative_checkpoint(d, start=start)
+        init = relative_checkpoint(d)
         pairs.append((iterative_config(params, init, seed=seed), oneshot_config(params, init, seed=seed)))
     return pairs
 
 
-def study_configs(study: str, params: Mapping[str, Any], *, finished: Mapping[str, Mapping[str, Any]] | None = None,
-                  start: str | os.PathLike = ".") -> list[TrainConfig]:
+def study_configs(study: str, params: Mapping[str, Any], *,
+                  finished: Mapping[str, Mapping[str, Any]] | None = None) -> list[TrainConfig]:
     """Every config of ``study`` ("02", "03" or "04") that can be built now, in notebook order.
 
     ``finished`` maps config hashes to summaries of finished runs: 04's pruning runs are listed once
@@ -96,7 +94,7 @@ def study_configs(study: str, params: Mapping[str, Any], *, finished: Mapping[st
         done = [(finished or {}).get(c.config_hash()) for c in dense]
         if any(d is None for d in done):
             return dense
-        return dense + [c for pair in prune_pairs(params, done, start=start) for c in pair]
+        return dense + [c for pair in prune_pairs(params, done) for c in pair]
     raise ValueError(f"unknown study {study!r}; allowed: {', '.join(STUDIES)} (or 'all')")
 
 

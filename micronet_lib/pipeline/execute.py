@@ -221,6 +221,7 @@ def reproduce(
         from micronet_lib.experiments.studies import STUDIES
 
         studies = [p.name[:2] for p in selected if p.name[:2] in STUDIES]
+        # the runs execute where the notebooks do: an imagefolder: params["data"] is relative to ``folder``
         report = sweep(studies, params, executor=executor, runs_dir=env[RUNS_ENV], workdir=folder)
         if report.failures:
             raise RuntimeError(f"{len(report.failures)} training run(s) of the grid failed, so the notebooks would "
