@@ -290,7 +290,6 @@ def note(text: str) -> None:
 # staging copy, ``$MICRONET_RESULTS``) and whether it is the committed set.
 DEST_ENV = "MICRONET_RESULTS_DEST"
 KIND_ENV = "MICRONET_RESULTS_KIND"
-RUNS_ENV = "MICRONET_RUNS"
 _ANNOUNCED = "scratch set, git-ignored; interactive run"
 
 
@@ -321,6 +320,7 @@ def announce(params: Mapping[str, Any]) -> OutputsInfo:
     notebook, Python warnings from then on are shown as notes of the report (``note``).
     """
     from micronet_lib.results_sets import relative_to_repo, results_set
+    from micronet_lib.train.runs import RUNS_ENV  # here, not at the top: this module imports no torch
 
     profile, data = params["profile"], params["data"]
     env = os.environ.get(RESULTS_ENV)

@@ -142,7 +142,7 @@ def pipeline_runs_dir(profile: str, data: str, *, results_dir: str | os.PathLike
     """Where the notebooks of (``profile``, ``data``) keep their training runs: ``$MICRONET_RUNS``, else the
     ``runs/`` of that results set (``micronet sweep`` trains there, so ``reproduce`` reads them back)."""
     from micronet_lib import results_sets as sets
-    from micronet_lib.results import RUNS_ENV
+    from micronet_lib.train.runs import RUNS_ENV
 
     if os.environ.get(RUNS_ENV):
         return Path(os.environ[RUNS_ENV])
@@ -191,7 +191,8 @@ def reproduce(
 
     from micronet_lib import results_sets as sets
     from micronet_lib.cli import resolve_device
-    from micronet_lib.results import DEST_ENV, KIND_ENV, RUNS_ENV
+    from micronet_lib.results import DEST_ENV, KIND_ENV
+    from micronet_lib.train.runs import RUNS_ENV
 
     folder = Path(notebooks or notebooks_dir())
     params = notebook_params(profile, data=data, folder=folder)

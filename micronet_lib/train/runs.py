@@ -25,6 +25,7 @@ from micronet_lib.train.config import TrainConfig
 RUNS_ENV = "MICRONET_RUNS"
 
 __all__ = [
+    "RUNS_ENV",
     "RunSummary",
     "runs_root",
     "run_dir_for",
