@@ -58,12 +58,9 @@ def _duration(seconds: float) -> str:
 
 def is_finished(config: TrainConfig) -> bool:
     """True when ``run_or_load(config)`` would read a finished run back instead of training."""
-    from micronet_lib.train.runs import finished_summary
+    from micronet_lib.train.runs import finished_summary_or_none
 
-    try:
-        return finished_summary(config) is not None
-    except ValueError:  # an unreadable summary: run_or_load repairs or reports it
-        return False
+    return finished_summary_or_none(config) is not None  # an unreadable summary: not finished
 
 
 def _images_per_epoch(config: TrainConfig) -> tuple[int, int]:

@@ -53,3 +53,18 @@ def test_announce_is_silent_in_headless_report_runs(smoke_configs, monkeypatch, 
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match="non-empty list of TrainConfig"):
         eta.estimate_training([])
+
+
+def test_an_unreadable_summary_counts_as_not_finished(smoke_configs):
+    # One helper (train.runs.finished_summary_or_none) for the ETA line and the sweep executors: a corrupt
+    # summary.json is not finished there (run_or_load repairs or reports it), while finished_summary raises.
+    from micronet_lib.experiments import executors
+    from micronet_lib.train import runs
+
+    first = smoke_configs[0]
+    run_dir_for(first).mkdir(parents=True)
+    (run_dir_for(first) / "summary.json").write_text("{not json")
+    with pytest.raises(ValueError, match="is corrupt"):
+        runs.finished_summary(first)
+    assert runs.finished_summary_or_none(first) is None and executors.finished_summary(first) is None
+    assert not eta.is_finished(first)

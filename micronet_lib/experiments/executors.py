@@ -50,13 +50,9 @@ def _stored_summary(config: TrainConfig, runs_dir: str | os.PathLike | None) -> 
         return None
 
 
-def finished_summary(config: TrainConfig, runs_dir: str | os.PathLike | None = None) -> RunSummary | None:
-    """The summary of ``config``'s run if its folder holds a finished run of exactly this config; None
-    also for an unreadable summary (the run is submitted, and run_or_load repairs or reports it)."""
-    try:
-        return runs.finished_summary(config, runs_dir)
-    except ValueError:
-        return None
+#: The summary of a config's run if its folder holds a finished run of exactly this config; None also for an
+#: unreadable summary (the run is submitted, and run_or_load repairs or reports it).
+finished_summary = runs.finished_summary_or_none
 
 
 def _describe(config: TrainConfig) -> str:

@@ -30,6 +30,7 @@ __all__ = [
     "runs_root",
     "run_dir_for",
     "finished_summary",
+    "finished_summary_or_none",
     "save_checkpoint",
     "load_checkpoint",
     "rng_state",
@@ -162,3 +163,13 @@ def finished_summary(config: TrainConfig, root: str | os.PathLike | None = None)
     if summary is not None and summary.get("status") == "finished" and summary.get("config") == config.to_dict():
         return summary
     return None
+
+
+def finished_summary_or_none(config: TrainConfig, root: str | os.PathLike | None = None) -> RunSummary | None:
+    """``finished_summary``, with an unreadable summary (a ``ValueError``: ``RunStoreError``, bad JSON) taken as
+    not finished: the run is then (re)submitted, and ``run_or_load`` repairs or reports it. For callers that
+    only ask whether a run still has to be trained (the sweep executors, the ETA line)."""
+    try:
+        return finished_summary(config, root)
+    except ValueError:
+        return None
