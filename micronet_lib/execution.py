@@ -38,7 +38,7 @@ MEMORY_FORMATS = ("contiguous", "channels_last")
 # CPU flags that decide which kernels run fast (printed by `micronet bench`, part of the cache key).
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 CACHE_FILE = "execution-modes.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the strided-depthwise and SE-gradient fixes changed which mode is fastest
 
 
 @dataclass(frozen=True)

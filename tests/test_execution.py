@@ -3,6 +3,7 @@ lacks; the allocator setting; the batched orthogonality penalty; BatchNorm foldi
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -207,3 +208,52 @@ def test_authors_style_baseline_computes_what_this_project_computes(asset):
     x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(authors(x), model(x), rtol=0, atol=1e-4)
+
+
+def test_strided_depthwise_conv_trains_in_fp32_under_cpu_autocast_and_nowhere_else():
+    """The bf16 backward of a stride-2 depthwise conv is ~10× slower than fp32 on CPU: only there fp32 runs."""
+    from micronet_lib.models.blocks import depthwise_conv
+
+    torch.manual_seed(0)
+    strided = torch.nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8, bias=False)
+    unstrided = torch.nn.Conv2d(8, 8, 3, stride=1, padding=1, groups=8, bias=False)
+    x = torch.randn(2, 8, 8, 8).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        trained = depthwise_conv(strided, x)
+        with torch.no_grad():
+            inferred = depthwise_conv(strided, x)
+        kept = depthwise_conv(unstrided, x)
+    assert trained.dtype == torch.float32 and inferred.dtype == torch.bfloat16 and kept.dtype == torch.bfloat16
+    # fp32 of the same (bf16-rounded) input: the same values as the plain fp32 conv, exactly
+    assert torch.equal(trained, strided(x.float()))
+    plain = torch.randn(2, 8, 8, 8)
+    assert torch.equal(depthwise_conv(strided, plain), strided(plain))  # no autocast: untouched
+
+
+def test_squeeze_excite_pool_hands_back_a_channels_last_gradient_with_the_same_values():
+    """The global pool's backward gives NCHW; the gate makes it channels-last so the two gradients of u add fast."""
+    from micronet_lib.models.blocks import MicroBlock, _channels_last_grad
+
+    u = torch.randn(4, 16, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    pooled = lambda t: torch.nn.functional.adaptive_avg_pool2d(t, 1).pow(2).sum()  # noqa: E731
+    (plain,) = torch.autograd.grad(pooled(u), u)
+    (fixed,) = torch.autograd.grad(pooled(_channels_last_grad(u)), u)
+    assert fixed.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(fixed, plain)
+    with torch.no_grad():  # inference and the scorer: not applied at all
+        assert _channels_last_grad(u) is u
+
+    # the whole SE of a block: channels-last and NCHW give the same gradients
+    torch.manual_seed(0)
+    block = MicroBlock(16, 16, expanded=32, se_hidden=4, stride=1).train()
+    x = torch.randn(4, 16, 8, 8)
+    grads = {}
+    for name, fmt in (("nchw", torch.contiguous_format), ("cl", torch.channels_last)):
+        model = copy.deepcopy(block).to(memory_format=fmt)
+        xi = x.contiguous(memory_format=fmt).requires_grad_(True)
+        u = model.bn3(model.conv3(model.act2(model.bn2(model.conv2(model.act1(model.bn1(model.conv1(xi))))))))
+        out = model.se(u)
+        dy = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).contiguous(memory_format=fmt)
+        grads[name] = torch.autograd.grad(out, (u, xi), dy)
+    torch.testing.assert_close(grads["cl"][0], grads["nchw"][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads["cl"][1], grads["nchw"][1], rtol=1e-5, atol=1e-6)
