@@ -19,9 +19,9 @@ STEP_LIMIT=${STEP_LIMIT:-300}
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
   $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0), 'bf16', torch.cuda.is_bf16_supported())"
   echo "## bench train (cuda; reference = this project's fp32 step)"
-  timeout "$STEP_LIMIT" $PY -m micronet_lib bench train --device cuda --steps 10 --rounds 3 --json || echo "bench train failed ($?)"
+  timeout "$STEP_LIMIT" $PY -m micronet_lib bench train --device cuda --compile --steps 10 --rounds 3 --json || echo "bench train failed ($?)"
   echo "## bench eval (cuda)"
-  timeout "$STEP_LIMIT" $PY -m micronet_lib bench eval --device cuda --steps 10 --rounds 3 --json || echo "bench eval failed ($?)"
+  timeout "$STEP_LIMIT" $PY -m micronet_lib bench eval --device cuda --compile --steps 10 --rounds 3 --json || echo "bench eval failed ($?)"
   echo "## bench epoch (cuda, small subset, paper recipe, mode auto)"
   timeout "$STEP_LIMIT" $PY -m micronet_lib bench epoch --device cuda --data "$DATA" --train-per-class 50 --rounds 1 --json \
     || echo "bench epoch failed ($?)"

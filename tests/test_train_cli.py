@@ -48,3 +48,15 @@ def test_bench_train_json(capsys, tmp_path, monkeypatch):
     assert {"fp32", "fp32+channels_last"} <= set(result["images_per_s"]) and all(v > 0 for v in result["images_per_s"].values())
     assert result["machine"]["allocator"]["applied"] is True and "avx512_bf16" in result["machine"]["flags"]
     assert main(["bench", "train", "--steps", "0"]) == 2 and "--steps 0" in capsys.readouterr().err
+
+
+def test_bench_compile_adds_a_compiled_variant_of_every_mode():
+    """``--compile`` times each eager mode again under torch.compile (compiling itself is too slow to test here)."""
+    import torch
+
+    from micronet_lib.train.bench import _modes
+
+    eager = _modes(torch.device("cpu"), compile=False)
+    both = _modes(torch.device("cpu"), compile=True)
+    assert not any(m.compile for m in eager)
+    assert [m.name for m in both] == [m.name for m in eager] + [m.name + "+compile" for m in eager]

@@ -22,6 +22,8 @@ def _common(parser, default_weights: str, *, batch: int) -> None:
     parser.add_argument("--steps", type=int, default=3, help="calls per timed block (default 3)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating blocks per mode (default 3; median)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls per mode (default 1)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time each mode under torch.compile (compiling takes about a minute or more per mode on a CPU)")
     add_machine_options(parser)
 
 
@@ -44,7 +46,7 @@ def run_target(args, bench, title: str) -> int:
     _check(args)
     weights = None if args.weights.lower() == "none" else args.weights
     result = bench(weights=weights, batch_size=args.batch_size, steps=args.steps, rounds=args.rounds,
-                   warmup=args.warmup, device=resolve_device(args.device))
+                   warmup=args.warmup, device=resolve_device(args.device), compile=args.compile)
     print_result(result, title=f"{title}, batch {args.batch_size}, weights {weights or 'fresh init'}", as_json=args.json)
     return 0
 

@@ -56,8 +56,10 @@ def load_weights(weights: str | None, *, model_name: str = "micronet_v2", num_cl
     return build_model(model_name, num_classes=num_classes)
 
 
-def _modes(device: torch.device) -> list[execution.ExecutionMode]:
-    return execution.candidates(device, compile=False)
+def _modes(device: torch.device, compile: bool) -> list[execution.ExecutionMode]:
+    """Every mode the machine runs, eager; with ``compile`` each again under ``torch.compile``."""
+    eager = execution.candidates(device, compile=False)
+    return eager + (execution.candidates(device, compile=True) if compile else [])
 
 
 def _result(seconds: dict[str, float], images: int, chosen: dict, device: torch.device, **extra) -> dict:
@@ -110,7 +112,7 @@ def _authors_train_step(model, *, batch_size, num_classes=100) -> Callable[[], N
 
 
 def bench_train(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 128, steps: int = 3, rounds: int = 3,
-                warmup: int = 1, device: str = "cpu") -> dict:
+                warmup: int = 1, device: str = "cpu", compile: bool = False) -> dict:
     """Training-step images/s and ratios vs the authors-style fp32 NCHW step (CPU only for the reference)."""
     from micronet_lib.regularizers import orthogonality_penalty
 
@@ -123,7 +125,7 @@ def bench_train(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 128,
                                              ortho=lambda m: 0.7 * orthogonality_penalty(m)),
         model_key="micronet_v2:w1.0:d1.0:100classes", batch_size=batch_size)
     runners = {"authors": _authors_train_step(model, batch_size=batch_size)} if dev.type == "cpu" else {}
-    for mode in _modes(dev):
+    for mode in _modes(dev, compile):
         runners[mode.name] = _project_train_step(model, mode, batch_size=batch_size, device=dev)
     seconds = execution.time_alternating(runners, steps=steps, warmup=warmup, rounds=rounds)
     if "authors" not in seconds:  # on a GPU the reference is this project's fp32 step
@@ -132,7 +134,7 @@ def bench_train(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 128,
 
 
 def bench_eval(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 256, steps: int = 3, rounds: int = 3,
-               warmup: int = 1, device: str = "cpu") -> dict:
+               warmup: int = 1, device: str = "cpu", compile: bool = False) -> dict:
     """Inference images/s and ratios vs the authors-style fp32 NCHW forward (``torch.no_grad``, BN unfolded)."""
     from micronet_lib.evaluate import fold_batchnorm, resolve_eval_mode
     from micronet_lib.train.baseline import authors_style
@@ -152,7 +154,7 @@ def bench_eval(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 256, 
                 authors(x).argmax(1).tolist()  # the authors read predictions back per batch
 
         runners["authors"] = authors_forward
-    for mode in _modes(dev):
+    for mode in _modes(dev, compile):
         runners[mode.name] = execution.eval_runner(model, batch_size=batch_size, device=dev,
                                                    prepare=lambda m: fold_batchnorm(m)[0])(mode)
     seconds = execution.time_alternating(runners, steps=steps, warmup=warmup, rounds=rounds)
