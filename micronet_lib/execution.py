@@ -5,8 +5,10 @@ A mode changes how a step runs, not what it computes (up to bf16 rounding). ``pr
 run and keep the fastest. Candidates: fp32 and channels-last always; bf16 autocast only where the
 hardware has native bf16 (``avx512_bf16`` or AMX on x86 CPUs, ``torch.cuda.is_bf16_supported()`` on
 a GPU) -- emulated bf16 is several times slower than fp32; ``torch.compile`` variants only on CUDA,
-where compile time (tens of seconds) is small next to a run (on a 2-core CPU it is minutes, and the
-compiled step was no faster than channels-last eager: README "Benchmarks").
+where compile time (tens of seconds) is small next to a run. On a 2-core CPU compiling takes 1-2.5
+minutes per mode and process, more than a ``cpu``-profile run trains, and the compiled step was faster
+only at two threads (2.45x vs 2.15x the authors-style step; slower at one): ``compile=True`` opts in
+(README "Benchmarks").
 
 The choice is cached in ``<MICRONET_CACHE or ~/.cache/micronet>/execution-modes.json``, keyed by what
 decides speed: the device (CPU model + the flags that matter, or the GPU name), torch's version and
