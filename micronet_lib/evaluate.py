@@ -90,12 +90,11 @@ def resolve_eval_mode(model: nn.Module, *, batch_size: int, device: torch.device
     """The evaluation mode: explicit, or calibrated on a BN-folded copy (cached per machine); see ``execution.resolve``."""
     from micronet_lib import execution
 
-    n_params = sum(p.numel() for p in model.parameters())
     return execution.resolve(
         "eval", device, execution.eval_runner(model, batch_size=batch_size, device=device,
                                               prepare=lambda m: fold_batchnorm(m)[0]),
         precision=precision, memory_format=memory_format, compile=False, batch_size=batch_size,
-        model_key=f"{type(model).__name__}:{n_params}params:{num_classes}classes",
+        model_key=execution.model_key(model, num_classes),
     )
 
 

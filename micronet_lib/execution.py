@@ -30,15 +30,15 @@ from typing import Callable, Iterable
 
 import torch
 
+from micronet_lib.cpuinfo import SPEED_FLAGS, cpu_flags  # re-exported: the flags are part of the cache key
+
 __all__ = ["ExecutionMode", "PRECISIONS", "MEMORY_FORMATS", "cpu_flags", "bf16_native", "machine_key", "candidates",
-           "resolve", "calibrate", "time_alternating", "cache_path", "autocast", "train_runner", "eval_runner", "SPEED_FLAGS"]
+           "resolve", "calibrate", "model_key", "time_alternating", "cache_path", "autocast", "train_runner", "eval_runner", "SPEED_FLAGS"]
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
-# CPU flags that decide which kernels run fast (printed by `micronet bench`, part of the cache key).
-SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 CACHE_FILE = "execution-modes.json"
 CACHE_VERSION = 2  # 2: the strided-depthwise and SE-gradient fixes changed which mode is fastest
 
@@ -83,29 +83,6 @@ def autocast(mode: ExecutionMode, device: torch.device):
 
 
 # ---------------------------------------------------------------------- what the machine has
-def _cpuinfo() -> tuple[str, set[str]]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        import platform
-
-        return platform.processor() or platform.machine(), set()
-    model, flags = "unknown CPU", set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and model == "unknown CPU":
-            model = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = set(value.split())
-    return model, flags
-
-
-def cpu_flags() -> dict:
-    """``{"model": ..., "flags": {flag: bool for SPEED_FLAGS}}`` of this CPU (from /proc/cpuinfo)."""
-    model, flags = _cpuinfo()
-    return {"model": model, "flags": {f: f in flags for f in SPEED_FLAGS}}
-
-
 def bf16_native(device: torch.device) -> bool:
     """True where bf16 matmuls/convs run on native hardware: avx512_bf16 or AMX (CPU), bf16 support (GPU)."""
     if device.type == "cuda":
@@ -198,6 +175,11 @@ def _write_cache(key: str, entry: dict) -> None:
         atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
     except OSError as exc:  # a read-only cache costs a re-calibration next time, nothing else
         log.warning("could not write the execution-mode cache %s: %s", cache_path(), exc)
+
+
+def model_key(model: torch.nn.Module, num_classes: int | None) -> str:
+    """What identifies a model in the cache key: its class, parameter count and classes."""
+    return f"{type(model).__name__}:{sum(p.numel() for p in model.parameters())}params:{num_classes}classes"
 
 
 def resolve(kind: str, device: torch.device, make_runner: Callable[[ExecutionMode], Callable[[], None]], *,
@@ -293,7 +275,7 @@ def eval_runner(model: torch.nn.Module, *, batch_size: int, device: torch.device
     """``make_runner`` for evaluation: one inference forward of a copy of ``model`` (``prepare``d, e.g. BN-folded)."""
 
     def make(mode: ExecutionMode) -> Callable[[], None]:
-        work, _ = _prepared_copy(model, mode, device)
+        work = copy.deepcopy(model).to(device)
         work = (prepare(work) if prepare else work).eval()
         if mode.channels_last:
             work.to(memory_format=torch.channels_last)

@@ -65,8 +65,6 @@ SCRATCH = "scratch"
 STAGING = ".staging"
 MANIFEST = "manifest.json"
 SUBFOLDERS = ("tables", "figures", "html", "executed", "runs")
-# CPU flags that change which fast paths torch can take (bf16/AMX matmuls, AVX-512 kernels).
-_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
 
 
 class SetConflictError(ValueError):
@@ -219,16 +217,10 @@ def check_publish(
 
 def machine_info(*, device: str, threads: int) -> dict[str, Any]:
     """CPU model and the flags that matter for speed, cores, torch threads and the device of a build."""
-    model, flags = platform.processor() or platform.machine(), []
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        cpuinfo = ""
-    if m := re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M):
-        model = m.group(1).strip()
-    if m := re.search(r"^flags\s*:\s*(.+)$", cpuinfo, re.M):
-        present = set(m.group(1).split())
-        flags = [f for f in _CPU_FLAGS if f in present]
+    from micronet_lib.cpuinfo import cpu_flags
+
+    info = cpu_flags()
+    model, flags = info["model"], [f for f, on in info["flags"].items() if on]
     gpu = None
     if device.startswith("cuda"):
         import torch

@@ -123,7 +123,7 @@ def bench_train(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 128,
     chosen = execution.resolve(
         "train", dev, execution.train_runner(model, batch_size=batch_size, num_classes=100, device=dev,
                                              ortho=lambda m: 0.7 * orthogonality_penalty(m)),
-        model_key="micronet_v2:w1.0:d1.0:100classes", batch_size=batch_size)
+        model_key=execution.model_key(model, 100), batch_size=batch_size)
     runners = {"authors": _authors_train_step(model, batch_size=batch_size)} if dev.type == "cpu" else {}
     for mode in _modes(dev, compile):
         runners[mode.name] = _project_train_step(model, mode, batch_size=batch_size, device=dev)
