@@ -69,35 +69,6 @@ def _result(seconds: dict[str, float], images: int, chosen: dict, device: torch.
             "ratio_vs_authors": {k: round(base / v, 2) for k, v in seconds.items()}}
 
 
-def _project_train_step(model, mode, *, batch_size, device, num_classes=100, ortho_coef=0.7) -> Callable[[], None]:
-    from micronet_lib.regularizers import orthogonality_penalty
-
-    work = copy.deepcopy(model).to(device).train()
-    if mode.channels_last:
-        work.to(memory_format=torch.channels_last)
-    forward = torch.compile(work) if mode.compile else work
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(batch_size, 3, 32, 32, generator=gen).to(device)
-    if mode.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, num_classes, (batch_size,), generator=gen).to(device)
-    opt = torch.optim.SGD(work.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-5)
-    loss_sum = torch.zeros((), device=device)  # accumulated on the device, as fit does: no host read
-
-    def step() -> None:
-        with execution.autocast(mode, device):
-            logits = forward(x)
-        loss = torch.nn.functional.cross_entropy(logits.float(), y) + ortho_coef * orthogonality_penalty(work)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        loss_sum.add_(loss.detach())
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    return step
-
-
 def _authors_train_step(model, *, batch_size, num_classes=100) -> Callable[[], None]:
     from micronet_lib.regularizers import make_loss
     from micronet_lib.train.baseline import authors_step, authors_style
@@ -120,13 +91,13 @@ def bench_train(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 128,
     if dev.type == "cpu":
         allocator.configure()
     model = load_weights(weights)
-    chosen = execution.resolve(
-        "train", dev, execution.train_runner(model, batch_size=batch_size, num_classes=100, device=dev,
-                                             ortho=lambda m: 0.7 * orthogonality_penalty(m)),
-        model_key=execution.model_key(model, 100), batch_size=batch_size)
+    # One step definition for the calibration and the figures: execution.train_runner.
+    project_step = execution.train_runner(model, batch_size=batch_size, num_classes=100, device=dev,
+                                          ortho=lambda m: 0.7 * orthogonality_penalty(m))
+    chosen = execution.resolve("train", dev, project_step, model_key=execution.model_key(model, 100), batch_size=batch_size)
     runners = {"authors": _authors_train_step(model, batch_size=batch_size)} if dev.type == "cpu" else {}
     for mode in _modes(dev, compile):
-        runners[mode.name] = _project_train_step(model, mode, batch_size=batch_size, device=dev)
+        runners[mode.name] = project_step(mode)
     seconds = execution.time_alternating(runners, steps=steps, warmup=warmup, rounds=rounds)
     if "authors" not in seconds:  # on a GPU the reference is this project's fp32 step
         seconds["authors"] = seconds["fp32"]
