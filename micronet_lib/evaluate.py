@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from micronet_lib.data import Dataset, normalize
 from micronet_lib.tf32 import fp32_mode
 
-__all__ = ["EvalResult", "evaluate", "recalibrate_bn", "PRECISIONS"]
+__all__ = ["EvalResult", "evaluate", "inference_copy", "fold_batchnorm", "recalibrate_bn", "PRECISIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class EvalResult:
     precision: str = "fp32"
     memory_format: str = "contiguous"
     bn_folded: bool = False
+    activations_fused: int = 0  # conv + hard-swish pairs run as one oneDNN op (models/fusion.py)
     mode_source: str = "config"  # config | cache | calibrated (precision/memory_format "auto")
 
     def to_dict(self) -> dict:
@@ -85,14 +86,42 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, bool]:
         return work, False
 
 
+def inference_copy(model: nn.Module, mode, device: torch.device, *, fold_bn: bool = True,
+                   fuse_activations: bool = True) -> tuple[nn.Module, dict]:
+    """The eval-mode copy ``evaluate`` runs for execution ``mode``: BN folded, on ``device``, in the mode's
+    memory format, and (CPU, fp32/bf16 weights) each conv → hard-swish pair fused into one oneDNN op
+    (``models.fusion``; skipped where the op is missing or disagrees on a probe). ``model`` is untouched.
+
+    Returns ``(copy, {"bn_folded": bool, "activations_fused": number of fused pairs})``.
+    """
+    from micronet_lib.models.fusion import fuse_conv_hardswish, fusion_available
+
+    work, folded = fold_batchnorm(model) if fold_bn else (copy.deepcopy(model).eval(), False)
+    work.to(device)
+    if mode.channels_last:
+        work.to(memory_format=torch.channels_last)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(mode.precision)
+    weights_fp32 = all(p.dtype == torch.float32 for p in work.parameters())
+    fused = 0
+    # Only an fx graph (a folded copy) can be rewritten; a compiled mode compiles the unfused graph.
+    if (fuse_activations and folded and device.type == "cpu" and not mode.compile and weights_fp32
+            and dtype is not None and fusion_available(dtype)):
+        fused = fuse_conv_hardswish(work, dtype=dtype, channels_last=mode.channels_last)
+    return work, {"bn_folded": folded, "activations_fused": fused}
+
+
 def resolve_eval_mode(model: nn.Module, *, batch_size: int, device: torch.device, precision: str = "auto",
-                      memory_format: str = "auto", num_classes: int | None = None) -> dict:
-    """The evaluation mode: explicit, or calibrated on a BN-folded copy (cached per machine); see ``execution.resolve``."""
+                      memory_format: str = "auto", num_classes: int | None = None, fold_bn: bool = True,
+                      fuse_activations: bool = True) -> dict:
+    """The evaluation mode: explicit, or calibrated on the copies ``evaluate`` runs (cached per machine);
+    see ``execution.resolve``."""
     from micronet_lib import execution
 
+    def prepare(m: nn.Module, mode) -> nn.Module:
+        return inference_copy(m, mode, device, fold_bn=fold_bn, fuse_activations=fuse_activations)[0]
+
     return execution.resolve(
-        "eval", device, execution.eval_runner(model, batch_size=batch_size, device=device,
-                                              prepare=lambda m: fold_batchnorm(m)[0]),
+        "eval", device, execution.eval_runner(model, batch_size=batch_size, device=device, prepare=prepare),
         precision=precision, memory_format=memory_format, compile=False, batch_size=batch_size,
         model_key=execution.model_key(model, num_classes),
     )
@@ -109,6 +138,7 @@ def evaluate(
     channels_last: bool = False,
     memory_format: str | None = None,
     fold_bn: bool = True,
+    fuse_activations: bool = True,
     limit: int | None = None,
     progress: bool = True,
     allow_tf32: bool = False,
@@ -116,7 +146,9 @@ def evaluate(
     """Top-1/top-5 accuracy (%), mean loss and per-class top-1 of ``model`` on ``dataset.split(split)``.
 
     The model is moved to ``device`` (in place, as ``Module.to`` does); a copy is run in eval mode
-    (BatchNorm folded when ``fold_bn``), so the model's training flag and memory format are unchanged.
+    (BatchNorm folded when ``fold_bn``; on CPU each conv → hard-swish pair then runs as one oneDNN op
+    when ``fuse_activations``, see ``inference_copy``), so the model's training flag and memory format
+    are unchanged.
     ``memory_format`` ("contiguous" | "channels_last" | "auto") overrides ``channels_last``;
     ``precision="auto"`` / ``memory_format="auto"`` pick the fastest mode the machine runs (calibrated
     once, cached). ``limit`` evaluates a fixed random subset of that many images. On CUDA, fp32 is
@@ -150,11 +182,10 @@ def evaluate(
     if device.type == "cpu":
         allocator.configure()
     chosen = resolve_eval_mode(model, batch_size=batch_size, device=device, precision=precision,
-                               memory_format=memory_format, num_classes=num_classes)
+                               memory_format=memory_format, num_classes=num_classes, fold_bn=fold_bn,
+                               fuse_activations=fuse_activations)
     mode = execution.ExecutionMode.from_dict(chosen["mode"])
-    work, folded = fold_batchnorm(model) if fold_bn else (copy.deepcopy(model).eval(), False)
-    if mode.channels_last:
-        work.to(memory_format=torch.channels_last)
+    work, prepared = inference_copy(model, mode, device, fold_bn=fold_bn, fuse_activations=fuse_activations)
     # Inputs in the model's own float type (a float64 model, e.g. tests/test_fidelity.py); autocast casts for bf16.
     input_dtype = next((p.dtype for p in work.parameters() if p.is_floating_point()), torch.float32)
     # Sums stay on the device until the end: no host read per batch.
@@ -193,7 +224,8 @@ def evaluate(
     result = EvalResult(
         top1=100.0 * correct1 / n, top5=100.0 * correct5 / n, loss=float(loss_sum) / n,
         per_class=per_class.astype(np.float64), n=n, correct=correct1, split=split, precision=mode.precision,
-        memory_format=mode.memory_format, bn_folded=folded, mode_source=chosen["source"],
+        memory_format=mode.memory_format, bn_folded=prepared["bn_folded"],
+        activations_fused=prepared["activations_fused"], mode_source=chosen["source"],
     )
     log.info("%s %s: top-1 %.2f %%, top-5 %.2f %%, loss %.4f (n=%d)", dataset.name, split, result.top1, result.top5, result.loss, n)
     return result

@@ -10,7 +10,7 @@ minutes per mode and process, more than a ``cpu``-profile run trains, and the co
 only at two threads (2.45x vs 2.15x the authors-style step; slower at one): ``compile=True`` opts in
 (README "Benchmarks").
 
-The choice is cached in ``<MICRONET_CACHE or ~/.cache/micronet>/execution-modes.json``, keyed by what
+The choice is cached in ``<MICRONET_CACHE or ~/.cache/micronet>/execution-modes-v<CACHE_VERSION>.json``, keyed by what
 decides speed: the device (CPU model + the flags that matter, or the GPU name), torch's version and
 thread count, the model and the batch size. ``fit`` records the chosen mode in the run folder
 (``execution.json``) and its summary; a resumed run uses the recorded mode, never a new calibration.
@@ -39,8 +39,10 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
-CACHE_FILE = "execution-modes.json"
-CACHE_VERSION = 2  # 2: the strided-depthwise and SE-gradient fixes changed which mode is fastest
+CACHE_VERSION = 3  # 2: strided-depthwise and SE-gradient fixes; 3: conv+hard-swish fusion in evaluation
+# One file per version: an older checkout run beside a newer one keeps its own choices instead of
+# wiping the other's (each would otherwise re-calibrate after the other ran).
+CACHE_FILE = f"execution-modes-v{CACHE_VERSION}.json"
 
 
 @dataclass(frozen=True)
@@ -274,15 +276,18 @@ def train_runner(model: torch.nn.Module, *, batch_size: int, num_classes: int, d
 
 
 def eval_runner(model: torch.nn.Module, *, batch_size: int, device: torch.device,
-                prepare: Callable[[torch.nn.Module], torch.nn.Module] | None = None):
-    """``make_runner`` for evaluation: one inference forward of a copy of ``model`` (``prepare``d, e.g. BN-folded)."""
+                prepare: Callable[[torch.nn.Module, ExecutionMode], torch.nn.Module] | None = None):
+    """``make_runner`` for evaluation: one inference forward of the copy ``prepare(model, mode)`` returns
+    (e.g. ``evaluate.inference_copy``: BN-folded, fused, on ``device`` in the mode's memory format);
+    without ``prepare``, a plain copy of ``model``."""
 
     def make(mode: ExecutionMode) -> Callable[[], None]:
-        work = copy.deepcopy(model).to(device)
-        work = (prepare(work) if prepare else work).eval()
-        if mode.channels_last:
-            work.to(memory_format=torch.channels_last)
-        forward = torch.compile(work) if mode.compile else work
+        if prepare is None:
+            work, forward = _prepared_copy(model, mode, device)
+        else:
+            work = prepare(model, mode)
+            forward = torch.compile(work) if mode.compile else work
+        work.eval()
         x = _input(batch_size, mode, device)
 
         def step() -> None:

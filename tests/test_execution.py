@@ -157,19 +157,87 @@ def test_batchnorm_folding_keeps_the_logits():
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the model itself is untouched
 
 
+def _trained_tiny_micronet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model("micronet_v2", num_classes=10, width_mult=0.5, depth_mult=0.5).train()
+    with torch.no_grad():  # non-trivial running statistics
+        for _ in range(3):
+            model(torch.randn(16, 3, 32, 32))
+    return model.eval()
+
+
+def _hardswish_calls(module: torch.nn.Module) -> int:
+    return sum(1 for n in module.graph.nodes if n.op == "call_function" and n.target is torch.nn.functional.hardswish)
+
+
+@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
+def test_conv_hardswish_fusion_keeps_the_logits(memory_format):
+    """Every conv → hard-swish pair of the folded graph runs as one oneDNN op, with the same fp32 logits;
+    the hard-swish calls left are those whose input is not a conv's alone (none in a MicroNet)."""
+    from micronet_lib.evaluate import inference_copy
+    from micronet_lib.models.fusion import ConvHardswish, fusion_available
+
+    assert torch.backends.mkldnn.is_available() and fusion_available(torch.float32)  # x86 Linux CI has oneDNN
+    model = _trained_tiny_micronet()
+    mode = execution.ExecutionMode("fp32", memory_format)
+    plain, plain_info = inference_copy(model, mode, CPU, fuse_activations=False)
+    fused, info = inference_copy(model, mode, CPU)
+    pairs = _hardswish_calls(plain)
+    assert plain_info == {"bn_folded": True, "activations_fused": 0}
+    assert info == {"bn_folded": True, "activations_fused": pairs} and pairs > 0
+    assert _hardswish_calls(fused) == 0
+    assert sum(isinstance(m, ConvHardswish) for m in fused.modules()) == pairs
+    x = torch.randn(8, 3, 32, 32)
+    if mode.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), plain(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_fusion_falls_back_where_the_op_is_missing(monkeypatch):
+    """Without the oneDNN op (or where it disagrees on the probe) evaluation runs the unfused graph."""
+    from micronet_lib.evaluate import inference_copy
+    from micronet_lib.models import fusion
+
+    fusion.fusion_available.cache_clear()
+    monkeypatch.setattr(fusion, "_pointwise_op", lambda: None)
+    try:
+        assert not fusion.fusion_available(torch.float32)
+        work, info = inference_copy(_trained_tiny_micronet(), execution.ExecutionMode("fp32", "channels_last"), CPU)
+        assert info == {"bn_folded": True, "activations_fused": 0} and _hardswish_calls(work) > 0
+    finally:
+        fusion.fusion_available.cache_clear()
+
+
+def test_evaluate_records_the_fusion(cache):
+    from micronet_lib.data import Dataset, Split
+    from micronet_lib.evaluate import evaluate
+
+    gen = torch.Generator().manual_seed(0)
+    split = Split(torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8, generator=gen), torch.arange(40) % 10)
+    data = Dataset("random", "random pixels", tuple(f"c{i}" for i in range(10)), (0.5,) * 3, (0.25,) * 3, split, split)
+    model = _trained_tiny_micronet()
+    fused = evaluate(model, data, progress=False)
+    plain = evaluate(model, data, progress=False, fuse_activations=False)
+    assert fused.activations_fused > 0 and plain.activations_fused == 0
+    assert fused.correct == plain.correct and abs(fused.loss - plain.loss) < 1e-4
+
+
 @pytest.mark.realdata
 def test_bf16_evaluation_agrees_with_fp32_on_real_images(asset, cifar10_jpeg):
-    """Released ver1/ver2: bf16 (channels-last, BN folded) vs fp32 top-1 on the 20 real CIFAR-100 test
-    images and on 1,000 CIFAR-10 test JPEGs (a 100-class net on other images: many near-ties, so a hard
-    probe of rounding). Measured on the shared 2-core EPYC: 20/20 on the CIFAR-100 images, 94.2 % (ver1)
-    on the CIFAR-10 JPEGs."""
+    """Released ver1/ver2: the bf16 copy ``evaluate`` runs (channels-last, BN folded, conv + hard-swish
+    fused) vs fp32 top-1 on the 20 real CIFAR-100 test images and on 1,000 CIFAR-10 test JPEGs (a
+    100-class net on other images: many near-ties, so a hard probe of rounding). Measured on the 2-core
+    EPYC: 20/20 on the CIFAR-100 images, 94.9 % (ver1) / 94.3 % (ver2) on the CIFAR-10 JPEGs (94.2 / 93.8
+    before the fusion: one bf16 rounding fewer per fused pair)."""
     from pathlib import Path
 
     import numpy as np
     from PIL import Image
 
     from micronet_lib.data import load_dataset, normalize
-    from micronet_lib.evaluate import fold_batchnorm
+    from micronet_lib.evaluate import inference_copy
     from micronet_lib.models.released import load_released
 
     samples = sorted((Path(cifar10_jpeg).parent / "cifar100-samples").glob("cifar100_*.png"))
@@ -180,8 +248,8 @@ def test_bf16_evaluation_agrees_with_fp32_on_real_images(asset, cifar10_jpeg):
     mean, std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
     for name in ("micronet_v1_pr_60", "micronet_v2_pr_60"):
         fp32 = load_released(name)
-        fast, _ = fold_batchnorm(fp32)
-        fast.to(memory_format=torch.channels_last)
+        fast, info = inference_copy(fp32, execution.ExecutionMode("bf16", "channels_last"), CPU)
+        assert info["bn_folded"] and info["activations_fused"] > 0
         for images, floor in ((real, 1.0), (ten.images[pick], BF16_AGREEMENT_FLOOR)):
             x = normalize(images, mean, std)
             with torch.inference_mode():

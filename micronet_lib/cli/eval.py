@@ -25,6 +25,8 @@ def register(subparsers) -> None:
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
                    help="fp32 (default) | bf16 autocast | auto: the fastest mode this machine runs (calibrated, cached)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--fuse-activations", action=argparse.BooleanOptionalAction, default=True,
+                   help="CPU: run each conv + hard-swish as one oneDNN op (default; same function up to rounding)")
     p.add_argument("--allow-tf32", action=argparse.BooleanOptionalAction, default=False,
                    help="let CUDA run fp32 matmul/conv in TF32 (default: true fp32, as the authors)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
@@ -56,7 +58,8 @@ def run(args) -> int:
         torch.manual_seed(args.seed)
         model = build_model(args.model, num_classes=args.num_classes or dataset.num_classes)
     result = evaluate(model, dataset, args.split, batch_size=args.batch_size, device=device, precision=args.precision,
-                      channels_last=args.channels_last, limit=args.limit, progress=args.progress, allow_tf32=args.allow_tf32)
+                      channels_last=args.channels_last, limit=args.limit, progress=args.progress, allow_tf32=args.allow_tf32,
+                      fuse_activations=args.fuse_activations)
     source = args.checkpoint or f"{args.model} (untrained, seed {args.seed})"
     if args.json:
         out = {"checkpoint": args.checkpoint, "model": args.model, "data": dataset.name,
@@ -67,7 +70,8 @@ def run(args) -> int:
         return 0
     rows = [("model", source), ("data", f"{dataset.description} [{dataset.name}]"), ("split", f"{args.split} (n={result.n})"),
             ("top-1 %", f"{result.top1:.2f} ({result.correct}/{result.n})"), ("top-5 %", f"{result.top5:.2f}"),
-            ("loss", f"{result.loss:.4f}"), ("precision", f"{result.precision}{', TF32 allowed' if args.allow_tf32 else ''}, {result.memory_format}{', BN folded' if result.bn_folded else ''} on {device}"
+            ("loss", f"{result.loss:.4f}"), ("precision", f"{result.precision}{', TF32 allowed' if args.allow_tf32 else ''}, {result.memory_format}{', BN folded' if result.bn_folded else ''}"
+                          f"{f', {result.activations_fused} conv+hardswish fused' if result.activations_fused else ''} on {device}"
                           f" [{result.mode_source}]")]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -9,7 +9,8 @@ with the machine's CPU flags, the allocator state and the load average stated.
 
 * train: one step (forward, cross-entropy + 0.7·ortho over the 68 1×1 convs, backward, Nesterov SGD)
   at batch 128 on fixed random inputs, per execution mode;
-* eval: one inference batch of 256 (BatchNorm folded on this project's side), per execution mode;
+* eval: one inference batch of 256 (this project's side runs ``evaluate.inference_copy``: BatchNorm
+  folded, conv + hard-swish fused on CPU), per execution mode;
 * epoch: whole epochs of ``fit`` under the paper recipe (FastAA 4×, CutMix, weighted LS,
   orthogonality; ``precision``/``memory_format`` "auto") on a small real-image subset, vs the same
   epoch through the authors-style pipeline and step.
@@ -107,7 +108,7 @@ def bench_train(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 128,
 def bench_eval(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 256, steps: int = 3, rounds: int = 3,
                warmup: int = 1, device: str = "cpu", compile: bool = False) -> dict:
     """Inference images/s and ratios vs the authors-style fp32 NCHW forward (``torch.no_grad``, BN unfolded)."""
-    from micronet_lib.evaluate import fold_batchnorm, resolve_eval_mode
+    from micronet_lib.evaluate import inference_copy, resolve_eval_mode
     from micronet_lib.train.baseline import authors_style
 
     dev = torch.device(device)
@@ -126,8 +127,8 @@ def bench_eval(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 256, 
 
         runners["authors"] = authors_forward
     for mode in _modes(dev, compile):
-        runners[mode.name] = execution.eval_runner(model, batch_size=batch_size, device=dev,
-                                                   prepare=lambda m: fold_batchnorm(m)[0])(mode)
+        runners[mode.name] = execution.eval_runner(
+            model, batch_size=batch_size, device=dev, prepare=lambda m, mo: inference_copy(m, mo, dev)[0])(mode)
     seconds = execution.time_alternating(runners, steps=steps, warmup=warmup, rounds=rounds)
     if "authors" not in seconds:
         seconds["authors"] = seconds["fp32"]
