@@ -298,18 +298,23 @@ def test_strided_depthwise_conv_trains_in_fp32_under_cpu_autocast_and_nowhere_el
     assert torch.equal(depthwise_conv(strided, plain), strided(plain))  # no autocast: untouched
 
 
-def test_squeeze_excite_pool_hands_back_a_channels_last_gradient_with_the_same_values():
-    """The global pool's backward gives NCHW; the gate makes it channels-last so the two gradients of u add fast."""
-    from micronet_lib.models.blocks import MicroBlock, _channels_last_grad
+def test_squeeze_excite_pool_is_the_adaptive_pool_with_a_channels_last_gradient():
+    """GlobalAvgPool2d (the SE's and the head's pool) computes AdaptiveAvgPool2d(1) and its gradient, and
+    hands a channels-last input a channels-last gradient (torch's 1×1 adaptive pool goes through ``mean``,
+    whose backward gives NCHW: summed with the channels-last gradient of u·g that ran a strided add)."""
+    from micronet_lib.models.blocks import GlobalAvgPool2d, MicroBlock
 
-    u = torch.randn(4, 16, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_(True)
-    pooled = lambda t: torch.nn.functional.adaptive_avg_pool2d(t, 1).pow(2).sum()  # noqa: E731
-    (plain,) = torch.autograd.grad(pooled(u), u)
-    (fixed,) = torch.autograd.grad(pooled(_channels_last_grad(u)), u)
-    assert fixed.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(fixed, plain)
-    with torch.no_grad():  # inference and the scorer: not applied at all
-        assert _channels_last_grad(u) is u
+    pool = GlobalAvgPool2d()
+    assert isinstance(pool, torch.nn.AdaptiveAvgPool2d) and not pool.state_dict()  # scorer and checkpoints see no change
+    for dtype in (torch.float32, torch.bfloat16):
+        u = torch.randn(4, 16, 8, 6).to(dtype).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        (want,) = torch.autograd.grad(torch.nn.functional.adaptive_avg_pool2d(u, 1).float().pow(2).sum(), u)
+        got = pool(u)
+        torch.testing.assert_close(got, torch.nn.functional.adaptive_avg_pool2d(u, 1))
+        (grad,) = torch.autograd.grad(got.float().pow(2).sum(), u)
+        assert grad.is_contiguous(memory_format=torch.channels_last)
+        assert not want.is_contiguous(memory_format=torch.channels_last)  # what the adaptive pool hands back
+        torch.testing.assert_close(grad, want)
 
     # the whole SE of a block: channels-last and NCHW give the same gradients
     torch.manual_seed(0)

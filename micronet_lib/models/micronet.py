@@ -15,7 +15,7 @@ from fractions import Fraction
 import torch
 import torch.nn as nn
 
-from micronet_lib.models.blocks import STRIDE2_SE_MODES, HSwish, MicroBlock, default_norm_layer
+from micronet_lib.models.blocks import STRIDE2_SE_MODES, GlobalAvgPool2d, HSwish, MicroBlock, default_norm_layer
 from micronet_lib.models.registry import register_model
 
 __all__ = [
@@ -175,7 +175,7 @@ class MicroNet(nn.Module):
                 )
                 in_ch = stage.out_ch
         self.layers = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool2d()
         self.flatten = nn.Flatten(1)
         self.dropout = nn.Dropout(config.dropout)
         self.linear = nn.Linear(in_ch, config.num_classes)
