@@ -142,12 +142,13 @@ def time_alternating(runners: dict[str, Callable[[], None]], *, steps: int = 3, 
 
 
 def calibrate(make_runner: Callable[[ExecutionMode], Callable[[], None]], modes: Iterable[ExecutionMode], *,
-              steps: int = 1, warmup: int = 1, rounds: int = 2) -> dict[str, float]:
+              steps: int = 1, warmup: int = 1, rounds: int = 3) -> dict[str, float]:
     """Seconds per call of each mode's runner (:func:`time_alternating`), keyed by ``mode.name``.
 
-    Three calls per mode (one warm-up, two timed in alternation): the calibration of a ver2 step at
-    batch 128 costs about a dozen steps once per machine; the choice is cached. The fastest block counts
-    (``min``): load from other processes only ever slows a block down.
+    Four calls per mode (one warm-up, three timed in alternation): the calibration of a ver2 step at
+    batch 128 costs about 16 steps once per machine; the choice is cached. The fastest block counts
+    (``min``): load from other processes only ever slows a block down. (Two timed calls were too few at
+    two threads, where the two bf16 modes are within 10-20 % and one step's time varies about as much.)
     """
     return time_alternating({m.name: make_runner(m) for m in modes}, steps=steps, warmup=warmup, rounds=rounds, reduce=min)
 

@@ -374,6 +374,22 @@ def test_full_smoke_pipeline_on_a_fresh_clone_leaves_git_status_clean(tmp_path, 
 
 
 @pytest.mark.slow
+def test_report_links_to_the_docs_resolve_from_the_rendered_report(tmp_path):
+    """Notebooks link ``../docs/method.md`` (relative to notebooks/); a report rendered under
+    results/<set>/html/ links the same file, and nothing else is touched."""
+    from micronet_lib.pipeline.execute import _render_html
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+        "See [`docs/method.md`](../docs/method.md#3-architecture), [gone](../docs/nope.md), [web](https://x.org/a).")])
+    html_dir = REPO / "results" / "some-set" / "html"
+    body = _render_html(nb, html_dir)
+    assert 'href="../../../docs/method.md#3-architecture"' in body
+    assert (html_dir / "../../../docs/method.md").resolve() == REPO / "docs" / "method.md"
+    assert 'href="../docs/nope.md"' in body and 'href="https://x.org/a"' in body  # missing target / absolute: kept
+    outside = _render_html(nb, tmp_path / "html")  # outside the repository: no machine path written
+    assert 'href="../docs/method.md#3-architecture"' in outside and str(tmp_path) not in outside
+
+
 def test_kernel_shutdown_after_success_sends_no_interrupt():
     """The cause of ``[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.``: jupyter_client sends
     SIGINT before every shutdown. The pipeline's kernel manager does not (and encrypts, so ipykernel has

@@ -75,12 +75,27 @@ def _scrub_paths(text: str) -> str:
     return text
 
 
-def _render_html(nb) -> str:
+_NOTEBOOK_RELATIVE_LINK = re.compile(r'href="\.\./([^"#?]+)')
+
+
+def _render_html(nb, html_dir: Path) -> str:
+    """The report: nbconvert's HTML without code. Links the notebooks write relative to ``notebooks/``
+    (``../docs/method.md``) are re-based on ``html_dir`` when it lies inside the repository, so they
+    resolve from the rendered report too (left as they are elsewhere: no machine path is written)."""
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nb)
-    return body
+    html_dir = Path(html_dir).resolve()
+    if not html_dir.is_relative_to(REPO):
+        return body
+    to_repo = Path(os.path.relpath(REPO, html_dir)).as_posix()
+
+    def rebase(match: re.Match) -> str:
+        target = match.group(1)
+        return f'href="{to_repo}/{target}' if (REPO / target).exists() else match.group(0)
+
+    return _NOTEBOOK_RELATIVE_LINK.sub(rebase, body)
 
 
 def _quiet_kernel_manager():
@@ -241,7 +256,7 @@ def reproduce(
             _stabilise(nb, name, shown)
             nb = nbformat.reads(_scrub_paths(nbformat.writes(nb)), as_version=4)
             atomic_write_text(executed_dir / f"{name}.ipynb", nbformat.writes(nb) + "\n")
-            atomic_write_text(html_dir / f"{name}.html", _render_html(nb))
+            atomic_write_text(html_dir / f"{name}.html", _render_html(nb, html_dir))
             failed.unlink(missing_ok=True)  # a stale failure from an earlier run no longer applies
             log.info("%s done in %.1f s", name, seconds)
             runs.append(NotebookRun(name=name, executed=target.folder / "executed" / f"{name}.ipynb",
