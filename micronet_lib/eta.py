@@ -3,7 +3,8 @@
 ``announce(configs)`` prints one line such as "6 of 12 runs to train (6 finished, read back):
 ≈ 40 s of training steps (2 epochs × 64 images each at ≈ 950 img/s measured here, micronet_v2 ×0.25)".
 The speed is measured on this machine with a few training steps of the first run still to train
-(random inputs, its model, batch size, device and orthogonality term); augmentation and evaluation come
+(random inputs, its model, batch size, device, orthogonality term and the execution mode ``fit`` will
+pick, e.g. bf16 on a CPU with native bf16); augmentation and evaluation come
 on top, so the figure is a lower bound. Runs already finished are read back by ``run_or_load`` and cost
 nothing. Headless report runs (``progress.bars_enabled()`` False) print nothing, so committed reports
 carry no machine-dependent timings.
@@ -11,11 +12,8 @@ carry no machine-dependent timings.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Sequence
-
-import torch
 
 from micronet_lib.progress import bars_enabled
 from micronet_lib.train.config import TrainConfig
@@ -74,36 +72,22 @@ def _images_per_epoch(config: TrainConfig) -> tuple[int, int]:
 
 
 def measure_images_per_second(config: TrainConfig, num_classes: int, *, steps: int = 3) -> float:
-    """Training-step speed of ``config``'s model on this machine: median of ``steps`` timed steps (after one
-    warm-up) on random inputs, with its batch size, device, precision-free fp32 and orthogonality term."""
-    import statistics
-
-    import torch.nn.functional as F
-
+    """Training-step speed of ``config``'s model on this machine, in the execution mode ``fit`` will use
+    (``train.records.resolve_train_mode``: cached, or calibrated now and cached for ``fit``): median of
+    ``steps`` timed steps after one warm-up, on random inputs, with its batch size and orthogonality term."""
+    from micronet_lib import allocator, execution
     from micronet_lib.models import build_model
-    from micronet_lib.regularizers import orthogonality_penalty
-    from micronet_lib.train.setup import make_optimizer, model_options, resolve_device
+    from micronet_lib.train.records import resolve_train_mode, train_step_runner
+    from micronet_lib.train.setup import model_options, resolve_device
 
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        allocator.configure()  # as fit does: without it a fresh process's steps page-fault their activations
     model = build_model(config.model, **model_options(config, num_classes)).to(device).train()
-    optimizer = make_optimizer(config, model)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(config.batch_size, 3, 32, 32, generator=gen).to(device)
-    y = torch.randint(0, num_classes, (config.batch_size,), generator=gen).to(device)
-    times = []
-    for i in range(steps + 1):
-        t0 = time.perf_counter()
-        loss = F.cross_entropy(model(x), y)
-        if config.ortho_coef:
-            loss = loss + config.ortho_coef * orthogonality_penalty(model)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i:  # the first step warms up allocators and kernels
-            times.append(time.perf_counter() - t0)
-    return config.batch_size / statistics.median(times)
+    mode = execution.ExecutionMode.from_dict(resolve_train_mode(config, model, num_classes, device)["mode"])
+    step = train_step_runner(config, model, num_classes, device)(mode)
+    seconds = execution.time_alternating({"step": step}, steps=1, warmup=1, rounds=steps)["step"]
+    return config.batch_size / seconds
 
 
 def estimate_training(configs: Sequence[TrainConfig]) -> TrainingEstimate:

@@ -74,11 +74,34 @@ def checkpointed_epochs(run_dir: Path) -> int:
         return 0
 
 
+def _memory_format(config: TrainConfig) -> str:
+    return "channels_last" if config.channels_last else config.memory_format
+
+
+def train_step_runner(config: TrainConfig, model: nn.Module, num_classes: int, device: torch.device):
+    """``execution.train_runner`` for ``config``'s step: its batch size and orthogonality term."""
+    from micronet_lib.regularizers import orthogonality_penalty
+
+    ortho = ((lambda m: config.ortho_coef * orthogonality_penalty(m, layers=config.ortho_layers))
+             if config.ortho_coef > 0 else None)
+    return execution.train_runner(model, batch_size=config.batch_size, num_classes=num_classes, device=device,
+                                  ortho=ortho)
+
+
+def resolve_train_mode(config: TrainConfig, model: nn.Module, num_classes: int, device: torch.device) -> dict:
+    """The training mode ``fit`` uses for ``config`` on this machine: explicit, cached, or calibrated now."""
+    memory_format = _memory_format(config)
+    compile_ = True if config.compile else (None if "auto" in (config.precision, memory_format) else False)
+    model_key = f"{config.model}:w{config.width_mult}:d{config.depth_mult}:{num_classes}classes"
+    return execution.resolve("train", device, train_step_runner(config, model, num_classes, device),
+                             precision=config.precision, memory_format=memory_format, compile=compile_,
+                             model_key=model_key, batch_size=config.batch_size)
+
+
 def execution_record(config: TrainConfig, run_dir: Path, model: nn.Module, ds, device: torch.device) -> dict:
     """The run's execution modes: read from ``execution.json`` when the run has one (resume), else resolved
     (explicit, cached, or calibrated now) and written there before the first step. Applies the allocator."""
     from micronet_lib.evaluate import resolve_eval_mode
-    from micronet_lib.regularizers import orthogonality_penalty
 
     alloc = allocator.configure() if device.type == "cpu" else allocator.state()
     path = run_dir / EXECUTION_FILE
@@ -88,16 +111,8 @@ def execution_record(config: TrainConfig, run_dir: Path, model: nn.Module, ds, d
         record["train"]["source"], record["eval"]["source"] = "recorded", "recorded"
         record["allocator_now"] = alloc
         return record
-    memory_format = "channels_last" if config.channels_last else config.memory_format
-    compile_ = True if config.compile else (None if "auto" in (config.precision, memory_format) else False)
-    ortho = ((lambda m: config.ortho_coef * orthogonality_penalty(m, layers=config.ortho_layers))
-             if config.ortho_coef > 0 else None)
-    model_key = f"{config.model}:w{config.width_mult}:d{config.depth_mult}:{ds.num_classes}classes"
-    train = execution.resolve(
-        "train", device, execution.train_runner(model, batch_size=config.batch_size, num_classes=ds.num_classes,
-                                                device=device, ortho=ortho),
-        precision=config.precision, memory_format=memory_format, compile=compile_, model_key=model_key,
-        batch_size=config.batch_size)
+    memory_format = _memory_format(config)
+    train = resolve_train_mode(config, model, ds.num_classes, device)
     train_mode = train["mode"]
     # Evaluation follows the run's choice where it is explicit; "auto" calibrates inference separately.
     eval_precision = "auto" if config.precision == "auto" else ("bf16" if train_mode["precision"] == "bf16" else "fp32")
