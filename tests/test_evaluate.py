@@ -184,6 +184,9 @@ def test_cli_bench_eval_tiny(capsys, tmp_path, monkeypatch):
     out = json.loads(capsys.readouterr().out)
     assert {"authors", "fp32", "fp32+channels_last"} <= set(out["images_per_s"]) and out["chosen"] in out["images_per_s"]
     assert all(v > 0 for v in out["images_per_s"].values())
+    # every timed mode of this project says how its copy was prepared: BN folded, pairs fused on CPU
+    assert set(out["prepared"]) == set(out["images_per_s"]) - {"authors"}
+    assert all(p["bn_folded"] and p["activations_fused"] > 0 for p in out["prepared"].values())
     assert main(["bench", "eval", "--rounds", "0"]) == 2
     assert "--rounds 0" in capsys.readouterr().err
 

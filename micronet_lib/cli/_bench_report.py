@@ -20,8 +20,12 @@ def print_result(result: dict, *, title: str, as_json: bool) -> None:
     print(f"  CPU flags: {flags}; native bf16: {m['bf16_native']}")
     print(f"  allocator: {alloc.get('allocator')} ({alloc.get('note')}); load average: {m.get('load_average')}")
     print(f"  chosen mode (auto): {result['chosen']} [{result['chosen_source']}]")
+    prepared = result.get("prepared", {})
     for name, ips in result["images_per_s"].items():
-        print(f"  {name:<22s} {ips:>9.1f} img/s   {result['ratio_vs_authors'][name]:>5.2f}x authors-style")
+        how = prepared.get(name)
+        note = (f"   (BN {'folded' if how['bn_folded'] else 'not folded'}, {how['activations_fused']} conv+hardswish fused)"
+                if how else "")
+        print(f"  {name:<22s} {ips:>9.1f} img/s   {result['ratio_vs_authors'][name]:>5.2f}x authors-style{note}")
 
 
 def add_machine_options(parser) -> None:

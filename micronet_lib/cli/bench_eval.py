@@ -18,4 +18,4 @@ def _run(args) -> int:
     from micronet_lib.cli.bench_train import run_target
     from micronet_lib.train.bench import bench_eval
 
-    return run_target(args, bench_eval, "evaluation forward (BatchNorm folded on this project's side)")
+    return run_target(args, bench_eval, "evaluation forward (BatchNorm folded and conv + hard-swish fused on this project's side)")

@@ -126,13 +126,19 @@ def bench_eval(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 256, 
                 authors(x).argmax(1).tolist()  # the authors read predictions back per batch
 
         runners["authors"] = authors_forward
+    prepared: dict[str, dict] = {}  # per mode: BN folded? how many conv + hard-swish pairs fused?
+
+    def prepare(m: torch.nn.Module, mode: execution.ExecutionMode) -> torch.nn.Module:
+        work, prepared[mode.name] = inference_copy(m, mode, dev)
+        return work
+
     for mode in _modes(dev, compile):
-        runners[mode.name] = execution.eval_runner(
-            model, batch_size=batch_size, device=dev, prepare=lambda m, mo: inference_copy(m, mo, dev)[0])(mode)
+        runners[mode.name] = execution.eval_runner(model, batch_size=batch_size, device=dev, prepare=prepare)(mode)
     seconds = execution.time_alternating(runners, steps=steps, warmup=warmup, rounds=rounds)
     if "authors" not in seconds:
         seconds["authors"] = seconds["fp32"]
-    return _result(seconds, batch_size, chosen, dev, weights=weights, batch_size=batch_size, steps=steps, rounds=rounds)
+    return _result(seconds, batch_size, chosen, dev, weights=weights, batch_size=batch_size, steps=steps, rounds=rounds,
+                   prepared=prepared)
 
 
 def bench_epoch(*, data: str, train_per_class: int = 20, test_per_class: int = 10, rounds: int = 2,
