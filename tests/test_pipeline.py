@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -319,15 +320,21 @@ def test_full_smoke_pipeline_on_a_fresh_clone_leaves_git_status_clean(tmp_path, 
     names = [p.stem for p in pipeline.list_notebooks(clone / "notebooks")]
     assert set(EXPECTED_TABLES) <= set(names)
     assert json.loads((out / "manifest.json").read_text())["notebooks"].keys() == set(names)
+    checked_links = 0
     for name in names:
         html = (out / "html" / f"{name}.html").read_text()
         assert len(html) > 10_000 and "PosixPath" not in html  # results shown, not the paths they were saved to
         assert "&lt;Figure size" not in html, f"{name}: a figure rendered as text, not as an image"
         assert "results/scratch/smoke-synthetic/" in html  # the first cell says where outputs go
+        doc_links = re.findall(r'href="([^"#:]+\.md)', html)
+        checked_links += len(doc_links)
+        for href in doc_links:  # links to the docs resolve from the report, not only from notebooks/
+            assert (out / "html" / href).resolve().is_file(), f"{name}: {href} does not resolve from html/"
         nb = nbformat.read(out / "executed" / f"{name}.ipynb", as_version=4)
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
         assert not [o for o in outputs if o.output_type == "error"], name
         assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr"], f"{name} printed to stderr"
+    assert checked_links > 0  # the notebooks do link docs/method.md and docs/scoring.md
     for table in (t for ts in EXPECTED_TABLES.values() for t in ts):
         for ext in ("csv", "md", "meta.json"):
             assert (out / "tables" / f"{table}.{ext}").is_file(), f"{table}.{ext}"

@@ -80,8 +80,9 @@ _NOTEBOOK_RELATIVE_LINK = re.compile(r'href="\.\./([^"#?]+)')
 
 def _render_html(nb, html_dir: Path) -> str:
     """The report: nbconvert's HTML without code. Links the notebooks write relative to ``notebooks/``
-    (``../docs/method.md``) are re-based on ``html_dir`` when it lies inside the repository, so they
-    resolve from the rendered report too (left as they are elsewhere: no machine path is written)."""
+    (``../docs/method.md``) are re-based on ``html_dir``, the folder the report is read from (the set's
+    final ``html/``, not the staging copy it is written to first), when that lies inside the repository,
+    so they resolve from the rendered report too (left as they are elsewhere: no machine path is written)."""
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
@@ -256,7 +257,7 @@ def reproduce(
             _stabilise(nb, name, shown)
             nb = nbformat.reads(_scrub_paths(nbformat.writes(nb)), as_version=4)
             atomic_write_text(executed_dir / f"{name}.ipynb", nbformat.writes(nb) + "\n")
-            atomic_write_text(html_dir / f"{name}.html", _render_html(nb, html_dir))
+            atomic_write_text(html_dir / f"{name}.html", _render_html(nb, target.folder / "html"))
             failed.unlink(missing_ok=True)  # a stale failure from an earlier run no longer applies
             log.info("%s done in %.1f s", name, seconds)
             runs.append(NotebookRun(name=name, executed=target.folder / "executed" / f"{name}.ipynb",
