@@ -92,10 +92,9 @@ def resolve_train_mode(config: TrainConfig, model: nn.Module, num_classes: int, 
     """The training mode ``fit`` uses for ``config`` on this machine: explicit, cached, or calibrated now."""
     memory_format = _memory_format(config)
     compile_ = True if config.compile else (None if "auto" in (config.precision, memory_format) else False)
-    model_key = f"{config.model}:w{config.width_mult}:d{config.depth_mult}:{num_classes}classes"
     return execution.resolve("train", device, train_step_runner(config, model, num_classes, device),
                              precision=config.precision, memory_format=memory_format, compile=compile_,
-                             model_key=model_key, batch_size=config.batch_size)
+                             model_key=execution.model_key(model, num_classes), batch_size=config.batch_size)
 
 
 def execution_record(config: TrainConfig, run_dir: Path, model: nn.Module, ds, device: torch.device) -> dict:
