@@ -8,7 +8,9 @@ a GPU) -- emulated bf16 is several times slower than fp32; ``torch.compile`` var
 where compile time (tens of seconds) is small next to a run. On a 2-core CPU compiling takes 1-2.5
 minutes per mode and process, more than a ``cpu``-profile run trains, and the compiled step was faster
 only at two threads (2.45x vs 2.15x the authors-style step; slower at one): ``compile=True`` opts in
-(README "Benchmarks").
+(README "Benchmarks"). Channels-last training on CPU runs BatchNorm (+ hard-swish) through
+``models/norm_kernel.py`` where it is built, so the calibration times the modes as ``fit`` runs them,
+and the training cache key says whether the kernel was there.
 
 The choice is cached in ``<MICRONET_CACHE or ~/.cache/micronet>/execution-modes-v<CACHE_VERSION>.json``, keyed by what
 decides speed: the device (CPU model + the flags that matter, or the GPU name), torch's version and
@@ -39,7 +41,9 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
-CACHE_VERSION = 3  # 2: strided-depthwise and SE-gradient fixes; 3: conv+hard-swish fusion in evaluation
+# 2: strided-depthwise and SE-gradient fixes; 3: conv+hard-swish fusion in evaluation; 4: the BatchNorm +
+# hard-swish training kernel (models/norm_kernel.py), which changes which training mode is fastest
+CACHE_VERSION = 4
 # One file per version: an older checkout run beside a newer one keeps its own choices instead of
 # wiping the other's (each would otherwise re-calibrate after the other ran).
 CACHE_FILE = f"execution-modes-v{CACHE_VERSION}.json"
@@ -198,6 +202,10 @@ def resolve(kind: str, device: torch.device, make_runner: Callable[[ExecutionMod
         return {"mode": mode.to_dict(), "name": mode.name, "source": "config"}
     options = candidates(device, precision=precision, memory_format=memory_format, compile=compile)
     key = f"{kind}|{machine_key(device)}|torch {torch.__version__}|{model_key}|batch {batch_size}"
+    if kind == "train" and device.type == "cpu":  # channels-last training is another speed without the kernel
+        from micronet_lib.models import norm_kernel
+
+        key += f"|norm kernel {'fused' if norm_kernel.available() else 'aten'}"
     allowed = {m.name: m for m in options}
     if use_cache:
         entry = _read_cache().get("entries", {}).get(key)

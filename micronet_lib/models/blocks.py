@@ -14,7 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["HSwish", "SqueezeExcite", "MicroBlock", "STRIDE2_SE_MODES", "default_norm_layer", "depthwise_conv"]
+from micronet_lib.models import norm_kernel
+
+__all__ = ["HSwish", "SqueezeExcite", "MicroBlock", "STRIDE2_SE_MODES", "default_norm_layer", "depthwise_conv", "norm_act"]
 
 # How the squeeze-excitation of a stride-2 block behaves (docs/method.md §3.1 "The stride-2 case", §11 item 2):
 #   "discard": the authors' released code: the gate is computed and thrown away (faithful default; the
@@ -44,6 +46,19 @@ def depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cpu", enabled=False):
             return conv(x.float())
     return conv(x)
+
+
+def norm_act(bn: nn.Module, act: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+    """``act(bn(x))`` (``bn(x)`` when ``act`` is None).
+
+    In CPU channels-last training, with hard-swish or no activation, this is one pass of our BatchNorm
+    kernel each way instead of ATen's BatchNorm and hard-swish (``models/norm_kernel.py`` says when it
+    applies and why it is faster); everywhere else the modules run as they are.
+    """
+    if (act is None or isinstance(act, HSwish)) and norm_kernel.applies(bn, x, *(() if act is None else (act,))):
+        return norm_kernel.batch_norm_train(bn, x, hardswish=act is not None)
+    y = bn(x)
+    return y if act is None else act(y)
 
 
 class GlobalAvgPool2d(nn.AdaptiveAvgPool2d):
@@ -176,9 +191,9 @@ class MicroBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act1(self.bn1(self.conv1(x)))
-        out = self.act2(self.bn2(depthwise_conv(self.conv2, out)))
-        out = self.se(self.bn3(self.conv3(out)))
+        out = norm_act(self.bn1, self.act1, self.conv1(x))
+        out = norm_act(self.bn2, self.act2, depthwise_conv(self.conv2, out))
+        out = self.se(norm_act(self.bn3, None, self.conv3(out)))
         if self.has_residual:
             out = out + self.shortcut(x)
         return out

@@ -8,7 +8,8 @@ machine hits every side alike; results are ratios to the reference plus the imag
 with the machine's CPU flags, the allocator state and the load average stated.
 
 * train: one step (forward, cross-entropy + 0.7·ortho over the 68 1×1 convs, backward, Nesterov SGD)
-  at batch 128 on fixed random inputs, per execution mode;
+  at batch 128 on fixed random inputs, per execution mode (channels-last modes on CPU train BatchNorm +
+  hard-swish through ``models/norm_kernel.py`` where it is available; the machine line says);
 * eval: one inference batch of 256 (this project's side runs ``evaluate.inference_copy``: BatchNorm
   folded, conv + hard-swish fused on CPU), per execution mode;
 * epoch: whole epochs of ``fit`` under the paper recipe (FastAA 4×, CutMix, weighted LS,
@@ -43,6 +44,10 @@ def machine_info(device: torch.device) -> dict:
         out["load_average"] = [round(v, 2) for v in os.getloadavg()]
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        from micronet_lib.models import norm_kernel
+
+        out["norm_kernel"] = norm_kernel.status()  # "fused", or "aten (why)"
     return out
 
 

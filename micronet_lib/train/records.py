@@ -109,6 +109,11 @@ def execution_record(config: TrainConfig, run_dir: Path, model: nn.Module, ds, d
                                            "modes chosen now), or restore it from version control")
         record["train"]["source"], record["eval"]["source"] = "recorded", "recorded"
         record["allocator_now"] = alloc
+        now = norm_kernel_state(device, record["train"]["mode"])
+        if "norm_kernel" in record and now != record["norm_kernel"]:
+            log.warning("%s trained its BatchNorm layers with %s, this process has %s: the resumed epochs round "
+                        "differently from an uninterrupted run", run_dir, record["norm_kernel"], now)
+        record["norm_kernel_now"] = now
         return record
     memory_format = _memory_format(config)
     train = resolve_train_mode(config, model, ds.num_classes, device)
@@ -118,9 +123,20 @@ def execution_record(config: TrainConfig, run_dir: Path, model: nn.Module, ds, d
     eval_ = resolve_eval_mode(model, batch_size=config.eval_batch_size, device=device, precision=eval_precision,
                               memory_format=memory_format, num_classes=ds.num_classes)
     record = dict(train=train, eval=eval_, allocator=alloc, device=str(device), machine=execution.machine_key(device),
-                  torch=str(torch.__version__))
+                  torch=str(torch.__version__), norm_kernel=norm_kernel_state(device, train_mode))
     atomic_write_json(path, record)
     return record
+
+
+def norm_kernel_state(device: torch.device, train_mode: dict) -> str:
+    """Which BatchNorm the training step runs: our fused kernel, or ATen and why (models/norm_kernel.py)."""
+    from micronet_lib.models import norm_kernel
+
+    if device.type != "cpu":
+        return f"aten (device {device.type})"
+    if train_mode["memory_format"] != "channels_last":
+        return "aten (NCHW training)"
+    return norm_kernel.status()
 
 
 def percent(v) -> str:

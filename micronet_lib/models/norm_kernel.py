@@ -1,0 +1,179 @@
+"""BatchNorm2d (+ hard-swish) in training as one C++ kernel on CPU channels-last tensors.
+
+``applies(bn, x, *watched)`` says whether the kernel can stand in for ``bn(x)``: ``x`` a 4-D
+channels-last float32/bfloat16 CPU tensor, ``bn`` a training-mode affine ``BatchNorm2d`` tracking
+running statistics, no hooks on it or on the ``watched`` modules (the activation), not inside fx
+tracing or ``torch.compile``, and the kernel built and checked. ``batch_norm_train(bn, x,
+hardswish=...)`` then runs ``csrc/norm_act.cpp`` instead of ATen's op(s). The blocks call it through
+``blocks.norm_act``; evaluation, NCHW, CUDA, float64, the scorer's and BN folding's fx traces take the
+modules' own forward, unchanged.
+
+Why (issue #13, README "Benchmarks"): ATen's channels-last BatchNorm sums per thread in adjacent rows of
+one buffer, so for the channel counts of MicroNet whose rows are not whole 64-byte lines (20, 50, 90,
+140, 200 ... channels) the two threads of a 2-core machine write the same cache line on every row, and
+the op runs slower on two threads than on one; hard-swish is one more pass over memory each way. The
+kernel gives each thread its own padded row, applies the activation in the normalising pass and
+recomputes its input in the backward. Same arithmetic up to rounding: float32 inside, sums in double
+per block; in bf16 it rounds once where ATen rounds twice (BN output, then hard-swish). Running
+statistics are updated as ``nn.BatchNorm2d`` does (momentum or cumulative average, unbiased variance).
+
+The kernel is compiled on first use with torch's JIT extension builder (a C++ compiler and ninja;
+``-O3 -march=native``), about 30 s once per machine, into torch's extension folder
+(``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``) under a name that hashes the source,
+torch's version and the CPU's model and flags (a binary built for one CPU is never loaded on another). It is then checked once per process against ATen on a small
+input. Where it cannot be built or disagrees, :func:`status` says why and ``norm_act`` falls back to
+ATen. ``MICRONET_NORM_KERNEL=off`` turns it off.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["applies", "batch_norm_train", "available", "status", "ENV_SWITCH", "SOURCE"]
+
+log = logging.getLogger(__name__)
+
+ENV_SWITCH = "MICRONET_NORM_KERNEL"  # "off" / "0" / "false": never build or use the kernel
+SOURCE = Path(__file__).with_name("csrc") / "norm_act.cpp"
+_CFLAGS = ["-O3", "-march=native", "-fopenmp"]
+_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def _switched_off() -> bool:
+    return os.environ.get(ENV_SWITCH, "").strip().lower() in ("off", "0", "false", "no")
+
+
+def _build_name() -> str:
+    from micronet_lib.cpuinfo import cpu_flags
+
+    cpu = cpu_flags()
+    ident = "|".join([SOURCE.read_text(), torch.__version__, cpu["model"], repr(sorted(cpu["flags"].items())), " ".join(_CFLAGS)])
+    return "micronet_norm_act_" + hashlib.sha256(ident.encode()).hexdigest()[:12]
+
+
+@functools.lru_cache(maxsize=1)
+def _load():
+    """(module, None) or (None, why not); built at most once per process, cached on disk per machine."""
+    if _switched_off():
+        return None, f"switched off by {ENV_SWITCH}"
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        return None, "no C++ compiler (c++/g++) on PATH"
+    quiet = logging.getLogger("torch.utils.cpp_extension")  # its import warns that CUDA is absent: irrelevant here
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        quiet.setLevel(level)
+    name = _build_name()
+    path = os.environ.get("PATH", "")
+    try:
+        if shutil.which("ninja") is None:  # the pip package's binary, when the venv's bin/ is not on PATH
+            import ninja
+
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + path
+        # torch's own extension folder (TORCH_EXTENSIONS_DIR or ~/.cache/torch_extensions), not
+        # MICRONET_CACHE: a run pointed at a fresh cache does not compile again; the name keeps builds
+        # for different CPUs apart.
+        build_dir = Path(cpp_extension._get_build_directory(name, False))
+        if not any(build_dir.glob(f"{name}*.so")):
+            log.info("building the BatchNorm + hard-swish kernel in %s (once per machine, ~30 s)", build_dir)
+        module = cpp_extension.load(name, [str(SOURCE)], extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"],
+                                    build_directory=str(build_dir), verbose=False)
+    except Exception as exc:  # a missing toolchain or a compile error: fall back to ATen, say why
+        lines = str(exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+        log.warning("BatchNorm + hard-swish kernel unavailable, using ATen (%s)", reason)
+        return None, reason
+    finally:
+        os.environ["PATH"] = path
+    return module, None
+
+
+class _NormActFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps: float, act: bool):
+        module, _ = _load()
+        y, mean, invstd, var = module.forward(x, weight, bias, eps, act)
+        ctx.save_for_backward(x, weight, bias, mean, invstd)
+        ctx.act = act
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx, grad_y, _grad_mean, _grad_var):
+        module, _ = _load()
+        x, weight, bias, mean, invstd = ctx.saved_tensors
+        grad_x, grad_w, grad_b = module.backward(grad_y, x, weight, bias, mean, invstd, ctx.act)
+        return grad_x, grad_w, grad_b, None, None
+
+
+def batch_norm_train(bn: nn.BatchNorm2d, x: torch.Tensor, *, hardswish: bool = False) -> torch.Tensor:
+    """``bn(x)`` (then hard-swish) in training mode through the kernel; call only where :func:`applies`."""
+    y, mean, var = _NormActFunction.apply(x, bn.weight, bn.bias, bn.eps, bool(hardswish))
+    with torch.no_grad():  # what nn.BatchNorm2d does to its buffers in training
+        bn.num_batches_tracked.add_(1)
+        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+        n = x.numel() // x.shape[1]
+        bn.running_mean.mul_(1 - factor).add_(mean, alpha=factor)
+        bn.running_var.mul_(1 - factor).add_(var * (n / max(n - 1, 1)), alpha=factor)
+    return y
+
+
+def _hooked(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks or nn.modules.module._global_forward_hooks
+                or nn.modules.module._global_forward_pre_hooks)
+
+
+def applies(bn: nn.Module, x, *watched: nn.Module) -> bool:
+    """Whether :func:`batch_norm_train` may stand in for ``bn(x)`` (and the ``watched`` modules after it)."""
+    return (type(bn) is nn.BatchNorm2d and bn.training and bn.affine and bn.track_running_stats
+            and isinstance(x, torch.Tensor) and not isinstance(x, torch.fx.Proxy)
+            and x.device.type == "cpu" and x.dim() == 4 and x.dtype in _DTYPES
+            and x.is_contiguous(memory_format=torch.channels_last) and x.shape[0] * x.shape[2] * x.shape[3] > 1
+            and not torch.compiler.is_compiling() and not any(_hooked(m) for m in (bn, *watched))
+            and available())
+
+
+@functools.lru_cache(maxsize=1)
+def _checked() -> str | None:
+    """None when the built kernel matches ATen on a small input (both activations, both dtypes), else why not."""
+    module, reason = _load()
+    if module is None:
+        return reason
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(3, 20, 5, 5, generator=gen) * 2 + 0.5).contiguous(memory_format=torch.channels_last)
+    w, b = torch.rand(20, generator=gen) + 0.5, torch.randn(20, generator=gen)
+    dy = torch.randn(x.shape, generator=gen).contiguous(memory_format=torch.channels_last)
+    for act in (False, True):
+        ref = F.batch_norm(x.double(), None, None, w.double(), b.double(), training=True, eps=1e-5)
+        ref = F.hardswish(ref) if act else ref
+        y, *_ = module.forward(x, w, b, 1e-5, act)
+        if not torch.allclose(y.double(), ref, rtol=1e-4, atol=1e-4):
+            return f"disagrees with ATen (max |Δ| {(y.double() - ref).abs().max():.2e}, act={act})"
+        try:
+            module.backward(dy, x, w, b, *module.forward(x, w, b, 1e-5, act)[1:3], act)
+            module.forward(x.bfloat16(), w, b, 1e-5, act)
+        except RuntimeError as exc:
+            return f"failed on a probe input ({exc})"
+    return None
+
+
+def available() -> bool:
+    """Whether ``norm_act`` can use the kernel in this process (built or loaded, and checked)."""
+    return _checked() is None
+
+
+def status() -> str:
+    """For run records and benchmarks: ``"fused"`` or ``"aten (<why>)"``."""
+    reason = _checked()
+    return "fused" if reason is None else f"aten ({reason})"
