@@ -173,10 +173,14 @@ def test_the_modules_run_as_before_outside_channels_last_training(kernel, monkey
     bn.train()
     norm_act(bn, nn.ReLU(), cl)  # an activation the kernel does not have
     norm_act(copy.deepcopy(bn).double(), act, cl.double())  # float64 (tests/test_fidelity.py trains in it)
+    norm_act(copy.deepcopy(bn).bfloat16(), act, cl.bfloat16())  # a model cast to bf16 whole (kernel: fp32 γ, β)
     seen = []
     handle = bn.register_forward_hook(lambda *a: seen.append(1))  # e.g. the scorer's counting hooks
     norm_act(bn, act, cl)
     handle.remove()
+    with norm_kernel.aten_only():  # what `micronet bench train --aten-bn` times
+        norm_act(bn, act, cl)
+    assert norm_kernel.applies(bn, cl, act)  # and outside the block the kernel is back
     assert calls == [] and seen == [1]
     traced = torch.fx.symbolic_trace(build_model("micronet_v2", num_classes=10).train())
     assert any(node.op == "call_module" and node.target == "layers.0.bn1" for node in traced.graph.nodes)

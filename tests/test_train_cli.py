@@ -40,13 +40,20 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
 
 def test_bench_train_json(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("MICRONET_CACHE", str(tmp_path))
+    from micronet_lib.models import norm_kernel
+
     args = ["bench", "train", "--json", "--steps", "1", "--rounds", "1", "--warmup", "0", "--batch-size", "4",
-            "--threads", "1", "--weights", "none"]
+            "--threads", "1", "--weights", "none", "--aten-bn"]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["ratio_vs_authors"]["authors"] == 1.0 and result["chosen"] in result["images_per_s"]
     assert {"fp32", "fp32+channels_last"} <= set(result["images_per_s"]) and all(v > 0 for v in result["images_per_s"].values())
     assert result["machine"]["allocator"]["applied"] is True and "avx512_bf16" in result["machine"]["flags"]
+    # --aten-bn: each channels-last mode once more with ATen's BatchNorm, where the kernel exists
+    assert result["machine"]["norm_kernel"] == norm_kernel.status()
+    aten = {name for name in result["images_per_s"] if name.endswith(" (ATen BN)")}
+    assert aten == ({f"{n} (ATen BN)" for n in result["images_per_s"] if n.endswith("channels_last")}
+                    if norm_kernel.available() else set())
     assert main(["bench", "train", "--steps", "0"]) == 2 and "--steps 0" in capsys.readouterr().err
 
 

@@ -10,6 +10,8 @@ def register(subparsers) -> None:
 
     parser = subparsers.add_parser("train", help="training-step images/s per mode, vs the authors-style fp32 step")
     _common(parser, DEFAULT_WEIGHTS, batch=128)
+    parser.add_argument("--aten-bn", action="store_true",
+                        help="also time each channels-last mode with ATen's BatchNorm instead of the fused kernel")
     parser.set_defaults(func=_run)
 
 
@@ -39,14 +41,14 @@ def _check(args) -> None:
         torch.set_num_threads(args.threads)
 
 
-def run_target(args, bench, title: str) -> int:
+def run_target(args, bench, title: str, **options) -> int:
     from micronet_lib.cli import resolve_device
     from micronet_lib.cli._bench_report import print_result
 
     _check(args)
     weights = None if args.weights.lower() == "none" else args.weights
     result = bench(weights=weights, batch_size=args.batch_size, steps=args.steps, rounds=args.rounds,
-                   warmup=args.warmup, device=resolve_device(args.device), compile=args.compile)
+                   warmup=args.warmup, device=resolve_device(args.device), compile=args.compile, **options)
     print_result(result, title=f"{title}, batch {args.batch_size}, weights {weights or 'fresh init'}", as_json=args.json)
     return 0
 
@@ -54,4 +56,4 @@ def run_target(args, bench, title: str) -> int:
 def _run(args) -> int:
     from micronet_lib.train.bench import bench_train
 
-    return run_target(args, bench_train, "training step (CE + 0.7·ortho, Nesterov SGD)")
+    return run_target(args, bench_train, "training step (CE + 0.7·ortho, Nesterov SGD)", aten_bn=args.aten_bn)

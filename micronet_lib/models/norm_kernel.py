@@ -27,6 +27,8 @@ ATen. ``MICRONET_NORM_KERNEL=off`` turns it off.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import logging
@@ -38,7 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["applies", "batch_norm_train", "available", "status", "ENV_SWITCH", "SOURCE"]
+__all__ = ["applies", "batch_norm_train", "aten_only", "available", "status", "ENV_SWITCH", "SOURCE"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ ENV_SWITCH = "MICRONET_NORM_KERNEL"  # "off" / "0" / "false": never build or use
 SOURCE = Path(__file__).with_name("csrc") / "norm_act.cpp"
 _CFLAGS = ["-O3", "-march=native", "-fopenmp"]
 _DTYPES = (torch.float32, torch.bfloat16)
+_ATEN_ONLY = contextvars.ContextVar("micronet_norm_kernel_aten_only", default=False)
 
 
 def _switched_off() -> bool:
@@ -134,10 +137,22 @@ def _hooked(module: nn.Module) -> bool:
                 or nn.modules.module._global_forward_pre_hooks)
 
 
+@contextlib.contextmanager
+def aten_only():
+    """Forwards inside this block run ATen's BatchNorm (``micronet bench train --aten-bn`` times both)."""
+    token = _ATEN_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _ATEN_ONLY.reset(token)
+
+
 def applies(bn: nn.Module, x, *watched: nn.Module) -> bool:
     """Whether :func:`batch_norm_train` may stand in for ``bn(x)`` (and the ``watched`` modules after it)."""
-    return (type(bn) is nn.BatchNorm2d and bn.training and bn.affine and bn.track_running_stats
-            and isinstance(x, torch.Tensor) and not isinstance(x, torch.fx.Proxy)
+    # x first: under fx tracing x is a Proxy, and so is bn.weight (reading its dtype would trace it)
+    return (isinstance(x, torch.Tensor) and not isinstance(x, torch.fx.Proxy) and not _ATEN_ONLY.get()
+            and type(bn) is nn.BatchNorm2d and bn.training and bn.affine and bn.track_running_stats
+            and bn.weight.dtype == torch.float32 and bn.bias.dtype == torch.float32
             and x.device.type == "cpu" and x.dim() == 4 and x.dtype in _DTYPES
             and x.is_contiguous(memory_format=torch.channels_last) and x.shape[0] * x.shape[2] * x.shape[3] > 1
             and not torch.compiler.is_compiling() and not any(_hooked(m) for m in (bn, *watched))

@@ -89,8 +89,13 @@ def _authors_train_step(model, *, batch_size, num_classes=100) -> Callable[[], N
 
 
 def bench_train(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 128, steps: int = 3, rounds: int = 3,
-                warmup: int = 1, device: str = "cpu", compile: bool = False) -> dict:
-    """Training-step images/s and ratios vs the authors-style fp32 NCHW step (CPU only for the reference)."""
+                warmup: int = 1, device: str = "cpu", compile: bool = False, aten_bn: bool = False) -> dict:
+    """Training-step images/s and ratios vs the authors-style fp32 NCHW step (CPU only for the reference).
+
+    ``aten_bn``: also time every channels-last mode with ATen's BatchNorm and hard-swish instead of the
+    fused kernel (runner ``"<mode> (ATen BN)"``), in the same alternation: what the kernel contributes.
+    """
+    from micronet_lib.models import norm_kernel
     from micronet_lib.regularizers import orthogonality_penalty
 
     dev = torch.device(device)
@@ -104,10 +109,20 @@ def bench_train(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 128,
     runners = {"authors": _authors_train_step(model, batch_size=batch_size)} if dev.type == "cpu" else {}
     for mode in _modes(dev, compile):
         runners[mode.name] = project_step(mode)
+        if aten_bn and mode.channels_last and dev.type == "cpu" and norm_kernel.available():
+            runners[f"{mode.name} (ATen BN)"] = _under(norm_kernel.aten_only, project_step(mode))
     seconds = execution.time_alternating(runners, steps=steps, warmup=warmup, rounds=rounds)
     if "authors" not in seconds:  # on a GPU the reference is this project's fp32 step
         seconds["authors"] = seconds["fp32"]
     return _result(seconds, batch_size, chosen, dev, weights=weights, batch_size=batch_size, steps=steps, rounds=rounds)
+
+
+def _under(context, step: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+        with context():
+            step()
+
+    return run
 
 
 def bench_eval(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 256, steps: int = 3, rounds: int = 3,
