@@ -233,3 +233,25 @@ def test_a_run_records_which_batchnorm_trained_it(kernel, tmp_path, monkeypatch,
     assert resumed["execution"]["norm_kernel"] == "fused"
     assert resumed["execution"]["norm_kernel_now"] == "aten (no C++ compiler (c++/g++) on PATH)"
     assert "round differently" in caplog.text
+
+
+def test_a_kernel_that_disagrees_with_aten_is_not_used(kernel, monkeypatch):
+    """The once-per-process check compares outputs and gradients, so a miscompiled build falls back."""
+    built, _ = norm_kernel._load()
+
+    class OffByOnePercent:
+        forward = staticmethod(built.forward)
+
+        @staticmethod
+        def backward(*args):
+            grad_x, grad_w, grad_b = built.backward(*args)
+            return grad_x * 1.01, grad_w, grad_b
+
+    monkeypatch.setattr(norm_kernel, "_load", lambda: (OffByOnePercent, None))
+    norm_kernel._checked.cache_clear()
+    try:
+        assert norm_kernel.status().startswith("aten (disagrees with ATen (gradient")
+        x = torch.randn(2, 20, 4, 4).contiguous(memory_format=torch.channels_last)
+        assert not norm_kernel.applies(nn.BatchNorm2d(20), x)
+    finally:
+        norm_kernel._checked.cache_clear()
