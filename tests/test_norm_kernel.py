@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 
 import pytest
 import torch
@@ -255,3 +256,16 @@ def test_a_kernel_that_disagrees_with_aten_is_not_used(kernel, monkeypatch):
         assert not norm_kernel.applies(nn.BatchNorm2d(20), x)
     finally:
         norm_kernel._checked.cache_clear()
+
+
+def test_a_lock_left_by_a_killed_build_is_removed_a_fresh_one_kept(tmp_path):
+    """torch's extension builder waits for ever while its lock file exists; a killed build leaves one."""
+    lock = tmp_path / "lock"
+    lock.touch()
+    norm_kernel._clear_stale_lock(tmp_path)
+    assert lock.exists()  # another process may be building right now
+    old = time.time() - norm_kernel.STALE_LOCK_SECONDS - 1
+    os.utime(lock, (old, old))
+    norm_kernel._clear_stale_lock(tmp_path)
+    assert not lock.exists()
+    norm_kernel._clear_stale_lock(tmp_path)  # and no lock at all is fine

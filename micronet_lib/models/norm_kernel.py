@@ -35,6 +35,7 @@ import hashlib
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -89,6 +90,7 @@ def _load():
         # MICRONET_CACHE: a run pointed at a fresh cache does not compile again; the name keeps builds
         # for different CPUs apart.
         build_dir = Path(cpp_extension._get_build_directory(name, False))
+        _clear_stale_lock(build_dir)
         if not any(build_dir.glob(f"{name}*.so")):
             log.info("building the BatchNorm + hard-swish kernel in %s (once per machine, ~30 s)", build_dir)
         module = cpp_extension.load(name, [str(SOURCE)], extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"],
@@ -101,6 +103,21 @@ def _load():
     finally:
         os.environ["PATH"] = path
     return module, None
+
+
+STALE_LOCK_SECONDS = 600  # a build takes ~25 s; a lock this old was left by a killed build
+
+
+def _clear_stale_lock(build_dir: Path) -> None:
+    """Remove the build lock a killed build left behind: torch waits for it to disappear, for ever."""
+    lock = build_dir / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_LOCK_SECONDS:
+        log.warning("removing %s, left %.0f s ago by a build that did not finish", lock, age)
+        lock.unlink(missing_ok=True)
 
 
 class _NormActFunction(torch.autograd.Function):
