@@ -78,6 +78,12 @@ def _scrub_paths(text: str) -> str:
 _NOTEBOOK_RELATIVE_LINK = re.compile(r'href="\.\./([^"#?]+)')
 
 
+# Wide tables (asset URLs, the run plan, deviations) scroll inside their output instead of widening the
+# whole page, and long unbroken cell values (URLs, hashes) may wrap so most tables fit a laptop window.
+_REPORT_CSS = ("<style>.jp-OutputArea-output { overflow-x: auto; } "
+               ".jp-RenderedHTMLCommon td { overflow-wrap: anywhere; }</style>")
+
+
 def _render_html(nb, html_dir: Path) -> str:
     """The report: nbconvert's HTML without code. Links the notebooks write relative to ``notebooks/``
     (``../docs/method.md``) are re-based on ``html_dir``, the folder the report is read from (the set's
@@ -87,6 +93,7 @@ def _render_html(nb, html_dir: Path) -> str:
 
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nb)
+    body = body.replace("</head>", _REPORT_CSS + "</head>", 1)
     html_dir = Path(html_dir).resolve()
     if not html_dir.is_relative_to(REPO):
         return body
