@@ -7,8 +7,9 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["environment_table", "dataset_table", "asset_table", "notebook_plan", "deviations_table"]
+from micronet_lib.environ import environment
 
+__all__ = ["environment_table", "dataset_table", "asset_table", "notebook_plan", "deviations_table"]
 
 
 def environment_table(params: Mapping[str, Any]) -> "pd.DataFrame":
@@ -85,9 +86,7 @@ def asset_table() -> "pd.DataFrame":
     from micronet_lib import assets
 
     rows = []
-    saved = os.environ.get(assets.ENV_OFFLINE)
-    os.environ[assets.ENV_OFFLINE] = "1"
-    try:
+    with environment({assets.ENV_OFFLINE: "1"}):
         for name in assets.list_assets():
             try:
                 path = assets.fetch(name)
@@ -98,11 +97,6 @@ def asset_table() -> "pd.DataFrame":
             except assets.AssetChecksumError:
                 status, where = "CORRUPT: sha256 mismatch", "-"
             rows.append((name, status, where, assets.asset_url(name)))
-    finally:
-        if saved is None:
-            os.environ.pop(assets.ENV_OFFLINE, None)
-        else:
-            os.environ[assets.ENV_OFFLINE] = saved
     return pd.DataFrame(rows, columns=["asset", "status", "source", "upstream URL"])
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from micronet_lib.environ import environment
 from micronet_lib.train.config import TrainConfig
 from micronet_lib.train.engine import run_or_load
 from micronet_lib.train import runs
@@ -75,16 +76,8 @@ def run_store_at(runs_dir: str | os.PathLike, workdir: str | os.PathLike | None 
     (``run:<id>/best.pt``) is resolved against the run store of the process, which must be this sweep's, and a
     relative ``imagefolder:`` dataset path against the working directory, which must be the one the configs
     were built for (``pipeline.notebook_params`` writes that path relative to the notebooks folder)."""
-    saved = os.environ.get(RUNS_ENV)
-    os.environ[RUNS_ENV] = str(runs_dir)
-    try:
-        with contextlib.chdir(workdir) if workdir is not None else contextlib.nullcontext():
-            yield
-    finally:
-        if saved is None:
-            os.environ.pop(RUNS_ENV, None)
-        else:
-            os.environ[RUNS_ENV] = saved
+    with environment({RUNS_ENV: str(runs_dir)}), (contextlib.chdir(workdir) if workdir is not None else contextlib.nullcontext()):
+        yield
 
 
 # ---------------------------------------------------------------------- executors

@@ -79,29 +79,33 @@ def _load():
         from torch.utils import cpp_extension
     finally:
         quiet.setLevel(level)
+    from micronet_lib.environ import environment
+
     name = _build_name()
-    path = os.environ.get("PATH", "")
-    try:
-        if shutil.which("ninja") is None:  # the pip package's binary, when the venv's bin/ is not on PATH
+    path = {}
+    if shutil.which("ninja") is None:  # the pip package's binary, when the venv's bin/ is not on PATH
+        try:
             import ninja
 
-            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + path
-        # torch's own extension folder (TORCH_EXTENSIONS_DIR or ~/.cache/torch_extensions), not
-        # MICRONET_CACHE: a run pointed at a fresh cache does not compile again; the name keeps builds
-        # for different CPUs apart.
-        build_dir = Path(cpp_extension._get_build_directory(name, False))
-        _clear_stale_lock(build_dir)
-        if not any(build_dir.glob(f"{name}*.so")):
-            log.info("building the BatchNorm + hard-swish kernel in %s (once per machine, ~30 s)", build_dir)
-        module = cpp_extension.load(name, [str(SOURCE)], extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"],
-                                    build_directory=str(build_dir), verbose=False)
+            path = {"PATH": ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")}
+        except ImportError:
+            return None, "ninja not found (pip install ninja)"
+    try:
+        with environment(path):
+            # torch's own extension folder (TORCH_EXTENSIONS_DIR or ~/.cache/torch_extensions), not
+            # MICRONET_CACHE: a run pointed at a fresh cache does not compile again; the name keeps builds
+            # for different CPUs apart.
+            build_dir = Path(cpp_extension._get_build_directory(name, False))
+            _clear_stale_lock(build_dir)
+            if not any(build_dir.glob(f"{name}*.so")):
+                log.info("building the BatchNorm + hard-swish kernel in %s (once per machine, ~25 s)", build_dir)
+            module = cpp_extension.load(name, [str(SOURCE)], extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"],
+                                        build_directory=str(build_dir), verbose=False)
     except Exception as exc:  # a missing toolchain or a compile error: fall back to ATen, say why
         lines = str(exc).strip().splitlines()
         reason = f"{type(exc).__name__}: {lines[-1] if lines else ''}"
         log.warning("BatchNorm + hard-swish kernel unavailable, using ATen (%s)", reason)
         return None, reason
-    finally:
-        os.environ["PATH"] = path
     return module, None
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from micronet_lib.environ import environment
 from micronet_lib.fileio import atomic_write_json, atomic_write_text
 from micronet_lib.results import RESULTS_ENV
 
@@ -250,10 +251,8 @@ def reproduce(
         if report.failures:
             raise RuntimeError(f"{len(report.failures)} training run(s) of the grid failed, so the notebooks would "
                                "fail too: " + "; ".join(f"{k}: {v}" for k, v in report.failures.items()))
-    saved_env = {k: os.environ.get(k) for k in env}
     runs: list[NotebookRun] = []
-    try:
-        os.environ.update(env)
+    with environment(env):
         for path in selected:
             name = path.stem
             log.info("running %s (profile %s, data %s) -> %s", name, profile, params["data"], shown)
@@ -269,12 +268,6 @@ def reproduce(
             log.info("%s done in %.1f s", name, seconds)
             runs.append(NotebookRun(name=name, executed=target.folder / "executed" / f"{name}.ipynb",
                                     html=target.folder / "html" / f"{name}.html", seconds=seconds))
-    finally:
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     manifest = sets.build_manifest(target, params=params, device=resolve_device(params["device"]),
                                    notebooks={r.name: r.seconds for r in runs}, previous=previous, identity=identity)
     atomic_write_json(stage / sets.MANIFEST, manifest)
