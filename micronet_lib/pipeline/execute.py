@@ -79,10 +79,9 @@ def _scrub_paths(text: str) -> str:
 _NOTEBOOK_RELATIVE_LINK = re.compile(r'href="\.\./([^"#?]+)')
 
 
-# Wide tables (asset URLs, the run plan, deviations) scroll inside their output instead of widening the
-# whole page, and long unbroken cell values (URLs, hashes) may wrap so most tables fit a laptop window.
-_REPORT_CSS = ("<style>.jp-OutputArea-output { overflow-x: auto; } "
-               ".jp-RenderedHTMLCommon td { overflow-wrap: anywhere; }</style>")
+# Wide tables (asset URLs, the run plan, deviations) scroll inside their own output instead of widening
+# the whole page; their cells stay on one line (results_format keeps numbers from wrapping).
+_REPORT_CSS = "<style>.jp-OutputArea-output { overflow-x: auto; }</style>"
 
 
 def _render_html(nb, html_dir: Path) -> str:
