@@ -202,7 +202,8 @@ def resolve(kind: str, device: torch.device, make_runner: Callable[[ExecutionMod
         return {"mode": mode.to_dict(), "name": mode.name, "source": "config"}
     options = candidates(device, precision=precision, memory_format=memory_format, compile=compile)
     key = f"{kind}|{machine_key(device)}|torch {torch.__version__}|{model_key}|batch {batch_size}"
-    if kind == "train" and device.type == "cpu":  # channels-last training is another speed without the kernel
+    if kind == "train" and device.type == "cpu" and any(m.channels_last for m in options):
+        # channels-last training is another speed without the kernel (built here, on first use)
         from micronet_lib.models import norm_kernel
 
         key += f"|norm kernel {'fused' if norm_kernel.available() else 'aten'}"

@@ -188,11 +188,11 @@ def test_the_modules_run_as_before_outside_channels_last_training(kernel, monkey
 
 
 def test_an_unavailable_kernel_falls_back_and_says_why(monkeypatch):
-    monkeypatch.setattr(norm_kernel, "_load", lambda: (None, "no C++ compiler (c++/g++) on PATH"))
+    monkeypatch.setattr(norm_kernel, "_load", lambda: (None, "no C++ compiler (c++) on PATH"))
     norm_kernel._checked.cache_clear()
     try:
         assert not norm_kernel.available()
-        assert norm_kernel.status() == "aten (no C++ compiler (c++/g++) on PATH)"
+        assert norm_kernel.status() == "aten (no C++ compiler (c++) on PATH)"
         bn, act = nn.BatchNorm2d(20), HSwish()
         ref = copy.deepcopy(bn)
         x = torch.randn(2, 20, 4, 4).contiguous(memory_format=torch.channels_last)
@@ -228,11 +228,11 @@ def test_a_run_records_which_batchnorm_trained_it(kernel, tmp_path, monkeypatch,
     assert fit(config, run, progress=False)["execution"]["norm_kernel"] == "fused"
     # The same run continued where the kernel is unavailable: a warning, and both states on record.
     (run / "summary.json").unlink()
-    monkeypatch.setattr(norm_kernel, "_checked", lambda: "no C++ compiler (c++/g++) on PATH")
+    monkeypatch.setattr(norm_kernel, "_checked", lambda: "no C++ compiler (c++) on PATH")
     with caplog.at_level("WARNING"):
         resumed = fit(config, run, progress=False)
     assert resumed["execution"]["norm_kernel"] == "fused"
-    assert resumed["execution"]["norm_kernel_now"] == "aten (no C++ compiler (c++/g++) on PATH)"
+    assert resumed["execution"]["norm_kernel_now"] == "aten (no C++ compiler (c++) on PATH)"
     assert "round differently" in caplog.text
 
 
@@ -269,3 +269,15 @@ def test_a_lock_left_by_a_killed_build_is_removed_a_fresh_one_kept(tmp_path):
     norm_kernel._clear_stale_lock(tmp_path)
     assert not lock.exists()
     norm_kernel._clear_stale_lock(tmp_path)  # and no lock at all is fine
+
+
+def test_no_compiler_means_aten_and_says_which_compiler(monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-c++-compiler")  # the compiler torch's builder would call
+    norm_kernel._load.cache_clear()
+    norm_kernel._checked.cache_clear()
+    try:
+        assert norm_kernel.status() == "aten (no C++ compiler (no-such-c++-compiler) on PATH)"
+    finally:
+        monkeypatch.delenv("CXX")
+        norm_kernel._load.cache_clear()
+        norm_kernel._checked.cache_clear()

@@ -76,7 +76,8 @@ def run_store_at(runs_dir: str | os.PathLike, workdir: str | os.PathLike | None 
     (``run:<id>/best.pt``) is resolved against the run store of the process, which must be this sweep's, and a
     relative ``imagefolder:`` dataset path against the working directory, which must be the one the configs
     were built for (``pipeline.notebook_params`` writes that path relative to the notebooks folder)."""
-    with environment({RUNS_ENV: str(runs_dir)}), (contextlib.chdir(workdir) if workdir is not None else contextlib.nullcontext()):
+    where = contextlib.chdir(workdir) if workdir is not None else contextlib.nullcontext()
+    with environment({RUNS_ENV: str(runs_dir)}), where:
         yield
 
 

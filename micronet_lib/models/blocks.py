@@ -55,7 +55,7 @@ def norm_act(bn: nn.Module, act: nn.Module | None, x: torch.Tensor) -> torch.Ten
     kernel each way instead of ATen's BatchNorm and hard-swish (``models/norm_kernel.py`` says when it
     applies and why it is faster); everywhere else the modules run as they are.
     """
-    if (act is None or isinstance(act, HSwish)) and norm_kernel.applies(bn, x, *(() if act is None else (act,))):
+    if (act is None or isinstance(act, HSwish)) and norm_kernel.applies(bn, x, act):
         return norm_kernel.batch_norm_train(bn, x, hardswish=act is not None)
     y = bn(x)
     return y if act is None else act(y)

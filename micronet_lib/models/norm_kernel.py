@@ -1,8 +1,8 @@
 """BatchNorm2d (+ hard-swish) in training as one C++ kernel on CPU channels-last tensors.
 
-``applies(bn, x, *watched)`` says whether the kernel can stand in for ``bn(x)``: ``x`` a 4-D
+``applies(bn, x, act)`` says whether the kernel can stand in for ``bn(x)``: ``x`` a 4-D
 channels-last float32/bfloat16 CPU tensor, ``bn`` a training-mode affine ``BatchNorm2d`` tracking
-running statistics, no hooks on it or on the ``watched`` modules (the activation), not inside fx
+running statistics, no hooks on it or on the activation ``act`` after it, not inside fx
 tracing or ``torch.compile``, and the kernel built and checked. ``batch_norm_train(bn, x,
 hardswish=...)`` then runs ``csrc/norm_act.cpp`` instead of ATen's op(s). The blocks call it through
 ``blocks.norm_act``; evaluation, NCHW, CUDA, float64, the scorer's and BN folding's fx traces take the
@@ -70,8 +70,9 @@ def _load():
     """(module, None) or (None, why not); built at most once per process, cached on disk per machine."""
     if _switched_off():
         return None, f"switched off by {ENV_SWITCH}"
-    if shutil.which("c++") is None and shutil.which("g++") is None:
-        return None, "no C++ compiler (c++/g++) on PATH"
+    compiler = os.environ.get("CXX", "c++")  # what torch's builder calls
+    if shutil.which(compiler) is None:
+        return None, f"no C++ compiler ({compiler}) on PATH"
     quiet = logging.getLogger("torch.utils.cpp_extension")  # its import warns that CUDA is absent: irrelevant here
     level = quiet.level
     quiet.setLevel(logging.ERROR)
@@ -169,15 +170,15 @@ def aten_only():
         _ATEN_ONLY.reset(token)
 
 
-def applies(bn: nn.Module, x, *watched: nn.Module) -> bool:
-    """Whether :func:`batch_norm_train` may stand in for ``bn(x)`` (and the ``watched`` modules after it)."""
+def applies(bn: nn.Module, x, act: nn.Module | None = None) -> bool:
+    """Whether :func:`batch_norm_train` may stand in for ``bn(x)`` (and the activation ``act`` after it)."""
     # x first: under fx tracing x is a Proxy and so is bn.weight (comparing its dtype would be traced)
     return (isinstance(x, torch.Tensor) and not isinstance(x, torch.fx.Proxy) and not _ATEN_ONLY.get()
             and type(bn) is nn.BatchNorm2d and bn.training and bn.affine and bn.track_running_stats
             and bn.weight.dtype == torch.float32 and bn.bias.dtype == torch.float32
             and x.device.type == "cpu" and x.dim() == 4 and x.dtype in _DTYPES
             and x.is_contiguous(memory_format=torch.channels_last) and x.shape[0] * x.shape[2] * x.shape[3] > 1
-            and not torch.compiler.is_compiling() and not any(_hooked(m) for m in (bn, *watched))
+            and not torch.compiler.is_compiling() and not _hooked(bn) and not (act is not None and _hooked(act))
             and available())
 
 
