@@ -5,7 +5,8 @@ A mode changes how a step runs, not what it computes (up to bf16 rounding). ``pr
 run and keep the fastest. Candidates: fp32 and channels-last always; bf16 autocast only where the
 hardware has native bf16 (``avx512_bf16`` or AMX on x86 CPUs, ``torch.cuda.is_bf16_supported()`` on
 a GPU) -- emulated bf16 is several times slower than fp32; ``torch.compile`` variants only on CUDA,
-where compile time (tens of seconds) is small next to a run. On a 2-core CPU compiling takes 1-2.5
+where compile time (tens of seconds) is small next to a run, and there only the compiled twin of the
+fastest eager mode (compiling all four would cost minutes). On a 2-core CPU compiling takes 1-2.5
 minutes per mode and process, more than a ``cpu``-profile run trains, and the compiled step was faster
 only at two threads (2.45x vs 2.15x the authors-style step; slower at one): ``compile=True`` opts in
 (README "Benchmarks"). Channels-last training on CPU runs BatchNorm (+ hard-swish) through
@@ -157,6 +158,30 @@ def calibrate(make_runner: Callable[[ExecutionMode], Callable[[], None]], modes:
     return time_alternating({m.name: make_runner(m) for m in modes}, steps=steps, warmup=warmup, rounds=rounds, reduce=min)
 
 
+def _calibrate_staged(make_runner: Callable[[ExecutionMode], Callable[[], None]],
+                      options: list[ExecutionMode]) -> dict[str, float]:
+    """:func:`calibrate` the eager candidates, then only the fastest one's compiled variant beside it.
+
+    Compiling costs tens of seconds per mode even on a GPU; compiling every candidate would make the
+    calibration cost minutes, while compile does not change which precision / memory format is fastest
+    in eager mode often enough to pay for that. A compiled candidate whose eager twin is not among the
+    options (``compile=True`` fixed) is timed as is.
+    """
+    eager = [m for m in options if not m.compile]
+    compiled = [m for m in options if m.compile]
+    if not eager or not compiled:
+        return calibrate(make_runner, options)
+    seconds = calibrate(make_runner, eager)
+    fastest = next(m for m in eager if m.name == min(seconds, key=seconds.get))
+    twin = next((m for m in compiled if (m.precision, m.memory_format) == (fastest.precision, fastest.memory_format)), None)
+    if twin is not None:
+        # timed again beside its compiled twin, in alternation: the pair is compared under the same load
+        again = calibrate(make_runner, [fastest, twin])
+        seconds[fastest.name] = min(seconds[fastest.name], again[fastest.name])
+        seconds[twin.name] = again[twin.name]
+    return seconds
+
+
 def cache_path() -> Path:
     from micronet_lib.assets import cache_dir
 
@@ -220,7 +245,7 @@ def resolve(kind: str, device: torch.device, make_runner: Callable[[ExecutionMod
         t0 = time.perf_counter()
         # The timed steps draw dropout masks and ortho vectors: the caller's random streams stay untouched.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            seconds = calibrate(make_runner, options)
+            seconds = _calibrate_staged(make_runner, options)
         best = min(seconds, key=seconds.get)
         log.info("%s mode calibration (%.1f s): %s → %s", kind, time.perf_counter() - t0,
                  ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in seconds.items()), best)

@@ -104,6 +104,33 @@ def test_no_mode_is_picked_that_the_machine_lacks(cache, monkeypatch):
     assert sorted(built) == ["fp32", "fp32+channels_last"]
 
 
+def test_only_the_fastest_eager_mode_is_compiled_in_the_calibration(monkeypatch):
+    # On CUDA the candidates include a compiled twin of every eager mode; the calibration compiles one.
+    options = [execution.ExecutionMode(p, f, c) for c in (False, True) for p in ("fp32", "bf16")
+               for f in execution.MEMORY_FORMATS]
+    cost = {"fp32": 4.0, "fp32+channels_last": 3.0, "bf16": 2.0, "bf16+channels_last": 1.0,
+            "bf16+channels_last+compile": 0.5, "bf16+compile": 0.7, "fp32+compile": 0.1}
+    built, clock = [], {"t": 0.0}
+
+    def make_runner(mode):
+        built.append(mode.name)
+
+        def run():
+            clock["t"] += cost[mode.name]
+        return run
+
+    monkeypatch.setattr(execution.time, "perf_counter", lambda: clock["t"])  # a step "takes" its cost
+    seconds = execution._calibrate_staged(make_runner, options)
+    compiled = [name for name in built if name.endswith("+compile")]
+    assert compiled == ["bf16+channels_last+compile"]  # never fp32+compile, though it would be fastest
+    assert seconds["bf16+channels_last+compile"] == pytest.approx(0.5) and seconds["fp32"] == pytest.approx(4.0)
+    assert min(seconds, key=seconds.get) == "bf16+channels_last+compile"
+    # compile fixed (every option compiled): each is timed as it is
+    built.clear()
+    execution._calibrate_staged(make_runner, [m for m in options if m.compile and m.precision == "bf16"])
+    assert sorted(built) == ["bf16+channels_last+compile", "bf16+compile"]
+
+
 def test_bf16_is_a_candidate_exactly_where_the_cpu_has_it(monkeypatch):
     monkeypatch.setattr(execution, "cpu_flags", lambda: {"model": "x", "flags": dict.fromkeys(execution.SPEED_FLAGS, False)})
     assert not execution.bf16_native(CPU)

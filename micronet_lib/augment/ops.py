@@ -87,7 +87,7 @@ def _pil_grey(img: torch.Tensor) -> torch.Tensor:
     fixed-point sum exactly, and the shift is an exact division by 2**16 then floor.
     """
     c, h, w = img.shape
-    acc = torch.addmm(_PIL_ROUND, _PIL_LUMA, img.reshape(c, h * w).to(torch.float32))
+    acc = torch.addmm(_PIL_ROUND.to(img.device), _PIL_LUMA.to(img.device), img.reshape(c, h * w).to(torch.float32))
     return acc.div_(65536.0, rounding_mode="floor").reshape(1, h, w)
 
 
@@ -113,7 +113,7 @@ def _auto_contrast(img, _v):
     for low, high in zip(lo.tolist(), hi.tolist()):
         scale = 255.0 / (high - low) if high > low else 0.0
         coef.append((scale, -low * scale if high > low else float(low)))
-    coef = torch.tensor(coef, dtype=torch.float64).t().reshape(2, c, 1, 1)
+    coef = torch.tensor(coef, dtype=torch.float64).t().reshape(2, c, 1, 1).to(img.device)
     return img.to(torch.float64).mul_(coef[0]).add_(coef[1]).to(torch.uint8)
 
 

@@ -21,6 +21,8 @@ def register(targets) -> None:
     parser.add_argument("--train-per-class", type=int, default=20, help="training images per class (default 20)")
     parser.add_argument("--test-per-class", type=int, default=10, help="test images per class (default 10)")
     parser.add_argument("--rounds", type=int, default=2, help="epochs per side, alternating (default 2; median)")
+    parser.add_argument("--authors-workers", type=int, default=None,
+                        help="DataLoader workers of the authors-style side (default: 4 on a GPU, as the authors; 0 on a CPU)")
     add_machine_options(parser)
     parser.set_defaults(func=_run)
 
@@ -38,10 +40,12 @@ def _run(args) -> int:
     for name in ("train_per_class", "test_per_class", "rounds"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)} must be >= 1")
+    if args.authors_workers is not None and args.authors_workers < 0:
+        raise ValueError(f"--authors-workers {args.authors_workers} must be >= 0")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     result = bench_epoch(data=data, train_per_class=args.train_per_class, test_per_class=args.test_per_class,
-                         rounds=args.rounds, device=resolve_device(args.device))
+                         rounds=args.rounds, device=resolve_device(args.device), authors_workers=args.authors_workers)
     print_result(result, title=f"fit epochs, paper recipe, {result['samples_per_epoch']} samples/epoch "
                                f"(FastAA 4x of {result['train_images']} images), eval mode {result['eval_mode']}",
                  as_json=args.json)

@@ -172,14 +172,16 @@ def aten_only():
 
 def applies(bn: nn.Module, x, act: nn.Module | None = None) -> bool:
     """Whether :func:`batch_norm_train` may stand in for ``bn(x)`` (and the activation ``act`` after it)."""
-    # x first: under fx tracing x is a Proxy and so is bn.weight (comparing its dtype would be traced)
-    return (isinstance(x, torch.Tensor) and not isinstance(x, torch.fx.Proxy) and not _ATEN_ONLY.get()
+    # Compiling first: dynamo cannot trace the ContextVar read below, and a graph break in every block
+    # made torch.compile recompile per block shape until its limit, then run eager (seen on CUDA).
+    # Then x: under fx tracing x is a Proxy and so is bn.weight (comparing its dtype would be traced).
+    return (not torch.compiler.is_compiling() and isinstance(x, torch.Tensor) and not isinstance(x, torch.fx.Proxy)
+            and x.device.type == "cpu" and not _ATEN_ONLY.get()
             and type(bn) is nn.BatchNorm2d and bn.training and bn.affine and bn.track_running_stats
             and bn.weight.dtype == torch.float32 and bn.bias.dtype == torch.float32
-            and x.device.type == "cpu" and x.dim() == 4 and x.dtype in _DTYPES
+            and x.dim() == 4 and x.dtype in _DTYPES
             and x.is_contiguous(memory_format=torch.channels_last) and x.shape[0] * x.shape[2] * x.shape[3] > 1
-            and not torch.compiler.is_compiling() and not _hooked(bn) and not (act is not None and _hooked(act))
-            and available())
+            and not _hooked(bn) and not (act is not None and _hooked(act)) and available())
 
 
 @functools.lru_cache(maxsize=1)

@@ -70,27 +70,29 @@ def _modes(device: torch.device, compile: bool) -> list[execution.ExecutionMode]
 
 def _result(seconds: dict[str, float], images: int, chosen: dict, device: torch.device, **extra) -> dict:
     base = seconds["authors"]
-    return {"machine": machine_info(device), "chosen": chosen["name"], "chosen_source": chosen["source"], **extra,
+    return {"machine": machine_info(device), "chosen": chosen["name"], "chosen_source": chosen["source"],
+            "calibration_s": chosen.get("seconds", {}), **extra,
             "images_per_s": {k: round(images / v, 1) for k, v in seconds.items()},
             "ratio_vs_authors": {k: round(base / v, 2) for k, v in seconds.items()}}
 
 
-def _authors_train_step(model, *, batch_size, num_classes=100) -> Callable[[], None]:
+def _authors_train_step(model, *, batch_size, device: torch.device, num_classes=100) -> Callable[[], None]:
     from micronet_lib.regularizers import make_loss
     from micronet_lib.train.baseline import authors_step, authors_style
 
-    work = authors_style(copy.deepcopy(model)).train()
+    work = authors_style(copy.deepcopy(model)).to(device).train()
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(batch_size, 3, 32, 32, generator=gen)
-    y = torch.randint(0, num_classes, (batch_size,), generator=gen)
+    x = torch.randn(batch_size, 3, 32, 32, generator=gen).to(device)
+    y = torch.randint(0, num_classes, (batch_size,), generator=gen).to(device)
     opt = torch.optim.SGD(work.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-5)
-    step = authors_step(work, opt, make_loss("ce", num_classes=num_classes))
+    # loss.item() every step (the authors' host read) also waits for a GPU step to finish
+    step = authors_step(work, opt, make_loss("ce", num_classes=num_classes).to(device))
     return lambda: step(x, y)
 
 
 def bench_train(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 128, steps: int = 3, rounds: int = 3,
                 warmup: int = 1, device: str = "cpu", compile: bool = False, aten_bn: bool = False) -> dict:
-    """Training-step images/s and ratios vs the authors-style fp32 NCHW step (CPU only for the reference).
+    """Training-step images/s and ratios vs the authors-style fp32 NCHW step on the same device.
 
     ``aten_bn``: also time every channels-last mode with ATen's BatchNorm and hard-swish instead of the
     fused kernel (runner ``"<mode> (ATen BN)"``), in the same alternation: what the kernel contributes.
@@ -106,14 +108,12 @@ def bench_train(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 128,
     project_step = execution.train_runner(model, batch_size=batch_size, num_classes=100, device=dev,
                                           ortho=lambda m: 0.7 * orthogonality_penalty(m))
     chosen = execution.resolve("train", dev, project_step, model_key=execution.model_key(model, 100), batch_size=batch_size)
-    runners = {"authors": _authors_train_step(model, batch_size=batch_size)} if dev.type == "cpu" else {}
+    runners = {"authors": _authors_train_step(model, batch_size=batch_size, device=dev)}
     for mode in _modes(dev, compile):
         runners[mode.name] = project_step(mode)
         if aten_bn and mode.channels_last and dev.type == "cpu" and norm_kernel.available():
             runners[f"{mode.name} (ATen BN)"] = _under(norm_kernel.aten_only, project_step(mode))
     seconds = execution.time_alternating(runners, steps=steps, warmup=warmup, rounds=rounds)
-    if "authors" not in seconds:  # on a GPU the reference is this project's fp32 step
-        seconds["authors"] = seconds["fp32"]
     return _result(seconds, batch_size, chosen, dev, weights=weights, batch_size=batch_size, steps=steps, rounds=rounds)
 
 
@@ -136,16 +136,14 @@ def bench_eval(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 256, 
         allocator.configure()
     model = load_weights(weights)
     chosen = resolve_eval_mode(model, batch_size=batch_size, device=dev, num_classes=100)
-    x = torch.randn(batch_size, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    runners: dict[str, Callable[[], None]] = {}
-    if dev.type == "cpu":
-        authors = authors_style(copy.deepcopy(model)).eval()
+    x = torch.randn(batch_size, 3, 32, 32, generator=torch.Generator().manual_seed(1)).to(dev)
+    authors = authors_style(copy.deepcopy(model)).to(dev).eval()
 
-        def authors_forward() -> None:
-            with torch.no_grad():
-                authors(x).argmax(1).tolist()  # the authors read predictions back per batch
+    def authors_forward() -> None:
+        with torch.no_grad():
+            authors(x).argmax(1).tolist()  # the authors read predictions back per batch (a GPU sync too)
 
-        runners["authors"] = authors_forward
+    runners: dict[str, Callable[[], None]] = {"authors": authors_forward}
     prepared: dict[str, dict] = {}  # per mode: BN folded? how many conv + hard-swish pairs fused?
 
     def prepare(m: torch.nn.Module, mode: execution.ExecutionMode) -> torch.nn.Module:
@@ -155,20 +153,20 @@ def bench_eval(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 256, 
     for mode in _modes(dev, compile):
         runners[mode.name] = execution.eval_runner(model, batch_size=batch_size, device=dev, prepare=prepare)(mode)
     seconds = execution.time_alternating(runners, steps=steps, warmup=warmup, rounds=rounds)
-    if "authors" not in seconds:
-        seconds["authors"] = seconds["fp32"]
     return _result(seconds, batch_size, chosen, dev, weights=weights, batch_size=batch_size, steps=steps, rounds=rounds,
                    prepared=prepared)
 
 
 def bench_epoch(*, data: str, train_per_class: int = 20, test_per_class: int = 10, rounds: int = 2,
-                device: str = "cpu", seed: int = 0) -> dict:
+                device: str = "cpu", seed: int = 0, authors_workers: int | None = None) -> dict:
     """Images/s of whole epochs (training pass + test pass) of ``fit`` under the paper recipe vs authors-style.
 
     The paper recipe: FastAA 4× epoch, CutMix every batch, weighted label smoothing, 0.7·orthogonality,
     Nesterov SGD at batch 128 (``TrainConfig`` "paper" values), on ``train_per_class`` images per class,
     with ``precision``/``memory_format`` "auto"; fresh initial weights on both sides. The two sides
     alternate epoch by epoch, ``rounds`` times each; images/s = training samples / epoch seconds.
+    ``authors_workers``: the authors-style ``DataLoader``'s worker processes; default 4 on a GPU (the
+    authors' loader, docs/method.md §5.1) and 0 on a CPU, whose cores the step itself needs.
     """
     from micronet_lib.train.baseline import authors_epoch, authors_style
     from micronet_lib.train.config import TrainConfig
@@ -179,6 +177,8 @@ def bench_epoch(*, data: str, train_per_class: int = 20, test_per_class: int = 1
     dev = torch.device(device)
     if dev.type == "cpu":
         allocator.configure()
+    if authors_workers is None:
+        authors_workers = 0 if dev.type == "cpu" else 4
     config = TrainConfig.from_profile(
         "paper", dataset=data, train_per_class=train_per_class, test_per_class=test_per_class, cycles=1,
         epochs_per_cycle=1, loss="wls", epsilon=0.1, precision="auto", memory_format="auto", device=device,
@@ -193,7 +193,7 @@ def bench_epoch(*, data: str, train_per_class: int = 20, test_per_class: int = 1
         for r in range(rounds):
             model = authors_style(build_training_model(config, ds.num_classes))
             out = authors_epoch(model, ds, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
-                                loss="wls", seed=seed + r, device=dev)
+                                loss="wls", seed=seed + r, device=dev, num_workers=authors_workers)
             times["authors"].append(out["seconds"])
             images = out["images"]
             run_dir = os.path.join(tmp, f"run{r}")
@@ -206,6 +206,6 @@ def bench_epoch(*, data: str, train_per_class: int = 20, test_per_class: int = 1
     chosen = {"name": execution_record["train"]["name"] if execution_record else "?",
               "source": execution_record["train"]["source"] if execution_record else "?"}
     result = _result(seconds, images, chosen, dev, data=ds.description, train_images=len(ds.train),
-                     samples_per_epoch=images, rounds=rounds, epoch_seconds={k: [round(t, 2) for t in v] for k, v in times.items()})
+                     samples_per_epoch=images, rounds=rounds, authors_workers=authors_workers, epoch_seconds={k: [round(t, 2) for t in v] for k, v in times.items()})
     result["eval_mode"] = execution_record["eval"]["name"] if execution_record else None
     return result
