@@ -11,7 +11,9 @@ minutes per mode and process, more than a ``cpu``-profile run trains, and the co
 only at two threads (2.45x vs 2.15x the authors-style step; slower at one): ``compile=True`` opts in
 (README "Benchmarks"). Channels-last training on CPU runs BatchNorm (+ hard-swish) through
 ``models/norm_kernel.py`` where it is built, so the calibration times the modes as ``fit`` runs them,
-and the training cache key says whether the kernel was there.
+and the training cache key says whether the kernel was there. A candidate that raises when built or
+on its first call (a compile without a working toolchain, say) is left out with its reason, which
+the record and the cache keep (``failed``), instead of ending the run.
 
 The choice is cached in ``<MICRONET_CACHE or ~/.cache/micronet>/execution-modes-v<CACHE_VERSION>.json``, keyed by what
 decides speed: the device (CPU model + the flags that matter, or the GPU name), torch's version and
@@ -147,19 +149,37 @@ def time_alternating(runners: dict[str, Callable[[], None]], *, steps: int = 3, 
 
 
 def calibrate(make_runner: Callable[[ExecutionMode], Callable[[], None]], modes: Iterable[ExecutionMode], *,
-              steps: int = 1, warmup: int = 1, rounds: int = 3) -> dict[str, float]:
+              steps: int = 1, warmup: int = 1, rounds: int = 3, failures: dict[str, str] | None = None) -> dict[str, float]:
     """Seconds per call of each mode's runner (:func:`time_alternating`), keyed by ``mode.name``.
 
     Four calls per mode (one warm-up, three timed in alternation): the calibration of a ver2 step at
     batch 128 costs about 16 steps once per machine; the choice is cached. The fastest block counts
     (``min``): load from other processes only ever slows a block down. (Two timed calls were too few at
     two threads, where the two bf16 modes are within 10-20 % and one step's time varies about as much.)
+
+    ``failures``: a dict to collect ``{mode name: reason}`` of modes whose runner raised while being
+    built or on its first call (``torch.compile`` without a working toolchain, say); those modes are
+    left out instead of ending the run. Without it, the error propagates.
     """
-    return time_alternating({m.name: make_runner(m) for m in modes}, steps=steps, warmup=warmup, rounds=rounds, reduce=min)
+    runners: dict[str, Callable[[], None]] = {}
+    for mode in modes:
+        try:
+            runner = make_runner(mode)
+            runner()  # the first warm-up call: a mode that cannot run here fails now, not in the run
+        except Exception as exc:
+            if failures is None:
+                raise
+            failures[mode.name] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            log.warning("execution mode %s left out of the calibration: %s", mode.name, failures[mode.name])
+            continue
+        runners[mode.name] = runner
+    if not runners:
+        raise RuntimeError("no execution mode ran on this machine: " + "; ".join(f"{k}: {v}" for k, v in (failures or {}).items()))
+    return time_alternating(runners, steps=steps, warmup=max(warmup - 1, 0), rounds=rounds, reduce=min)
 
 
 def _calibrate_staged(make_runner: Callable[[ExecutionMode], Callable[[], None]],
-                      options: list[ExecutionMode]) -> dict[str, float]:
+                      options: list[ExecutionMode], failures: dict[str, str] | None = None) -> dict[str, float]:
     """:func:`calibrate` the eager candidates, then only the fastest one's compiled variant beside it.
 
     Compiling costs tens of seconds per mode even on a GPU; compiling every candidate would make the
@@ -170,15 +190,16 @@ def _calibrate_staged(make_runner: Callable[[ExecutionMode], Callable[[], None]]
     eager = [m for m in options if not m.compile]
     compiled = [m for m in options if m.compile]
     if not eager or not compiled:
-        return calibrate(make_runner, options)
-    seconds = calibrate(make_runner, eager)
+        return calibrate(make_runner, options, failures=failures)
+    seconds = calibrate(make_runner, eager, failures=failures)
     fastest = next(m for m in eager if m.name == min(seconds, key=seconds.get))
     twin = next((m for m in compiled if (m.precision, m.memory_format) == (fastest.precision, fastest.memory_format)), None)
     if twin is not None:
         # timed again beside its compiled twin, in alternation: the pair is compared under the same load
-        again = calibrate(make_runner, [fastest, twin])
+        again = calibrate(make_runner, [fastest, twin], failures=failures)
         seconds[fastest.name] = min(seconds[fastest.name], again[fastest.name])
-        seconds[twin.name] = again[twin.name]
+        if twin.name in again:
+            seconds[twin.name] = again[twin.name]
     return seconds
 
 
@@ -237,7 +258,8 @@ def resolve(kind: str, device: torch.device, make_runner: Callable[[ExecutionMod
         entry = _read_cache().get("entries", {}).get(key)
         if entry and entry.get("name") in allowed:  # a mode the machine lacks is never taken from a cache
             return {"mode": allowed[entry["name"]].to_dict(), "name": entry["name"], "source": "cache", "key": key,
-                    "seconds": entry.get("seconds", {})}
+                    "seconds": entry.get("seconds", {}), **({"failed": entry["failed"]} if entry.get("failed") else {})}
+    failures: dict[str, str] = {}
     if len(options) == 1:
         seconds: dict[str, float] = {}
         best = options[0].name
@@ -245,13 +267,16 @@ def resolve(kind: str, device: torch.device, make_runner: Callable[[ExecutionMod
         t0 = time.perf_counter()
         # The timed steps draw dropout masks and ortho vectors: the caller's random streams stay untouched.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            seconds = _calibrate_staged(make_runner, options)
+            seconds = _calibrate_staged(make_runner, options, failures)
         best = min(seconds, key=seconds.get)
         log.info("%s mode calibration (%.1f s): %s → %s", kind, time.perf_counter() - t0,
                  ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in seconds.items()), best)
     entry = {"name": best, "mode": allowed[best].to_dict(), "seconds": {k: round(v, 6) for k, v in seconds.items()}}
+    if failures:  # cached too: a mode that failed here is not compiled again by every run
+        entry["failed"] = failures
     _write_cache(key, entry)
-    return {"mode": entry["mode"], "name": best, "source": "calibrated", "key": key, "seconds": entry["seconds"]}
+    return {"mode": entry["mode"], "name": best, "source": "calibrated", "key": key, "seconds": entry["seconds"],
+            **({"failed": failures} if failures else {})}
 
 
 # ---------------------------------------------------------------------- runners used by the calibration

@@ -131,6 +131,33 @@ def test_only_the_fastest_eager_mode_is_compiled_in_the_calibration(monkeypatch)
     assert sorted(built) == ["bf16+channels_last+compile", "bf16+compile"]
 
 
+def test_a_mode_that_fails_is_left_out_recorded_and_cached(cache, monkeypatch):
+    monkeypatch.setattr(execution, "bf16_native", lambda device: True)  # four candidates
+    calls = []
+
+    def make_runner(mode):
+        if mode.name == "bf16+channels_last":
+            raise RuntimeError("no toolchain for this mode\nsecond line")
+        cost = {"fp32": 3e-3, "fp32+channels_last": 1e-3, "bf16": 2e-3}[mode.name]
+
+        def run():
+            calls.append(mode.name)
+            execution.time.sleep(cost)
+        return run
+
+    chosen = execution.resolve("train", CPU, make_runner, model_key="m", batch_size=4, memory_format="auto")
+    assert chosen["source"] == "calibrated" and chosen["name"] == "fp32+channels_last"
+    assert chosen["failed"] == {"bf16+channels_last": "RuntimeError: no toolchain for this mode"}
+    assert set(chosen["seconds"]) == {"fp32", "fp32+channels_last", "bf16"} and calls.count("fp32") == 4
+    again = execution.resolve("train", CPU, make_runner, model_key="m", batch_size=4)
+    assert again["source"] == "cache" and again["failed"] == chosen["failed"]
+    # nothing runs: the error says what failed instead of picking nothing
+    with pytest.raises(RuntimeError, match="no execution mode ran on this machine: fp32: ValueError: broken"):
+        execution.calibrate(lambda mode: (_ for _ in ()).throw(ValueError("broken")), [execution.ExecutionMode()], failures={})
+    with pytest.raises(ValueError, match="broken"):  # without a failures dict the error propagates
+        execution.calibrate(lambda mode: (_ for _ in ()).throw(ValueError("broken")), [execution.ExecutionMode()])
+
+
 def test_bf16_is_a_candidate_exactly_where_the_cpu_has_it(monkeypatch):
     monkeypatch.setattr(execution, "cpu_flags", lambda: {"model": "x", "flags": dict.fromkeys(execution.SPEED_FLAGS, False)})
     assert not execution.bf16_native(CPU)
