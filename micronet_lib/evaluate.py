@@ -123,7 +123,9 @@ def resolve_eval_mode(model: nn.Module, *, batch_size: int, device: torch.device
     return execution.resolve(
         "eval", device, execution.eval_runner(model, batch_size=batch_size, device=device, prepare=prepare),
         precision=precision, memory_format=memory_format, compile=False, batch_size=batch_size,
-        model_key=execution.model_key(model, num_classes),
+        # the copy evaluate runs decides the speed: an unfolded or unfused copy is timed and cached apart
+        model_key=execution.model_key(model, num_classes) + ("" if fold_bn else "|bn unfolded")
+        + ("" if fuse_activations else "|unfused"),
     )
 
 

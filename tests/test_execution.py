@@ -278,6 +278,19 @@ def test_evaluate_records_the_fusion(cache):
     assert fused.correct == plain.correct and abs(fused.loss - plain.loss) < 1e-4
 
 
+def test_eval_mode_cache_keeps_folded_fused_and_plain_copies_apart(cache):
+    from micronet_lib.evaluate import resolve_eval_mode
+
+    model = _trained_tiny_micronet()
+    keys = set()
+    for options in ({}, {"fuse_activations": False}, {"fold_bn": False}):
+        chosen = resolve_eval_mode(model, batch_size=8, device=CPU, num_classes=10, **options)
+        assert chosen["source"] == "calibrated", options  # not the choice timed on another kind of copy
+        keys.add(chosen["key"])
+    assert len(keys) == 3
+    assert resolve_eval_mode(model, batch_size=8, device=CPU, num_classes=10, fold_bn=False)["source"] == "cache"
+
+
 @pytest.mark.realdata
 def test_bf16_evaluation_agrees_with_fp32_on_real_images(asset, cifar10_jpeg):
     """Released ver1/ver2: the bf16 copy ``evaluate`` runs (channels-last, BN folded, conv + hard-swish
