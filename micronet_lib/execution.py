@@ -169,12 +169,14 @@ def calibrate(make_runner: Callable[[ExecutionMode], Callable[[], None]], modes:
         except Exception as exc:
             if failures is None:
                 raise
-            failures[mode.name] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            lines = str(exc).strip().splitlines()  # the first line names the error; tracebacks of compile errors follow
+            failures[mode.name] = f"{type(exc).__name__}: {lines[0] if lines else ''}"
             log.warning("execution mode %s left out of the calibration: %s", mode.name, failures[mode.name])
             continue
         runners[mode.name] = runner
     if not runners:
-        raise RuntimeError("no execution mode ran on this machine: " + "; ".join(f"{k}: {v}" for k, v in (failures or {}).items()))
+        reasons = "; ".join(f"{name}: {why}" for name, why in (failures or {}).items())
+        raise RuntimeError(f"no execution mode ran on this machine: {reasons}")
     return time_alternating(runners, steps=steps, warmup=max(warmup - 1, 0), rounds=rounds, reduce=min)
 
 

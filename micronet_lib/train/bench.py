@@ -206,6 +206,7 @@ def bench_epoch(*, data: str, train_per_class: int = 20, test_per_class: int = 1
     chosen = {"name": execution_record["train"]["name"] if execution_record else "?",
               "source": execution_record["train"]["source"] if execution_record else "?"}
     result = _result(seconds, images, chosen, dev, data=ds.description, train_images=len(ds.train),
-                     samples_per_epoch=images, rounds=rounds, authors_workers=authors_workers, epoch_seconds={k: [round(t, 2) for t in v] for k, v in times.items()})
+                     samples_per_epoch=images, rounds=rounds, authors_workers=authors_workers,
+                     epoch_seconds={k: [round(t, 2) for t in v] for k, v in times.items()})
     result["eval_mode"] = execution_record["eval"]["name"] if execution_record else None
     return result
