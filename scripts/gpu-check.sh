@@ -50,7 +50,7 @@ tail -n 3 "$OUT/tests.txt"
 step train "${T_TRAIN:-120}" $PY -m micronet_lib bench train --device "$DEVICE" "${BENCH[@]}" >"$OUT/train.json"
 step eval "${T_EVAL:-40}" $PY -m micronet_lib bench eval --device "$DEVICE" "${BENCH[@]}" >"$OUT/eval.json"
 [ "$DEVICE" = cuda ] && step profile "${T_PROFILE:-40}" $PY "$REPO/scripts/gpu_profile.py" >"$OUT/profile.txt" \
-  && head -n 1 "$OUT/profile.txt" && grep -m 1 "^bf16" "$OUT/profile.txt"
+  && head -n 1 "$OUT/profile.txt" && grep -m 1 "^bf16" "$OUT/profile.txt" && tail -n 1 "$OUT/profile.txt"
 
 # One epoch of the paper recipe (FastAA 4x = 200k samples, CutMix, weighted LS, ortho), mode auto.
 SIZE=()
