@@ -259,7 +259,7 @@ def test_a_kernel_that_disagrees_with_aten_is_not_used(kernel, monkeypatch):
 
 
 def test_a_lock_left_by_a_killed_build_is_removed_a_fresh_one_kept(tmp_path):
-    """torch's extension builder waits for ever while its lock file exists; a killed build leaves one."""
+    """torch < 2.14's extension builder waits for ever while its lock file exists; a killed build leaves one."""
     lock = tmp_path / "lock"
     lock.touch()
     norm_kernel._clear_stale_lock(tmp_path)
@@ -297,3 +297,19 @@ def test_training_forward_traces_without_graph_breaks():
     finally:
         torch._dynamo.reset()
     assert explained.graph_break_count == 0, explained.break_reasons[:3]
+
+
+def test_the_lock_of_torch_2_14_and_later_is_never_removed(monkeypatch, tmp_path):
+    """From torch 2.14 the build lock is an OS lock on a file that stays: an old file may be held now."""
+    from torch.utils import cpp_extension
+
+    removed = []
+    monkeypatch.setattr(norm_kernel, "_clear_stale_lock", lambda build_dir: removed.append(build_dir))
+    norm_kernel._load.cache_clear()
+    norm_kernel._checked.cache_clear()
+    try:
+        norm_kernel._load()
+    finally:
+        norm_kernel._load.cache_clear()
+        norm_kernel._checked.cache_clear()
+    assert bool(removed) == hasattr(cpp_extension, "FileBaton")

@@ -97,7 +97,8 @@ def _load():
             # MICRONET_CACHE: a run pointed at a fresh cache does not compile again; the name keeps builds
             # for different CPUs apart.
             build_dir = Path(cpp_extension._get_build_directory(name, False))
-            _clear_stale_lock(build_dir)
+            if hasattr(cpp_extension, "FileBaton"):  # torch < 2.14: a lock whose mere existence blocks
+                _clear_stale_lock(build_dir)
             if not any(build_dir.glob(f"{name}*.so")):
                 log.info("building the BatchNorm + hard-swish kernel in %s (once per machine, ~25 s)", build_dir)
             module = cpp_extension.load(name, [str(SOURCE)], extra_cflags=_CFLAGS, extra_ldflags=["-fopenmp"],
@@ -114,7 +115,12 @@ STALE_LOCK_SECONDS = 600  # a build takes ~25 s; a lock this old was left by a k
 
 
 def _clear_stale_lock(build_dir: Path) -> None:
-    """Remove the build lock a killed build left behind: torch waits for it to disappear, for ever."""
+    """Remove the build lock a killed build left behind, for torch < 2.14 only.
+
+    There torch's builder waits, for ever, while its lock file exists (``FileBaton``), and a process
+    killed while building or loading leaves the file (seen under torch 2.11). From 2.14 the lock is an
+    OS lock released with its holder; its file stays and may be held right now, so it is left alone.
+    """
     lock = build_dir / "lock"
     try:
         age = time.time() - lock.stat().st_mtime
