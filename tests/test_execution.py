@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from micronet_lib import allocator, execution
 from micronet_lib.models import build_model
@@ -345,24 +346,54 @@ def test_authors_style_baseline_computes_what_this_project_computes(asset):
         torch.testing.assert_close(authors(x), model(x), rtol=0, atol=1e-4)
 
 
-def test_strided_depthwise_conv_trains_in_fp32_under_cpu_autocast_and_nowhere_else():
-    """The bf16 backward of a stride-2 depthwise conv is ~10× slower than fp32 on CPU: only there fp32 runs."""
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("size, stride", [(8, 2), (9, 2), (7, 3)])
+def test_strided_depthwise_conv_under_cpu_autocast_takes_the_stride_1_input_gradient(size, stride, channels_last):
+    """Under CPU autocast training a strided depthwise conv runs in bf16 with its input gradient computed
+    at stride 1 on the spread-out output gradient (oneDNN's own strided one is ~30× slower): outputs and
+    both gradients equal float64 autograd of the same bf16-rounded input and weight to bf16 rounding, in
+    autocast's dtypes and the input's memory format."""
+    from micronet_lib.models.blocks import _StridedDepthwiseLowPrecision, depthwise_conv
+
+    gen = torch.Generator().manual_seed(size * stride)
+    conv = torch.nn.Conv2d(12, 12, 3, stride=stride, padding=1, groups=12, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen))
+    x = torch.randn(3, 12, size, size, generator=gen).to(torch.bfloat16)
+    x = x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = depthwise_conv(conv, x)
+    assert y.grad_fn.name() == _StridedDepthwiseLowPrecision.__name__ + "Backward"
+    grad = torch.randn(y.shape, generator=gen)
+    y.backward(grad.to(y.dtype))
+
+    x64 = x.detach().double().requires_grad_(True)
+    w64 = conv.weight.detach().to(torch.bfloat16).double().requires_grad_(True)
+    y64 = F.conv2d(x64, w64, None, stride, 1, 1, 12)
+    y64.backward(grad.to(torch.bfloat16).double())
+    assert y.dtype == x.grad.dtype == torch.bfloat16 and conv.weight.grad.dtype == torch.float32
+    assert x.grad.is_contiguous(memory_format=torch.channels_last) == channels_last
+    for got, want in ((y, y64), (x.grad, x64.grad), (conv.weight.grad, w64.grad)):
+        torch.testing.assert_close(got.double(), want, rtol=1e-2, atol=1e-2 * want.abs().max().item())
+    # A wrong spread (e.g. dropping the stride) would be off by far more than rounding:
+    assert (x.grad.double() - x64.grad).abs().max() < 0.02 * x64.grad.abs().max()
+
+
+def test_strided_depthwise_conv_is_the_module_outside_cpu_autocast_training():
     from micronet_lib.models.blocks import depthwise_conv
 
     torch.manual_seed(0)
     strided = torch.nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8, bias=False)
     unstrided = torch.nn.Conv2d(8, 8, 3, stride=1, padding=1, groups=8, bias=False)
-    x = torch.randn(2, 8, 8, 8).to(torch.bfloat16)
+    x = torch.randn(2, 8, 8, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        trained = depthwise_conv(strided, x)
         with torch.no_grad():
             inferred = depthwise_conv(strided, x)
         kept = depthwise_conv(unstrided, x)
-    assert trained.dtype == torch.float32 and inferred.dtype == torch.bfloat16 and kept.dtype == torch.bfloat16
-    # fp32 of the same (bf16-rounded) input: the same values as the plain fp32 conv, exactly
-    assert torch.equal(trained, strided(x.float()))
-    plain = torch.randn(2, 8, 8, 8)
-    assert torch.equal(depthwise_conv(strided, plain), strided(plain))  # no autocast: untouched
+        assert torch.equal(inferred, strided(x)) and torch.equal(kept, unstrided(x))
+        assert kept.grad_fn.name() == "ConvolutionBackward0"
+    assert torch.equal(depthwise_conv(strided, x), strided(x))  # no autocast: the module itself
+    assert depthwise_conv(strided, x).dtype == torch.float32
 
 
 def test_squeeze_excite_pool_is_the_adaptive_pool_with_a_channels_last_gradient():

@@ -31,20 +31,58 @@ def default_norm_layer(momentum: float = 0.01) -> Callable[[int], nn.Module]:
     return partial(nn.BatchNorm2d, eps=1e-5, momentum=momentum)
 
 
-def depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)``, except that a *strided* depthwise conv trained under CPU autocast runs in fp32.
+class _StridedDepthwiseLowPrecision(torch.autograd.Function):
+    """A strided depthwise conv (zero padding, no dilation, no bias) whose input gradient is a stride-1 one's.
 
-    Why: on CPU (torch 2.14, oneDNN) the bf16 backward of a stride-2 depthwise 3×3 conv is an order of
-    magnitude slower than fp32 (forward + backward at batch 128, channels-last: 60 ms vs 5 ms for 140
-    channels at 16×16 on 2 threads), so these three convs took 30 % of a bf16 training step; the bf16
-    forward alone is fast, so inference keeps it. In fp32 the conv computes the same values, more
-    precisely; autocast casts the next conv's input back to bf16. Nothing changes outside CPU autocast
-    training (fp32 runs, CUDA, the scorer, fx tracing for BatchNorm folding).
+    Why: on CPU (torch 2.14, oneDNN) the bf16 input gradient of a stride-2 depthwise 3×3 conv is two
+    orders of magnitude slower than the same conv at stride 1 (66 ms vs 2 ms for 128×140×16×16 on 2
+    threads), while its bf16 forward and weight gradient are fast. The input gradient of a stride-s conv
+    equals that of the stride-1 conv given the output gradient spread onto every s-th position of the
+    stride-1 output, zeros between: the same products are summed, and the added zeros change no sum.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int]):
+        ctx.save_for_backward(x, weight)
+        ctx.geometry = (list(stride), list(padding))
+        return F.conv2d(x, weight, None, stride, padding, 1, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        stride, padding = ctx.geometry
+        groups, dilation, no_output_padding = weight.shape[0], [1, 1], [0, 0]
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.ops.aten.convolution_backward(grad, x, weight, None, stride, padding, dilation, False,
+                                                         no_output_padding, groups, [False, True, False])[1]
+        if ctx.needs_input_grad[0]:
+            n, c = grad.shape[:2]
+            height, width = (x.shape[2 + i] + 2 * padding[i] - weight.shape[2 + i] + 1 for i in range(2))
+            layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+            spread = torch.empty((n, c, height, width), dtype=grad.dtype, device=grad.device, memory_format=layout).zero_()
+            spread[:, :, ::stride[0], ::stride[1]] = grad
+            grad_x = torch.ops.aten.convolution_backward(spread, x, weight, None, [1, 1], padding, dilation, False,
+                                                         no_output_padding, groups, [True, False, False])[0]
+        return grad_x, grad_w, None, None
+
+
+def depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)``; a *strided* depthwise conv trained under CPU autocast takes its input gradient at stride 1.
+
+    Why: see ``_StridedDepthwiseLowPrecision`` (the bf16 input gradient of a strided depthwise conv is
+    the slow one on CPU). Same dtypes as autocast's conv (input and weight in the autocast dtype), same
+    values up to the order of summation. (These convs first trained in fp32 instead: as fast a gradient,
+    but casts of the activations both ways cost more than the stride-1 gradient, issue #13.)
+    Nothing changes outside CPU autocast training (fp32 runs, CUDA, inference, the scorer, fx tracing).
     """
     if (torch.is_autocast_enabled("cpu") and torch.is_grad_enabled() and conv.stride != (1, 1)
-            and isinstance(x, torch.Tensor) and x.device.type == "cpu"):
+            and isinstance(x, torch.Tensor) and x.device.type == "cpu" and conv.bias is None
+            and conv.padding_mode == "zeros" and conv.dilation == (1, 1) and not isinstance(conv.padding, str)
+            and conv.groups == conv.in_channels == conv.out_channels):
+        dtype = torch.get_autocast_dtype("cpu")
         with torch.autocast("cpu", enabled=False):
-            return conv(x.float())
+            return _StridedDepthwiseLowPrecision.apply(x.to(dtype), conv.weight.to(dtype), conv.stride, conv.padding)
     return conv(x)
 
 
