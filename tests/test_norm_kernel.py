@@ -150,7 +150,7 @@ def test_micronet_training_step_equals_the_aten_step(kernel, monkeypatch):
     real = norm_kernel.batch_norm_train
     monkeypatch.setattr(norm_kernel, "batch_norm_train", lambda *a, **k: calls.append(1) or real(*a, **k))
     loss, grads = _step(model, x, y)
-    assert len(calls) == 1 + 3 * 16  # the stem and every block's three BatchNorms (shortcut BNs stay ATen)
+    assert len(calls) == 1 + 3 * 16 + 4  # the stem, every block's three BatchNorms, the 4 shortcut BatchNorms
     monkeypatch.setattr(norm_kernel, "applies", lambda *a, **k: False)
     loss_ref, grads_ref = _step(aten, x, y)
     torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=1e-6)
@@ -185,6 +185,26 @@ def test_the_modules_run_as_before_outside_channels_last_training(kernel, monkey
     assert calls == [] and seen == [1]
     traced = torch.fx.symbolic_trace(build_model("micronet_v2", num_classes=10).train())
     assert any(node.op == "call_module" and node.target == "layers.0.bn1" for node in traced.graph.nodes)
+
+
+def test_a_hooked_shortcut_runs_as_its_module(kernel, monkeypatch):
+    """The shortcut's BatchNorm takes the kernel only while nothing hooks the shortcut Sequential (the
+    scorer hooks every module and must see it called)."""
+    block = build_model("micronet_v2", num_classes=10).train().layers[0]
+    assert isinstance(block.shortcut, nn.Sequential)
+    x = torch.randn(2, block.in_ch, 8, 8).contiguous(memory_format=torch.channels_last)
+    calls = []
+    real = norm_kernel.batch_norm_train
+    monkeypatch.setattr(norm_kernel, "batch_norm_train", lambda bn, *a, **k: calls.append(bn) or real(bn, *a, **k))
+    plain = block(x)
+    assert block.shortcut[1] in calls
+    calls.clear()
+    seen = []
+    handle = block.shortcut.register_forward_hook(lambda *a: seen.append(1))
+    hooked = block(x)
+    handle.remove()
+    assert seen == [1] and block.shortcut[1] not in calls and len(calls) == 3
+    torch.testing.assert_close(hooked, plain, rtol=1e-4, atol=1e-5)
 
 
 def test_an_unavailable_kernel_falls_back_and_says_why(monkeypatch):

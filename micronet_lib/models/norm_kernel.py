@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["applies", "batch_norm_train", "aten_only", "available", "status", "ENV_SWITCH", "SOURCE"]
+__all__ = ["applies", "batch_norm_train", "aten_only", "available", "status", "has_forward_hooks", "ENV_SWITCH", "SOURCE"]
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,8 @@ def batch_norm_train(bn: nn.BatchNorm2d, x: torch.Tensor, *, hardswish: bool = F
     return y
 
 
-def _hooked(module: nn.Module) -> bool:
+def has_forward_hooks(module: nn.Module) -> bool:
+    """Whether a forward (pre-)hook, its own or a global one, would see ``module`` called."""
     return bool(module._forward_hooks or module._forward_pre_hooks or nn.modules.module._global_forward_hooks
                 or nn.modules.module._global_forward_pre_hooks)
 
@@ -187,7 +188,7 @@ def applies(bn: nn.Module, x, act: nn.Module | None = None) -> bool:
             and bn.weight.dtype == torch.float32 and bn.bias.dtype == torch.float32
             and x.dim() == 4 and x.dtype in _DTYPES
             and x.is_contiguous(memory_format=torch.channels_last) and x.shape[0] * x.shape[2] * x.shape[3] > 1
-            and not _hooked(bn) and not (act is not None and _hooked(act)) and available())
+            and not has_forward_hooks(bn) and not (act is not None and has_forward_hooks(act)) and available())
 
 
 @functools.lru_cache(maxsize=1)
