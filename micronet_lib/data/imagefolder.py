@@ -41,11 +41,15 @@ def _listing(root: Path) -> tuple[tuple[str, ...], dict[str, list[tuple[Path, in
         files[split] = []
         for label, cls in enumerate(classes):
             before = len(files[split])
-            for f in sorted((root / split / cls).iterdir()):
-                if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file():
-                    st = f.stat()
-                    h.update(f"{split}/{cls}/{f.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-                    files[split].append((f, label))
+            # os.scandir: the file type comes with the listing, names sort as strings (sorting Path objects
+            # and a stat per is_file() took ~2 s for CIFAR-10's 60,000 files); same order, same hash.
+            with os.scandir(root / split / cls) as it:
+                entries = sorted((e for e in it if os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS
+                                  and e.is_file()), key=lambda e: e.name)
+            for e in entries:
+                st = e.stat()
+                h.update(f"{split}/{cls}/{e.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+                files[split].append((Path(e.path), label))
             if len(files[split]) == before:  # a class without images would train a model that never sees it
                 raise ValueError(f"image folder class {root / split / cls} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
                                  f"add its images, or remove the class folder from both train/ and test/")
