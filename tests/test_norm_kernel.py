@@ -205,6 +205,10 @@ def test_a_hooked_shortcut_runs_as_its_module(kernel, monkeypatch):
     handle.remove()
     assert seen == [1] and block.shortcut[1] not in calls and len(calls) == 3
     torch.testing.assert_close(hooked, plain, rtol=1e-4, atol=1e-5)
+    block.shortcut.append(nn.Identity())  # a shortcut other than the (conv, BN) pair: run as it is
+    calls.clear()
+    torch.testing.assert_close(block(x), plain, rtol=1e-4, atol=1e-5)
+    assert block.shortcut[1] not in calls and len(calls) == 3
 
 
 def test_an_unavailable_kernel_falls_back_and_says_why(monkeypatch):

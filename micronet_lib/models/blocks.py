@@ -34,9 +34,9 @@ def default_norm_layer(momentum: float = 0.01) -> Callable[[int], nn.Module]:
 class _StridedDepthwiseLowPrecision(torch.autograd.Function):
     """A strided depthwise conv (zero padding, no dilation, no bias) whose input gradient is a stride-1 one's.
 
-    Why: on CPU (torch 2.14, oneDNN) the bf16 input gradient of a stride-2 depthwise 3×3 conv is two
-    orders of magnitude slower than the same conv at stride 1 (66 ms vs 2 ms for 128×140×16×16 on 2
-    threads), while its bf16 forward and weight gradient are fast. The input gradient of a stride-s conv
+    Why: on CPU (torch 2.14, oneDNN) the bf16 input gradient of a stride-2 depthwise 3×3 conv is about
+    thirty times slower than the same conv's at stride 1 (66 ms vs 2 ms for 128×140×16×16 on 2 threads),
+    while its bf16 forward and weight gradient are fast. The input gradient of a stride-s conv
     equals that of the stride-1 conv given the output gradient spread onto every s-th position of the
     stride-1 output, zeros between: the same products are summed, and the added zeros change no sum.
     """
@@ -242,9 +242,11 @@ class MicroBlock(nn.Module):
         Why: the four shortcut BatchNorms (20, 56, 80, 96 channels) ran ATen's channels-last kernels, whose
         per-thread sums share cache lines on two threads (``models/norm_kernel.py``): forward + backward of
         the four, bf16, batch 128, 13.7 ms per step on two threads against 4.3 ms through the kernel. The
-        Sequential is called as such whenever a hook would see it (the scorer hooks every module).
+        Sequential is called as such whenever a hook would see it (the scorer hooks every module), and a
+        shortcut replaced by anything but the (conv, BN) pair built here runs as it is.
         """
-        if isinstance(self.shortcut, nn.Sequential) and not norm_kernel.has_forward_hooks(self.shortcut):
+        if (isinstance(self.shortcut, nn.Sequential) and len(self.shortcut) == 2
+                and not norm_kernel.has_forward_hooks(self.shortcut)):
             conv, bn = self.shortcut
             return norm_act(bn, None, conv(x))
         return self.shortcut(x)
