@@ -45,8 +45,9 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "bf16", "fp16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
 # 2: strided-depthwise and SE-gradient fixes; 3: conv+hard-swish fusion in evaluation; 4: the BatchNorm +
-# hard-swish training kernel (models/norm_kernel.py), which changes which training mode is fastest
-CACHE_VERSION = 4
+# hard-swish training kernel (models/norm_kernel.py), which changes which training mode is fastest;
+# 5: the squeeze-excitation + residual training kernel (models/se_kernel.py), channels-last only again
+CACHE_VERSION = 5
 # One file per version: an older checkout run beside a newer one keeps its own choices instead of
 # wiping the other's (each would otherwise re-calibrate after the other ran).
 CACHE_FILE = f"execution-modes-v{CACHE_VERSION}.json"
@@ -251,7 +252,7 @@ def resolve(kind: str, device: torch.device, make_runner: Callable[[ExecutionMod
     options = candidates(device, precision=precision, memory_format=memory_format, compile=compile)
     key = f"{kind}|{machine_key(device)}|torch {torch.__version__}|{model_key}|batch {batch_size}"
     if kind == "train" and device.type == "cpu" and any(m.channels_last for m in options):
-        # channels-last training is another speed without the kernel (built here, on first use)
+        # channels-last training is another speed without the kernels (built here, on first use)
         from micronet_lib.models import norm_kernel
 
         key += f"|norm kernel {'fused' if norm_kernel.available() else 'aten'}"

@@ -1,10 +1,11 @@
-"""The BatchNorm + hard-swish training kernel (micronet_lib/models/norm_kernel.py, csrc/norm_act.cpp).
+"""The BatchNorm + hard-swish training kernel (micronet_lib/models/norm_kernel.py, csrc/train_kernels.cpp).
 
 Checked against float64 autograd through ATen's own ops: outputs, input/weight/bias gradients and the
 running statistics, for channel counts whose rows fill whole vectors and ones that leave a remainder,
 row counts that leave a partial tile, one and two threads, float32 and bfloat16. Then: a whole MicroNet
-training step equals the ATen step, and everything the kernel must not touch (evaluation, NCHW, hooks,
-fx tracing, an unavailable build) runs the modules as before.
+training step (this kernel and the squeeze-excitation one, tests/test_se_kernel.py) equals the ATen
+step, and everything the kernel must not touch (evaluation, NCHW, hooks, fx tracing, an unavailable
+build) runs the modules as before.
 
 A machine without a C++ compiler skips these tests locally; CI sets MICRONET_REQUIRE_KERNEL=1, so
 there a kernel that cannot be built is a failure, not a skip.
@@ -21,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from micronet_lib.models import build_model, norm_kernel
+from micronet_lib.models import build_model, norm_kernel, se_kernel
 from micronet_lib.models.blocks import HSwish, norm_act
 
 REQUIRE = os.environ.get("MICRONET_REQUIRE_KERNEL", "") not in ("", "0", "false", "False")
@@ -146,13 +147,15 @@ def test_micronet_training_step_equals_the_aten_step(kernel, monkeypatch):
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(6, 3, 32, 32, generator=gen).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (6,), generator=gen)
-    calls = []
-    real = norm_kernel.batch_norm_train
+    calls, se_calls = [], []
+    real, real_se = norm_kernel.batch_norm_train, se_kernel.excite_residual
     monkeypatch.setattr(norm_kernel, "batch_norm_train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(se_kernel, "excite_residual", lambda *a, **k: se_calls.append(1) or real_se(*a, **k))
     loss, grads = _step(model, x, y)
     assert len(calls) == 1 + 3 * 16 + 4  # the stem, every block's three BatchNorms, the 4 shortcut BatchNorms
-    monkeypatch.setattr(norm_kernel, "applies", lambda *a, **k: False)
-    loss_ref, grads_ref = _step(aten, x, y)
+    assert len(se_calls) == 16 - 3  # the squeeze-excitation + residual of every stride-1 block
+    with norm_kernel.aten_only():
+        loss_ref, grads_ref = _step(aten, x, y)
     torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=1e-6)
     assert grads.keys() == grads_ref.keys()
     for name in grads:  # (+1e-6: some gradients are rounding noise around 0, e.g. a BN bias another BN follows)
@@ -249,13 +252,13 @@ def test_a_run_records_which_batchnorm_trained_it(kernel, tmp_path, monkeypatch,
     assert nchw["execution"]["norm_kernel"] == "aten (NCHW training)"
     config = TrainConfig.from_profile("smoke", **{**tiny, "epochs_per_cycle": 1}, memory_format="channels_last")
     run = tmp_path / "cl"
-    assert fit(config, run, progress=False)["execution"]["norm_kernel"] == "fused"
+    assert fit(config, run, progress=False)["execution"]["norm_kernel"] == norm_kernel.FUSED
     # The same run continued where the kernel is unavailable: a warning, and both states on record.
     (run / "summary.json").unlink()
     monkeypatch.setattr(norm_kernel, "_checked", lambda: "no C++ compiler (c++) on PATH")
     with caplog.at_level("WARNING"):
         resumed = fit(config, run, progress=False)
-    assert resumed["execution"]["norm_kernel"] == "fused"
+    assert resumed["execution"]["norm_kernel"] == norm_kernel.FUSED
     assert resumed["execution"]["norm_kernel_now"] == "aten (no C++ compiler (c++) on PATH)"
     assert "round differently" in caplog.text
 

@@ -1,4 +1,6 @@
-"""BatchNorm2d (+ hard-swish) in training as one C++ kernel on CPU channels-last tensors.
+"""BatchNorm2d (+ hard-swish) in training as one C++ kernel on CPU channels-last tensors; the build,
+load and check of ``csrc/train_kernels.cpp``, which also holds the squeeze-excitation kernels of
+``models/se_kernel.py``.
 
 ``applies(bn, x, act)`` says whether the kernel can stand in for ``bn(x)``: ``x`` a 4-D
 channels-last float32/bfloat16 CPU tensor, ``bn`` a training-mode affine ``BatchNorm2d`` tracking
@@ -21,9 +23,10 @@ The kernel is compiled on first use with torch's JIT extension builder (a C++ co
 ``-O3 -march=native``), about 25 s once per machine, into torch's extension folder
 (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``) under a name that hashes the source,
 torch's version and the CPU's model and flags (a binary built for one CPU is never loaded on another).
-It is then checked once per process against ATen on a small input. Where it cannot be built or
-disagrees, :func:`status` says why and ``blocks.norm_act`` runs ATen's modules.
-``MICRONET_NORM_KERNEL=off`` turns it off; inside ``with aten_only():`` it steps aside (benchmarks).
+It is then checked once per process against float64 ATen on small inputs, BatchNorm and squeeze-excitation
+kernels alike. Where it cannot be built or disagrees, :func:`status` says why and the blocks run ATen's
+modules. ``MICRONET_NORM_KERNEL=off`` turns both off; inside ``with aten_only():`` both step aside
+(benchmarks).
 """
 
 from __future__ import annotations
@@ -42,14 +45,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["applies", "batch_norm_train", "aten_only", "available", "status", "has_forward_hooks", "ENV_SWITCH", "SOURCE"]
+__all__ = ["applies", "batch_norm_train", "aten_only", "stepped_aside", "available", "status", "extension",
+           "has_forward_hooks", "ENV_SWITCH", "SOURCE", "FUSED"]
 
 log = logging.getLogger(__name__)
 
 ENV_SWITCH = "MICRONET_NORM_KERNEL"  # "off" / "0" / "false": never build or use the kernel
-SOURCE = Path(__file__).with_name("csrc") / "norm_act.cpp"
+SOURCE = Path(__file__).with_name("csrc") / "train_kernels.cpp"
 _CFLAGS = ["-O3", "-march=native", "-fopenmp"]
 _DTYPES = (torch.float32, torch.bfloat16)
+# What a record says when the kernels ran; it names them, so a run recorded before the squeeze-excitation
+# kernel existed ("fused") and resumed now is told that its epochs round differently (train/records.py).
+FUSED = "fused (BatchNorm + hard-swish, squeeze-excitation + residual)"
 _ATEN_ONLY = contextvars.ContextVar("micronet_norm_kernel_aten_only", default=False)
 
 
@@ -169,7 +176,7 @@ def has_forward_hooks(module: nn.Module) -> bool:
 
 @contextlib.contextmanager
 def aten_only():
-    """Forwards inside this block run ATen's BatchNorm (``micronet bench train --aten-bn`` times both)."""
+    """Forwards inside this block run ATen's BatchNorm and squeeze-excitation (``micronet bench train --aten-bn`` times both)."""
     token = _ATEN_ONLY.set(True)
     try:
         yield
@@ -177,13 +184,18 @@ def aten_only():
         _ATEN_ONLY.reset(token)
 
 
-def applies(bn: nn.Module, x, act: nn.Module | None = None) -> bool:
-    """Whether :func:`batch_norm_train` may stand in for ``bn(x)`` (and the activation ``act`` after it)."""
+def stepped_aside(x) -> bool:
+    """Whether no kernel may run on ``x`` here: compiling, fx tracing, inside :func:`aten_only`, not a CPU tensor."""
     # Compiling first: dynamo cannot trace the ContextVar read below, and a graph break in every block
     # made torch.compile recompile per block shape until its limit, then run eager (seen on CUDA).
-    # Then x: under fx tracing x is a Proxy and so is bn.weight (comparing its dtype would be traced).
-    return (not torch.compiler.is_compiling() and isinstance(x, torch.Tensor) and not isinstance(x, torch.fx.Proxy)
-            and x.device.type == "cpu" and not _ATEN_ONLY.get()
+    # Then x: under fx tracing x is a Proxy (comparing its dtype would be traced).
+    return (torch.compiler.is_compiling() or not isinstance(x, torch.Tensor) or isinstance(x, torch.fx.Proxy)
+            or x.device.type != "cpu" or _ATEN_ONLY.get())
+
+
+def applies(bn: nn.Module, x, act: nn.Module | None = None) -> bool:
+    """Whether :func:`batch_norm_train` may stand in for ``bn(x)`` (and the activation ``act`` after it)."""
+    return (not stepped_aside(x)
             and type(bn) is nn.BatchNorm2d and bn.training and bn.affine and bn.track_running_stats
             and bn.weight.dtype == torch.float32 and bn.bias.dtype == torch.float32
             and x.dim() == 4 and x.dtype in _DTYPES
@@ -193,8 +205,9 @@ def applies(bn: nn.Module, x, act: nn.Module | None = None) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _checked() -> str | None:
-    """None when the built kernel matches float64 ATen on a small input (outputs and input gradients, with
-    and without hard-swish, and it runs on bf16), else why not."""
+    """None when the built kernels match float64 ATen on small inputs (BatchNorm: outputs and input
+    gradients, with and without hard-swish; squeeze-excitation: :func:`_squeeze_excite_disagrees`; and
+    they run on bf16), else why not."""
     module, reason = _load()
     if module is None:
         return reason
@@ -217,15 +230,42 @@ def _checked() -> str | None:
         for name, got, want in (("output", y, ref.detach()), ("gradient", dx, ref_dx)):
             if not torch.allclose(got.double()[far], want[far], rtol=1e-4, atol=1e-4):
                 return f"disagrees with ATen ({name}, hardswish={act}, max |Δ| {(got.double() - want).abs().max():.2e})"
+    return _squeeze_excite_disagrees(module, gen)
+
+
+def _squeeze_excite_disagrees(module, gen: torch.Generator) -> str | None:
+    """The squeeze-excitation kernels against float64 ops: pool, scale + residual, and the two gradients."""
+    def draw(*shape):
+        return torch.randn(*shape, generator=gen)
+
+    u, r, dy = (draw(3, 20, 5, 5).contiguous(memory_format=torch.channels_last) for _ in range(3))
+    g, d = draw(3, 20), draw(3, 20)
+    u64, per_channel = u.double(), lambda v: v.double()[:, :, None, None]
+    want = {"pool": u64.mean((2, 3)), "scale": u64 * per_channel(g) + r.double(),
+            "gate gradient": (dy.double() * u64).sum((2, 3)), "input gradient": dy.double() * per_channel(g) + per_channel(d)}
+    try:
+        got = {"pool": module.se_pool(u), "scale": module.se_scale(u, g, r), "gate gradient": module.se_gate_grad(dy, u),
+               "input gradient": module.se_input_grad(dy, u, g, d)}
+        module.se_scale(u.bfloat16(), g, r.bfloat16())
+    except RuntimeError as exc:
+        return f"failed on a probe input ({exc})"
+    for name, value in got.items():
+        if not torch.allclose(value.double(), want[name], rtol=1e-4, atol=1e-4):
+            return f"disagrees with ATen (squeeze-excitation {name}, max |Δ| {(value.double() - want[name]).abs().max():.2e})"
     return None
 
 
 def available() -> bool:
-    """Whether the kernel can be used in this process (built or loaded, and checked)."""
+    """Whether the kernels can be used in this process (built or loaded, and checked)."""
     return _checked() is None
 
 
+def extension():
+    """The built and checked extension module (call only where :func:`available`)."""
+    return _load()[0]
+
+
 def status() -> str:
-    """For run records and benchmarks: ``"fused"`` or ``"aten (<why>)"``."""
+    """For run records and benchmarks: :data:`FUSED` or ``"aten (<why>)"``."""
     reason = _checked()
-    return "fused" if reason is None else f"aten ({reason})"
+    return FUSED if reason is None else f"aten ({reason})"

@@ -47,7 +47,7 @@ def machine_info(device: torch.device) -> dict:
     else:
         from micronet_lib.models import norm_kernel
 
-        out["norm_kernel"] = norm_kernel.status()  # "fused", or "aten (why)"
+        out["norm_kernel"] = norm_kernel.status()  # norm_kernel.FUSED, or "aten (why)"
     return out
 
 
