@@ -161,3 +161,25 @@ def test_a_second_backward_says_how_to_get_one(kernel):
     y.backward(dy, retain_graph=True)
     with pytest.raises(RuntimeError, match="MICRONET_NORM_KERNEL=off"):
         y.backward(dy)
+
+
+def test_a_squeeze_excitation_kernel_that_disagrees_turns_the_kernels_off(kernel, monkeypatch):
+    """The once-per-process check covers these kernels too: a miscompiled build runs ATen everywhere."""
+    built = norm_kernel.extension()
+
+    class GateGradientOffByOnePercent:
+        def __getattr__(self, name):
+            return getattr(built, name)
+
+        @staticmethod
+        def se_gate_grad(dy, u):
+            return built.se_gate_grad(dy, u) * 1.01
+
+    monkeypatch.setattr(norm_kernel, "_load", lambda: (GateGradientOffByOnePercent(), None))
+    norm_kernel._checked.cache_clear()
+    try:
+        assert norm_kernel.status().startswith("aten (disagrees with ATen (squeeze-excitation gate gradient")
+        u = torch.randn(2, 20, 4, 4).contiguous(memory_format=torch.channels_last)
+        assert not _se(20, 5, seed=9).kernel_applies(u)
+    finally:
+        norm_kernel._checked.cache_clear()

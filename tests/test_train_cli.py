@@ -49,10 +49,10 @@ def test_bench_train_json(capsys, tmp_path, monkeypatch):
     assert result["ratio_vs_authors"]["authors"] == 1.0 and result["chosen"] in result["images_per_s"]
     assert {"fp32", "fp32+channels_last"} <= set(result["images_per_s"]) and all(v > 0 for v in result["images_per_s"].values())
     assert result["machine"]["allocator"]["applied"] is True and "avx512_bf16" in result["machine"]["flags"]
-    # --aten-bn: each channels-last mode once more with ATen's BatchNorm, where the kernel exists
+    # --aten-bn: each channels-last mode once more with ATen's BatchNorm and SE, where the kernels exist
     assert result["machine"]["norm_kernel"] == norm_kernel.status()
-    aten = {name for name in result["images_per_s"] if name.endswith(" (ATen BN)")}
-    assert aten == ({f"{n} (ATen BN)" for n in result["images_per_s"] if n.endswith("channels_last")}
+    aten = {name for name in result["images_per_s"] if name.endswith(" (ATen BN + SE)")}
+    assert aten == ({f"{n} (ATen BN + SE)" for n in result["images_per_s"] if n.endswith("channels_last")}
                     if norm_kernel.available() else set())
     assert main(["bench", "train", "--steps", "0"]) == 2 and "--steps 0" in capsys.readouterr().err
 

@@ -11,7 +11,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("train", help="training-step images/s per mode, vs the authors-style fp32 step")
     _common(parser, DEFAULT_WEIGHTS, batch=128)
     parser.add_argument("--aten-bn", action="store_true",
-                        help="also time each channels-last mode with ATen's BatchNorm instead of the fused kernel")
+                        help="also time each channels-last mode with ATen's BatchNorm and squeeze-excitation "
+                             "instead of the training kernels")
     parser.set_defaults(func=_run)
 
 

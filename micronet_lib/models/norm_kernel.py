@@ -69,7 +69,7 @@ def _build_name() -> str:
 
     cpu = cpu_flags()
     ident = "|".join([SOURCE.read_text(), torch.__version__, cpu["model"], repr(sorted(cpu["flags"].items())), " ".join(_CFLAGS)])
-    return "micronet_norm_act_" + hashlib.sha256(ident.encode()).hexdigest()[:12]
+    return "micronet_train_kernels_" + hashlib.sha256(ident.encode()).hexdigest()[:12]
 
 
 @functools.lru_cache(maxsize=1)
