@@ -166,8 +166,8 @@ class SqueezeExcite(nn.Module):
         return self.applied and se_kernel.applies(u, fc1, fc2, self, self.pool, self.act, self.sigmoid)
 
     def forward_residual(self, u: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """``self(u) + residual``: one kernel pass each way in CPU channels-last training (where
-        ``kernel_applies(u)``; issue #13), the modules otherwise."""
+        """``self(u) + residual``: through the squeeze-excitation kernels where ``kernel_applies(u)`` (CPU
+        channels-last training; issue #13) and the residual has u's dtype, through the modules otherwise."""
         if self.kernel_applies(u) and se_kernel.residual_fits(u, residual):
             fc1, fc2 = self._fcs
             return se_kernel.excite_residual(u, residual, fc1=fc1, fc2=fc2, act=self.act, sigmoid=self.sigmoid)
