@@ -149,20 +149,30 @@ void grad_input(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict
   });
 }
 
-void check(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+void check_input(const at::Tensor& x) {  // what every kernel here reads
   TORCH_CHECK(x.dim() == 4 && x.is_contiguous(at::MemoryFormat::ChannelsLast), "input must be a 4-D channels-last tensor");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, "input must be float32 or bfloat16");
+}
+
+// Another tensor (a gradient, a residual) in the input's dtype and layout, as the loops read it.
+at::Tensor like_input(const at::Tensor& v, const at::Tensor& x) {
+  return v.to(x.scalar_type()).contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+void check(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  check_input(x);
   for (const auto* p : {&w, &b})
     TORCH_CHECK(p->scalar_type() == at::kFloat && p->is_contiguous() && p->numel() == x.size(1), "weight/bias must be float32 [C]");
 }
 
 template <typename F>
-void dispatch(const at::Tensor& x, bool act, F f) {
-  if (x.scalar_type() == at::kFloat) {
-    if (act) f(std::true_type{}, float{}); else f(std::false_type{}, float{});
-  } else {
-    if (act) f(std::true_type{}, uint16_t{}); else f(std::false_type{}, uint16_t{});
-  }
+void by_dtype(const at::Tensor& x, F f) {  // f(float{}) or f(uint16_t{}): the storage type, bf16 as its bits
+  if (x.scalar_type() == at::kFloat) f(float{}); else f(uint16_t{});
+}
+
+template <typename F>
+void dispatch(const at::Tensor& x, bool act, F f) {  // f(activation or not, storage type)
+  by_dtype(x, [&](auto tv) { if (act) f(std::true_type{}, tv); else f(std::false_type{}, tv); });
 }
 
 template <typename T>
@@ -205,7 +215,7 @@ std::vector<at::Tensor> forward(const at::Tensor& x, const at::Tensor& w, const 
 std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b,
                                  const at::Tensor& mean, const at::Tensor& invstd, bool act) {
   check(x, w, b);
-  auto dy = grad.to(x.scalar_type()).contiguous(at::MemoryFormat::ChannelsLast);
+  auto dy = like_input(grad, x);
   int64_t C = x.size(1), rows = x.numel() / C;
   Tiling t(C, rows);
   const float *wp = w.data_ptr<float>(), *bp = b.data_ptr<float>(), *mp = mean.data_ptr<float>(), *ip = invstd.data_ptr<float>();
@@ -243,8 +253,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& x, co
 namespace {
 
 void check_se(const at::Tensor& u, const at::Tensor& other, const char* what) {
-  TORCH_CHECK(u.dim() == 4 && u.is_contiguous(at::MemoryFormat::ChannelsLast), "input must be a 4-D channels-last tensor");
-  TORCH_CHECK(u.scalar_type() == at::kFloat || u.scalar_type() == at::kBFloat16, "input must be float32 or bfloat16");
+  check_input(u);
   TORCH_CHECK(other.sizes() == u.sizes(), what, " must have the input's shape");
 }
 
@@ -302,15 +311,6 @@ void scale_samples(const T* a, const float* s, const T* add, const float* bias, 
       }
     }
   });
-}
-
-template <typename F>
-void by_dtype(const at::Tensor& x, F f) {
-  if (x.scalar_type() == at::kFloat) f(float{}); else f(uint16_t{});
-}
-
-at::Tensor like_input(const at::Tensor& v, const at::Tensor& u) {
-  return v.to(u.scalar_type()).contiguous(at::MemoryFormat::ChannelsLast);
 }
 
 }  // namespace
