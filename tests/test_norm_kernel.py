@@ -285,6 +285,28 @@ def test_a_kernel_that_disagrees_with_aten_is_not_used(kernel, monkeypatch):
         norm_kernel._checked.cache_clear()
 
 
+@pytest.mark.parametrize("no_autograd", [torch.no_grad, torch.inference_mode], ids=["no_grad", "inference_mode"])
+def test_the_first_use_may_come_without_autograd(kernel, no_autograd):
+    """BatchNorm re-estimation runs a training-mode model under no_grad; when that is the process's first
+    use, the float64 check still runs (it once raised "element 0 of tensors does not require grad")."""
+    torch.manual_seed(0)
+    model = build_model("micronet_v2", num_classes=10, dropout=0.0).train().to(memory_format=torch.channels_last)
+    aten = copy.deepcopy(model)
+    x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    norm_kernel._checked.cache_clear()
+    try:
+        with no_autograd():
+            assert norm_kernel.available()
+            out = model(x)
+    finally:
+        norm_kernel._checked.cache_clear()
+    with torch.no_grad(), norm_kernel.aten_only():
+        ref = aten(x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    for (name, buf), (_, want) in zip(model.named_buffers(), aten.named_buffers()):
+        torch.testing.assert_close(buf.float(), want.float(), rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_a_lock_left_by_a_killed_build_is_removed_a_fresh_one_kept(tmp_path):
     """torch < 2.14's extension builder waits for ever while its lock file exists; a killed build leaves one."""
     lock = tmp_path / "lock"

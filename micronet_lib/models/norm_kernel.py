@@ -211,6 +211,14 @@ def _checked() -> str | None:
     module, reason = _load()
     if module is None:
         return reason
+    # The first use may come under no_grad or inference_mode (e.g. BatchNorm re-estimation on a
+    # channels-last model in a fresh process); the float64 reference needs autograd either way.
+    with torch.inference_mode(False), torch.enable_grad():
+        return _disagreement(module)
+
+
+def _disagreement(module) -> str | None:
+    """Why the built kernels cannot be trusted on small probe inputs, or None (see :func:`_checked`)."""
     gen = torch.Generator().manual_seed(0)
     x = (torch.randn(3, 20, 5, 5, generator=gen) * 2 + 0.5).contiguous(memory_format=torch.channels_last)
     w, b = torch.rand(20, generator=gen) + 0.5, torch.randn(20, generator=gen)
