@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from micronet_lib.data import Dataset, normalize
 from micronet_lib.tf32 import fp32_mode
 
-__all__ = ["EvalResult", "evaluate", "inference_copy", "fold_batchnorm", "recalibrate_bn", "PRECISIONS"]
+__all__ = ["EvalResult", "evaluate", "evaluate_splits", "inference_copy", "fold_batchnorm", "recalibrate_bn", "PRECISIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,35 @@ def evaluate(
     ``memory_format`` ("contiguous" | "channels_last" | "auto") overrides ``channels_last``;
     ``precision="auto"`` / ``memory_format="auto"`` pick the fastest mode the machine runs (calibrated
     once, cached). ``limit`` evaluates a fixed random subset of that many images. On CUDA, fp32 is
-    true fp32 unless ``allow_tf32`` (``tf32.fp32_mode``).
+    true fp32 unless ``allow_tf32`` (``tf32.fp32_mode``). Several splits: :func:`evaluate_splits`.
+    """
+    return evaluate_splits(
+        model, dataset, (split,), batch_size=batch_size, device=device, precision=precision,
+        channels_last=channels_last, memory_format=memory_format, fold_bn=fold_bn,
+        fuse_activations=fuse_activations, limit=limit, progress=progress, allow_tf32=allow_tf32)[split]
+
+
+def evaluate_splits(
+    model: nn.Module,
+    dataset: Dataset,
+    splits: tuple[str, ...] | list[str] = ("test",),
+    *,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    channels_last: bool = False,
+    memory_format: str | None = None,
+    fold_bn: bool = True,
+    fuse_activations: bool = True,
+    limit: int | None = None,
+    progress: bool = True,
+    allow_tf32: bool = False,
+) -> dict[str, EvalResult]:
+    """:func:`evaluate` on each split of ``splits`` (options as there), from one mode choice and one
+    evaluated copy: ``{split: EvalResult}``.
+
+    Folding and fusing the copy costs about as much as evaluating a hundred images on a CPU (80 ms for
+    ver2 on two cores), so a training epoch that scores val and test builds it once.
     """
     from micronet_lib import allocator, execution
 
@@ -166,10 +194,35 @@ def evaluate(
         raise ValueError(f"memory_format={memory_format!r} is not supported; allowed: {', '.join(MEMORY_FORMATS)}")
     _check_positive_int("batch_size", batch_size)
     _check_positive_int("limit", limit, allow_none=True)
+    if isinstance(splits, str):
+        raise TypeError(f"splits={splits!r} must be a sequence of split names, e.g. ({splits!r},)")
+    for split in splits:  # every split is checked before the copy is built
+        if len(dataset.split(split)) == 0:
+            raise ValueError(f"split {split!r} of dataset {dataset.name!r} is empty")
+    device = torch.device(device)
+
+    model.to(device)
+    if device.type == "cpu":
+        allocator.configure()
+    chosen = resolve_eval_mode(model, batch_size=batch_size, device=device, precision=precision,
+                               memory_format=memory_format, num_classes=dataset.num_classes, fold_bn=fold_bn,
+                               fuse_activations=fuse_activations)
+    mode = execution.ExecutionMode.from_dict(chosen["mode"])
+    work, prepared = inference_copy(model, mode, device, fold_bn=fold_bn, fuse_activations=fuse_activations)
+    described = dict(precision=mode.precision, memory_format=mode.memory_format, bn_folded=prepared["bn_folded"],
+                     activations_fused=prepared["activations_fused"], mode_source=chosen["source"])
+    return {split: _evaluate_copy(work, mode, dataset, split, device=device, batch_size=batch_size, limit=limit,
+                                  progress=progress, allow_tf32=allow_tf32, described=described)
+            for split in splits}
+
+
+def _evaluate_copy(work: nn.Module, mode, dataset: Dataset, split: str, *, device: torch.device, batch_size: int,
+                   limit: int | None, progress: bool, allow_tf32: bool, described: dict) -> EvalResult:
+    """One split through the prepared copy ``work`` (see :func:`evaluate_splits`)."""
+    from micronet_lib import execution
+
     data = dataset.split(split)
     n_total = len(data)
-    if n_total == 0:
-        raise ValueError(f"split {split!r} of dataset {dataset.name!r} is empty")
     indices = None
     if limit is not None and limit < n_total:
         gen = torch.Generator().manual_seed(LIMIT_SEED)
@@ -178,16 +231,6 @@ def evaluate(
     labels = data.labels if indices is None else data.labels[indices]
     n = int(labels.shape[0])
     num_classes = dataset.num_classes
-    device = torch.device(device)
-
-    model.to(device)
-    if device.type == "cpu":
-        allocator.configure()
-    chosen = resolve_eval_mode(model, batch_size=batch_size, device=device, precision=precision,
-                               memory_format=memory_format, num_classes=num_classes, fold_bn=fold_bn,
-                               fuse_activations=fuse_activations)
-    mode = execution.ExecutionMode.from_dict(chosen["mode"])
-    work, prepared = inference_copy(model, mode, device, fold_bn=fold_bn, fuse_activations=fuse_activations)
     # Inputs in the model's own float type (a float64 model, e.g. tests/test_fidelity.py); autocast casts for bf16.
     input_dtype = next((p.dtype for p in work.parameters() if p.is_floating_point()), torch.float32)
     # Sums stay on the device until the end: no host read per batch.
@@ -225,9 +268,7 @@ def evaluate(
         per_class = 100.0 * class_correct.numpy() / class_total.numpy()
     result = EvalResult(
         top1=100.0 * correct1 / n, top5=100.0 * correct5 / n, loss=float(loss_sum) / n,
-        per_class=per_class.astype(np.float64), n=n, correct=correct1, split=split, precision=mode.precision,
-        memory_format=mode.memory_format, bn_folded=prepared["bn_folded"],
-        activations_fused=prepared["activations_fused"], mode_source=chosen["source"],
+        per_class=per_class.astype(np.float64), n=n, correct=correct1, split=split, **described,
     )
     log.info("%s %s: top-1 %.2f %%, top-5 %.2f %%, loss %.4f (n=%d)", dataset.name, split, result.top1, result.top5, result.loss, n)
     return result
@@ -241,15 +282,24 @@ def recalibrate_bn(
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    precision: str = "fp32",
+    memory_format: str = "contiguous",
 ) -> nn.Module:
     """Re-estimate every BatchNorm's running mean/var on ``n_images`` normalised training images.
 
     Statistics are reset and accumulated as a cumulative average (``momentum=None``: every batch weighs
     the same; batches are made near-equal in size). Only the BN layers run in train mode (dropout stays
     off); afterwards each module's momentum and train/eval flag are restored. Returns ``model``.
+    ``precision`` ("fp32" | "bf16") and ``memory_format`` ("contiguous" | "channels_last"): the execution
+    mode of the forward passes, e.g. the one the statistics will be evaluated in (``fit`` passes its
+    evaluation mode). The statistics are kept in float32 either way; for ver2 on 500 images, bf16 moved
+    them by a median 0.14 % (variances) where 500 other images moved them by 0.9 %.
     """
+    from micronet_lib import execution
+
     _check_positive_int("n_images", n_images)
     _check_positive_int("batch_size", batch_size)
+    mode = execution.ExecutionMode(precision, memory_format)  # refuses unknown names before any work
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         raise ValueError(f"{type(model).__name__} has no BatchNorm layers to recalibrate")
@@ -270,9 +320,10 @@ def recalibrate_bn(
             m.reset_running_stats()
             m.momentum = None  # cumulative moving average over the recalibration batches
             m.train()
-        with torch.no_grad():
+        with torch.no_grad(), execution.autocast(mode, device):
             for chunk in idx.tensor_split(n_batches):
-                model(normalize(train.images[chunk].to(device), dataset.mean, dataset.std))
+                x = normalize(train.images[chunk].to(device), dataset.mean, dataset.std)
+                model(x.contiguous(memory_format=torch.channels_last) if mode.channels_last else x)
     finally:
         for m, momentum in momenta.items():
             m.momentum = momentum

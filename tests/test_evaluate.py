@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -134,6 +135,51 @@ def test_recalibrate_bn_cumulative_average(oracle_data):
     assert not any(m.training for m in model.modules()) and int(bn.num_batches_tracked) == math.ceil(40 / 16)
     with pytest.raises(ValueError, match="n_images"):
         recalibrate_bn(model, oracle_data, n_images=0)
+
+
+def test_evaluate_splits_builds_one_copy_and_equals_evaluate(oracle_data, monkeypatch):
+    import dataclasses
+
+    import micronet_lib.evaluate as ev
+
+    data = dataclasses.replace(oracle_data, val=_oracle_split(2, 2))
+    torch.manual_seed(0)
+    model = build_model("micronet_v2", num_classes=C, width_mult=0.25, depth_mult=0.5).eval()
+    copies = []
+    real = ev.inference_copy
+    monkeypatch.setattr(ev, "inference_copy", lambda *a, **k: copies.append(1) or real(*a, **k))
+    both = ev.evaluate_splits(model, data, ("val", "test"), batch_size=8, progress=False)
+    assert len(copies) == 1 and list(both) == ["val", "test"]
+    for split in ("val", "test"):
+        alone = evaluate(model, data, split, batch_size=8, progress=False)
+        assert both[split].split == split and both[split].n == alone.n == len(data.split(split))
+        assert (both[split].top1, both[split].top5, both[split].loss) == (alone.top1, alone.top5, alone.loss)
+    assert len(copies) == 3
+    with pytest.raises(TypeError, match=r"sequence of split names, e\.g\. \('test',\)"):
+        ev.evaluate_splits(model, data, "test", progress=False)
+    with pytest.raises(ValueError, match="no 'val' split"):  # before any copy is built
+        ev.evaluate_splits(model, oracle_data, ("test", "val"), progress=False)
+    assert len(copies) == 3
+
+
+def test_recalibrate_bn_in_bf16_channels_last(oracle_data):
+    """The statistics of a bf16 channels-last pass (fit's evaluation mode) are those of fp32 up to rounding."""
+    torch.manual_seed(0)
+    fp32 = build_model("micronet_v2", num_classes=C, width_mult=0.25, depth_mult=0.5).train()
+    bf16 = copy.deepcopy(fp32).to(memory_format=torch.channels_last)
+    recalibrate_bn(fp32, oracle_data, n_images=32, batch_size=8, seed=3)
+    recalibrate_bn(bf16, oracle_data, n_images=32, batch_size=8, seed=3, precision="bf16", memory_format="channels_last")
+    bns = [(a, b) for a, b in zip(fp32.modules(), bf16.modules()) if isinstance(a, nn.BatchNorm2d)]
+    assert all(b.running_var.dtype == torch.float32 and int(b.num_batches_tracked) == 4 for _, b in bns)
+    differs = False
+    for a, b in bns:
+        scale = a.running_var.sqrt() + 1e-3
+        assert ((a.running_mean - b.running_mean).abs() / scale).max() < 0.1
+        assert ((a.running_var - b.running_var).abs() / (a.running_var + 1e-3)).max() < 0.1
+        differs |= not torch.equal(a.running_var, b.running_var)
+    assert differs  # the pass really ran in bf16
+    with pytest.raises(ValueError, match="precision='fp64'"):
+        recalibrate_bn(fp32, oracle_data, n_images=8, precision="fp64")
 
 
 def _write_tree(root, per_split: int = 2):

@@ -108,6 +108,23 @@ def test_run_or_load_does_not_retrain(finished, monkeypatch):
     assert run_or_load(config.replace(seed=1), runs_dir=root) == "trained" and len(calls) == 1
 
 
+def test_epoch_end_recalibrates_in_the_evaluation_mode_and_builds_one_copy(tmp_path, monkeypatch):
+    import micronet_lib.evaluate as ev
+
+    recal, copies = [], []
+    real_recal, real_copy = ev.recalibrate_bn, ev.inference_copy
+    monkeypatch.setattr(ev, "recalibrate_bn", lambda *a, **k: recal.append(k) or real_recal(*a, **k))
+    monkeypatch.setattr(ev, "inference_copy", lambda *a, **k: copies.append(1) or real_copy(*a, **k))
+    # an explicit mode (no calibration, which builds copies of its own) that is not recalibrate_bn's default
+    config = tiny(cycles=1, epochs_per_cycle=2, prune_rates=None, precision="fp32", memory_format="channels_last")
+    summary = fit(config, tmp_path / "run", progress=False)
+    assert summary["execution"]["eval"]["mode"]["memory_format"] == "channels_last"
+    assert len(recal) == 2 and all((k["precision"], k["memory_format"], k["n_images"]) == ("fp32", "channels_last", 128)
+                                   for k in recal)
+    assert len(copies) == 2  # one evaluated copy per epoch for val and test
+    assert all(r["val_top1"] is not None and r["test_top1"] is not None for r in read_metrics(summary["run_dir"]))
+
+
 def test_existing_folder_of_another_config_is_refused(finished):
     config, root, _ = finished
     with pytest.raises(ValueError, match="different config"):

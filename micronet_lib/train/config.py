@@ -103,7 +103,7 @@ class TrainConfig:
     prune_ties: str = "exact"           # pruning.criteria tie rule: exact count, or the authors' literal threshold
     # --- evaluation and model selection (docs/method.md §5.7)
     select_on: str = "test"             # authors: best epoch per cycle by TEST top-1 (optimistic); "val" is honest
-    bn_recalibrate_images: int = 0      # >0: re-estimate BN stats on this many train images before each eval (on a copy)
+    bn_recalibrate_images: int = 0      # >0: re-estimate BN stats on this many train images before each eval (on a copy, in the eval mode)
     eval_batch_size: int = 256
     # --- execution
     # (execution mode: how steps run, not what they compute; micronet_lib/execution.py)

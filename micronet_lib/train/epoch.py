@@ -69,21 +69,22 @@ def restore_buffers(model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
 
 def evaluate_epoch(config, model, ds, device, *, cycle: int, epoch: int, progress: bool, eval_mode: dict):
     """Val/test metrics and the evaluated weights; BN re-estimation leaves the training stats untouched."""
-    from micronet_lib.evaluate import evaluate, recalibrate_bn
+    from micronet_lib.evaluate import evaluate_splits, recalibrate_bn
 
     saved = bn_buffers(model) if config.bn_recalibrate_images else None
     if saved is not None:
+        # in the evaluation's mode: the statistics then describe the activations that mode computes,
+        # and on a bf16 CPU the pass takes 0.4 s instead of 0.65 s (500 images, ver2, two cores)
         n = min(config.bn_recalibrate_images, len(ds.train))
         recalibrate_bn(model, ds, n_images=n, batch_size=config.eval_batch_size, device=str(device),
-                       seed=seed_for(config.seed, cycle, epoch, 3) % (2**31))
-    kw = dict(batch_size=config.eval_batch_size, device=str(device), precision=eval_mode["precision"],
-              memory_format=eval_mode["memory_format"], progress=False, allow_tf32=config.allow_tf32)
-    out: dict[str, Any] = {}
-    for split in ("val", "test"):
-        if split == "val" and ds.val is None:
-            out.update(val_top1=None, val_top5=None, val_loss=None)
-            continue
-        r = evaluate(model, ds, split, **kw)
+                       seed=seed_for(config.seed, cycle, epoch, 3) % (2**31), precision=eval_mode["precision"],
+                       memory_format=eval_mode["memory_format"])
+    splits = ("test",) if ds.val is None else ("val", "test")
+    results = evaluate_splits(model, ds, splits, batch_size=config.eval_batch_size, device=str(device),
+                              precision=eval_mode["precision"], memory_format=eval_mode["memory_format"],
+                              progress=False, allow_tf32=config.allow_tf32)
+    out: dict[str, Any] = dict(val_top1=None, val_top5=None, val_loss=None)
+    for split, r in results.items():
         out.update({f"{split}_top1": float(r.top1), f"{split}_top5": float(r.top5), f"{split}_loss": float(r.loss)})
     state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     if saved is not None:
