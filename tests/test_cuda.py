@@ -33,6 +33,19 @@ def test_every_fastaa_op_runs_on_cuda_as_on_cpu(name):
         assert (on_gpu.cpu().int() - on_cpu.int()).abs().max() <= 1, f"{name} at v={v}"
 
 
+@pytest.mark.parametrize("name", ["Color", "Contrast"])
+def test_pil_grey_ops_stay_exact_under_tf32(name):
+    """fit augments on the device inside its TF32 setting; PIL's fixed-point grey must not go through a
+    TF32 matmul, which may round the weights 19595, 38470 and 7471 to 11 significant bits."""
+    from micronet_lib.tf32 import fp32_mode
+
+    img = torch.randint(0, 256, (3, 32, 32), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    on_cpu = apply_op(img, name, 1.7)
+    with fp32_mode(allow_tf32=True):
+        on_gpu = apply_op(img.to(CUDA), name, 1.7)
+    assert torch.equal(on_gpu.cpu(), on_cpu)
+
+
 def test_fastaa4x_batch_on_cuda_matches_cpu():
     pipeline = build_pipeline("fastaa4x", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     images = torch.randint(0, 256, (64, 3, 32, 32), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)

@@ -76,19 +76,19 @@ def _rotate(img, v):
 
 
 # PIL's RGB → "L" weights: L = (19595·R + 38470·G + 7471·B + 0x8000) >> 16 (ITU-R 601-2, fixed point).
-_PIL_LUMA = torch.tensor([[19595.0, 38470.0, 7471.0]])
-_PIL_ROUND = torch.tensor([[float(0x8000)]])
+_PIL_LUMA = torch.tensor([19595.0, 38470.0, 7471.0]).reshape(3, 1, 1)
 
 
 def _pil_grey(img: torch.Tensor) -> torch.Tensor:
     """PIL's "L" conversion of a uint8 RGB image [3, H, W] as float32 [1, H, W] integers.
 
     Every intermediate is an integer below 2**24 (255·65536 + 0x8000 < 2**24), so float32 holds the
-    fixed-point sum exactly, and the shift is an exact division by 2**16 then floor.
+    fixed-point sum exactly in any order, and the shift is an exact division by 2**16 then floor.
+    Elementwise products and a sum, not a matmul: under TF32 (``allow_tf32=True`` on a GPU, where the
+    batch is augmented inside ``fit``'s TF32 setting) a matmul may round the weights to 11 significant bits.
     """
-    c, h, w = img.shape
-    acc = torch.addmm(_PIL_ROUND.to(img.device), _PIL_LUMA.to(img.device), img.reshape(c, h * w).to(torch.float32))
-    return acc.div_(65536.0, rounding_mode="floor").reshape(1, h, w)
+    acc = (img.to(torch.float32) * _PIL_LUMA.to(img.device)).sum(dim=-3, keepdim=True).add_(float(0x8000))
+    return acc.div_(65536.0, rounding_mode="floor")
 
 
 def _pil_blend(degenerate, img: torch.Tensor, factor: float) -> torch.Tensor:
