@@ -42,7 +42,7 @@ from micronet_lib.experiments.executors import InProcess, RayExecutor, run_store
 from micronet_lib.fileio import atomic_write_json
 from micronet_lib.train.config import TrainConfig
 
-__all__ = ["SEARCH_PROFILES", "SearchResult", "search_settings", "fold_configs", "search_id", "search_folder",
+__all__ = ["SEARCH_PROFILES", "SearchResult", "estimate_cost", "H200_TRAIN_IMG_S", "H200_EVAL_IMG_S", "search_settings", "fold_configs", "search_id", "search_folder",
            "default_storage", "search_fold", "search_augment", "check_search_inputs"]
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ _CPU = "the cpu profile's budget: the whole search, fold models included, in abo
 SEARCH_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {
         "values": dict(fold_epochs=200),
-        "reasons": {"fold_epochs": "Fast AutoAugment's CIFAR configurations train each fold model 200 epochs "
+        "reasons": {"fold_epochs": "Fast AutoAugment's WRN-40-2 CIFAR configuration trains each fold model 200 epochs "
                                    "(docs/method.md §7.6); MicroNet's own 4 × 150-epoch recipe is for the final model"},
     },
     "cpu": {
@@ -66,6 +66,31 @@ SEARCH_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                     for k in ("folds", "trials", "rounds", "top", "subpolicies", "fold_epochs")},
     },
 }
+
+
+# Measured on one NVIDIA H200 (README "GPU check", 2026-11-28; ver2, batch 128 / 256, fp32, eager): a training
+# step 69 ms (≈ 1,855 img/s) and evaluation 34,815 img/s. The basis of ``estimate_cost``.
+H200_TRAIN_IMG_S = 128 / 0.069
+H200_EVAL_IMG_S = 34_815.0
+
+
+def estimate_cost(settings: SearchSettings, *, images_per_class: int = 500, classes: int = 100,
+                  train_img_s: float = H200_TRAIN_IMG_S, eval_img_s: float = H200_EVAL_IMG_S) -> dict[str, float]:
+    """GPU-hours of a search from measured throughputs (default: the H200's; CIFAR-100's 500 × 100 images).
+
+    An estimate: fold models = folds × fold_epochs × |D_M| training images, trials = folds × rounds ×
+    trials × |D_A| × subpolicies evaluated images; data loading, the CPU augmentation of the trials and
+    start-up are not counted.
+    """
+    if settings.fold_epochs is None:
+        raise ValueError("estimate_cost needs settings.fold_epochs (the fold models' epochs)")
+    d_a = round(settings.da_ratio * images_per_class) * classes
+    d_m = images_per_class * classes - d_a
+    train = settings.folds * settings.fold_epochs * d_m
+    evaluated = settings.folds * settings.rounds * settings.trials * d_a * settings.subpolicies
+    fold_h, trial_h = train / train_img_s / 3600, evaluated / eval_img_s / 3600
+    return dict(d_m=d_m, d_a=d_a, fold_train_images=train, trial_eval_images=evaluated, fold_model_gpu_hours=fold_h,
+                trial_gpu_hours=trial_h, total_gpu_hours=fold_h + trial_h)
 
 
 def search_settings(profile: str, **overrides: Any) -> SearchSettings:
