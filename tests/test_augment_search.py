@@ -233,11 +233,11 @@ def test_ray_path_equals_in_process_path_and_a_rerun_does_nothing(tmp_path, one_
     try:
         import ray
     except ImportError:
-        from micronet_lib.experiments.executors import RAY_MISSING
+        from micronet_lib.experiments.sweeps import RAY_MISSING
 
         pytest.fail(RAY_MISSING, pytrace=False)
     from micronet_lib.experiments.augment_search import search_augment, search_settings
-    from micronet_lib.experiments.executors import RayExecutor
+    from micronet_lib.experiments.sweeps import RayExecutor
 
     params = tiny_params()
     settings = search_settings("smoke", folds=2, trials=4, top=2, subpolicies=2, fold_epochs=1)

@@ -8,7 +8,7 @@ one TPE study per fold and round in an Optuna storage, folds in process or as Ra
   profile's budget, no policy and no mixing, its validation split = D_A (``da_ratio`` of the fold's
   images, stratified, seeded per fold), selection on the last epoch so D_A stays untouched.
 - ``search_augment(params, settings, executor=...)``: every fold (train or read its model, then its
-  studies) in this process or as one Ray task per fold (``experiments.executors``' Ray pattern), then
+  studies) in this process or as one Ray task per fold (``experiments.sweeps``' Ray pattern), then
   the top ``top`` policies of every study merged into ``policy-<sha>.json`` in the search folder.
 
 A search folder is ``<run store>/search/<search id>/`` (the id hashes the settings and the fold
@@ -38,7 +38,7 @@ from micronet_lib.augment.search import (
     top_policies,
 )
 from micronet_lib.experiments.configs import base_config
-from micronet_lib.experiments.executors import InProcess, RayExecutor, run_store_at
+from micronet_lib.experiments.sweeps import InProcess, RayExecutor, run_store_at
 from micronet_lib.fileio import atomic_write_json
 from micronet_lib.train.config import TrainConfig
 
@@ -150,9 +150,9 @@ def check_search_inputs(settings: SearchSettings, storage: str) -> None:
 def _fold_model(config: TrainConfig, run_dir: Path):
     """The fold model's evaluated weights (``best.pt``: BN statistics as its last evaluation used them),
     as an eval-mode inference copy, and D_A (its validation split)."""
-    from micronet_lib import execution
+    from micronet_lib.accel import execution
     from micronet_lib.evaluate import inference_copy
-    from micronet_lib.models.released import load_into
+    from micronet_lib.models.checkpoints import load_into
     from micronet_lib.train import runs
     from micronet_lib.train.setup import build_training_model, prepare_data, resolve_device
 
