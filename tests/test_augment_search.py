@@ -201,13 +201,13 @@ def test_policy_loader_rejects_a_bad_policy_file(tmp_path):
     (["--profile", "smoke", "--storage", "sqlite:////no/such/folder/s.db"], "folder /no/such/folder does not exist"),
     (["--profile", "smoke", "--storage", "nonsense"], "is not a SQLAlchemy URL"),
 ])
-def test_cli_bad_input_is_one_error_line_before_any_work(argv, message, tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(REPO), MICRONET_RUNS=str(tmp_path / "runs"))
-    done = subprocess.run([sys.executable, "-m", "micronet_lib", "search-augment", *argv], env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
+def test_cli_bad_input_is_one_error_line_before_any_work(argv, message, tmp_path, monkeypatch, capsys):
+    from micronet_lib.cli import main
+
+    monkeypatch.setenv("MICRONET_RUNS", str(tmp_path / "runs"))
+    assert main(["search-augment", *argv]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert not (tmp_path / "runs").exists()  # nothing was trained or written
 
 
