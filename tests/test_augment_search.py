@@ -285,3 +285,17 @@ def test_paper_profile_is_the_authors_settings_and_its_cost_follows_from_the_ste
     for name in ("cpu", "smoke"):
         s = search_settings(name)
         assert s.folds * s.rounds * s.trials < paper.folds * paper.rounds * paper.trials and s.fold_epochs < 200
+
+
+def test_fold_models_are_ordinary_runs_with_d_a_as_their_validation_split():
+    from micronet_lib.experiments.augment_search import fold_configs, search_id, search_settings
+
+    params = tiny_params()  # 6 images per class: D_A round(0.4 × 6) = 2, D_M 4
+    settings = search_settings("smoke", folds=3)
+    configs = fold_configs(params, settings)
+    assert [c.seed for c in configs] == [0, 1, 2] and len({c.config_hash() for c in configs}) == 3
+    for c in configs:
+        assert (c.train_per_class, c.val_per_class, c.augment, c.mix, c.select_on) == (4, 2, "baseline", "none", "last")
+        assert (c.precision, c.memory_format) == ("fp32", "contiguous")  # the smoke profile's "auto" is pinned
+        assert c.epochs_per_cycle == settings.fold_epochs and c.cycles == 1
+    assert search_id(settings, configs) != search_id(search_settings("smoke", folds=3, seed=1), configs)

@@ -6,7 +6,8 @@ one TPE study per fold and round in an Optuna storage, folds in process or as Ra
 - ``fold_configs(params, settings)``: fold k's model is an ordinary training run (``TrainConfig``; trained
   or read back by ``run_or_load``, so a killed search never retrains a finished fold model): the notebook
   profile's budget, no policy and no mixing, its validation split = D_A (``da_ratio`` of the fold's
-  images, stratified, seeded per fold), selection on the last epoch so D_A stays untouched.
+  images, stratified, seeded per fold), selection on the last epoch so D_A stays untouched, and an
+  explicit execution mode (fp32, contiguous where the profile says "auto": no stopwatch decides a value).
 - ``search_augment(params, settings, executor=...)``: every fold (train or read its model, then its
   studies) in this process or as one Ray task per fold (``experiments.sweeps``' Ray pattern), then
   the top ``top`` policies of every study merged into ``policy-<sha>.json`` in the search folder.
@@ -123,7 +124,11 @@ def fold_configs(params: Mapping[str, Any], settings: SearchSettings) -> list[Tr
                                      val_per_class=held_out, select_on="last")
     if settings.fold_epochs is not None:
         overrides.update(cycles=1, epochs_per_cycle=settings.fold_epochs)
-    return [base_config(params, seed=1000 * settings.seed + k, **overrides) for k in range(settings.folds)]
+    configs = [base_config(params, seed=1000 * settings.seed + k, **overrides) for k in range(settings.folds)]
+    # A mode chosen by timing ("auto") would make the fold models, and with them every trial value, depend on
+    # the machine's load: a search names its mode (fp32, contiguous; the trials are evaluated in it too).
+    return [c.replace(precision="fp32" if c.precision == "auto" else c.precision,
+                      memory_format="contiguous" if c.memory_format == "auto" else c.memory_format) for c in configs]
 
 
 def search_id(settings: SearchSettings, configs: list[TrainConfig]) -> str:
