@@ -238,7 +238,8 @@ __get__ __getitem__ __setitem__ view view_as reshape reshape_as flatten unflatte
 to cpu cuda float double half bfloat16 type type_as detach clone expand expand_as permute transpose t cat
 concat concatenate stack chunk split narrow select dropout dropout1d dropout2d dropout3d alpha_dropout
 feature_alpha_dropout identity zeros ones empty full zeros_like ones_like empty_like full_like arange tensor
-as_tensor requires_grad_ new_zeros new_ones new_empty new_full new_tensor
+as_tensor requires_grad_ new_zeros new_ones new_empty new_full new_tensor unbind movedim moveaxis swapaxes swapdims
+tensor_split split_with_sizes
 """.split())
 # Format conversions between formats FP32 represents exactly are free (docs/scoring.md §2.3): fake quantisation.
 _CONVERSIONS = frozenset({"fake_quantize_per_tensor_affine", "fake_quantize_per_channel_affine",

@@ -159,8 +159,11 @@ def register_op_cost(target: str | type, *, mults: float | Fraction, adds: float
         bare = target.rstrip("_")
         if not bare or bare[0].isupper() or "." in bare:
             # A class name as a string matched nothing and used to be accepted (issue #31, case 1).
+            found = sorted({class_path(c) for c in _module_classes() if c.__name__ == bare.rpartition(".")[2]})
+            how = (f"pass the class itself: `{register_call(found[0], None)}`" if len(found) == 1 else
+                   f"pass the class itself to micronet_lib.scoring.register_module (classes of that name: {found})")
             raise ValueError(f"register_op_cost({target!r}): {target!r} looks like a class name, not a torch function "
-                             f"name; pass the class itself: `{register_call(target, None)}`")
+                             f"name; {how}")
         key = name or bare
         ELEMENTWISE[key] = (m, a)
         FUNCTION_ALIASES[bare] = key
@@ -176,6 +179,17 @@ def register_op_cost(target: str | type, *, mults: float | Fraction, adds: float
         MODULE_COSTS[target] = replace(MODULE_COSTS[target], op_cost=True)
     else:
         raise ValueError(f"register_op_cost: target={target!r} must be a function name or an nn.Module subclass")
+
+
+def _module_classes():
+    """Every nn.Module subclass defined so far (to resolve a class given by name)."""
+    seen, todo = set(), [nn.Module]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in seen:
+                seen.add(sub)
+                todo.append(sub)
+    return seen
 
 
 def class_path(cls: type | str) -> str:
