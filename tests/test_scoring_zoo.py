@@ -5,8 +5,6 @@ never a call to the scorer), or refused with a message whose suggestion, followe
 in backquotes, with the per-element counts filled in), makes it count to that value.
 """
 
-import ast
-import importlib
 import re
 from fractions import Fraction
 
@@ -16,50 +14,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from micronet_lib.scoring import UnsupportedOpError, count, register_op_cost
-from micronet_lib.scoring.records import ELEMENTWISE, FUNCTION_ALIASES, MODULE_COSTS
-from micronet_lib.scoring.handlers import module_handler
 from micronet_lib.scoring.report import tree_width
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-@pytest.fixture
-def registry():
-    """Registrations made by a test are undone after it (the registries are process-wide)."""
-    module_handler(nn.ReLU())  # the built-in activations are registered on first use: keep them
-    saved = dict(MODULE_COSTS), dict(ELEMENTWISE), dict(FUNCTION_ALIASES)
-    yield
-    for live, old in zip((MODULE_COSTS, ELEMENTWISE, FUNCTION_ALIASES), saved):
-        live.clear()
-        live.update(old)
-
-
-def suggestions(message: str) -> list[str]:
-    """The calls a message tells the user to make: backquoted ``micronet_lib.scoring.register_*(...)``
-    calls and ``count(..., extra_params={...})``."""
-    return [c for c in re.findall(r"`([^`]+)`", message)
-            if c.startswith("micronet_lib.scoring.register_") or c.startswith("count(")]
-
-
-def follow(call: str, mults=0, adds=0) -> dict:
-    """Do what ``call`` says, literally: a registration is executed (``...`` filled with the counts);
-    a ``count(..., extra_params=...)`` returns the keyword arguments to add."""
-    if call.startswith("count("):
-        return {"extra_params": ast.literal_eval(re.search(r"extra_params=(\{.*\})", call).group(1))}
-    code = call.replace("mults=..., adds=...", f"mults={mults}, adds={adds}")
-    namespace = {}
-    for dotted in re.findall(r"[A-Za-z_][\w.]*\.[A-Za-z_]\w*", code):
-        parts = dotted.split(".")
-        for i in range(len(parts), 0, -1):
-            try:
-                importlib.import_module(".".join(parts[:i]))
-                break
-            except ImportError:
-                continue
-        namespace[parts[0]] = importlib.import_module(parts[0])
-    exec(code, namespace)
-    return {}
-
 
 def refused(model, size, **options) -> str:
     with pytest.raises((UnsupportedOpError, ValueError)) as info:
@@ -113,16 +71,16 @@ def _totals(report):
     return dict(values=e["params"], mults=e["mults"], adds=e["adds"])
 
 
-def test_affine_layer_counted_without_registration(registry):
+def test_affine_layer_counted_without_registration():
     r = count(_affine_net(ChannelAffine), (1, 3, 8, 8), convention="official", freebie=False)
     assert _totals(r) == AFFINE
 
 
-def test_register_op_cost_refuses_a_class_with_parameters(registry):
+def test_register_op_cost_refuses_a_class_with_parameters(scoring_registry, follow):
     # Default-constructible: refused at registration, naming register_module with the exact call.
     with pytest.raises(ValueError, match="has parameters.*register_module") as info:
         register_op_cost(ChannelAffine, mults=1, adds=1)
-    [call] = suggestions(str(info.value))
+    [call] = follow.calls(str(info.value))
     assert call.startswith("micronet_lib.scoring.register_module(test_scoring_zoo.ChannelAffine,")
     follow(call, mults=1, adds=1)
     assert _totals(count(_affine_net(ChannelAffine), (1, 3, 8, 8), convention="official", freebie=False)) == AFFINE
@@ -130,16 +88,16 @@ def test_register_op_cost_refuses_a_class_with_parameters(registry):
     register_op_cost(ChannelAffineNoDefault, mults=1, adds=1)
     message = refused(_affine_net(ChannelAffineNoDefault), (1, 3, 8, 8))
     assert "register_op_cost, which stores no parameters" in message
-    [call] = suggestions(message)
+    [call] = follow.calls(message)
     follow(call, mults=1, adds=1)
     r = count(_affine_net(ChannelAffineNoDefault), (1, 3, 8, 8), convention="official", freebie=False)
     assert _totals(r) == AFFINE
 
 
-def test_register_op_cost_refuses_a_class_name_string(registry):
+def test_register_op_cost_refuses_a_class_name_string(scoring_registry, follow):
     with pytest.raises(ValueError, match="looks like a class name") as info:
         register_op_cost("ChannelAffineNoDefault", mults=1, adds=1)
-    [call] = suggestions(str(info.value))
+    [call] = follow.calls(str(info.value))
     follow(call, mults=1, adds=1)
     r = count(_affine_net(ChannelAffineNoDefault), (1, 3, 8, 8), convention="official", freebie=False)
     assert _totals(r) == AFFINE
@@ -229,10 +187,10 @@ class TokenNet(nn.Module):
         return torch.cat([self.cls_token.expand(t.shape[0], -1, -1), t], 1)[:, 0]
 
 
-def test_root_parameters_are_declared_not_swallowed():
+def test_root_parameters_are_declared_not_swallowed(follow):
     message = refused(TokenNet(), (1, 3, 8, 8))
     assert "cls_token (TokenNet)" in message and "register_module" not in message  # no whole-model advice
-    [call] = suggestions(message)
+    [call] = follow.calls(message)
     options = follow(call)
     assert options == {"extra_params": {"cls_token": 32}}
     r = count(TokenNet(), (1, 3, 8, 8), convention="official", freebie=False, **options)
@@ -335,20 +293,20 @@ def _vit_by_hand(convention: str) -> dict:
     return dict(values=sum(p[0] for p in parts), mults=sum(p[1] for p in parts), adds=sum(p[2] for p in parts))
 
 
-def test_tiny_vit_refused_then_counted_by_following_the_messages(registry):
+def test_tiny_vit_refused_then_counted_by_following_the_messages(scoring_registry, follow):
     vit = _seed_nonzero(TinyViT())
     message = refused(vit, (1, 3, 8, 8))
     assert "'layer_norm'" in message
-    [call] = suggestions(message)  # LayerNorm has parameters: only a module registration stores them
+    [call] = follow.calls(message)  # LayerNorm has parameters: only a module registration stores them
     assert call.startswith("micronet_lib.scoring.register_module(torch.nn.modules.normalization.LayerNorm,")
     follow(call, *LN)
     message = refused(vit, (1, 3, 8, 8))
     assert "'gelu'" in message
-    op_call, module_call = suggestions(message)  # parameter-free: the op's cost, or the module as one unit
+    op_call, module_call = follow.calls(message)  # parameter-free: the op's cost, or the module as one unit
     assert op_call.startswith("micronet_lib.scoring.register_op_cost('gelu'") and "params=()" in module_call
     follow(op_call, *GELU)
     message = refused(vit, (1, 3, 8, 8))
-    [call] = suggestions(message)
+    [call] = follow.calls(message)
     options = follow(call)
     assert options == {"extra_params": {"cls_token": 32}}
     for convention in ("official", "kaist"):
@@ -356,7 +314,7 @@ def test_tiny_vit_refused_then_counted_by_following_the_messages(registry):
         assert _totals(r) == _vit_by_hand(convention), convention
 
 
-def test_scaled_dot_product_attention_counts_like_the_module(registry):
+def test_scaled_dot_product_attention_counts_like_the_module(scoring_registry, follow):
     register_op_cost("layer_norm", mults=LN[0], adds=LN[1])  # the layer_norm row's values: below
     register_op_cost("gelu", mults=GELU[0], adds=GELU[1])
     vit = _seed_nonzero(TinyViT("functional"))
@@ -421,11 +379,11 @@ def test_tree_width_rule():
     assert tree_width(2 ** 20, 30) < 32 + 1 and tree_width(1, 8) == 8
 
 
-def test_quantiser_registered_as_one_unit_with_tree_accumulators(registry):
+def test_quantiser_registered_as_one_unit_with_tree_accumulators(scoring_registry, follow):
     net = _seed_nonzero(QuantisedNet())
     message = refused(net, (1, 3, 8, 8))
     assert "'round'" in message and "register_op_cost('round'" not in message  # the unit, not round alone
-    [call] = suggestions(message)
+    [call] = follow.calls(message)
     assert call.startswith("micronet_lib.scoring.register_module(test_scoring_zoo.Quantiser,")
     follow(call, mults=0, adds=0)  # a format conversion: free (docs/scoring.md §2.3), its step stored
     r = count(net, (1, 3, 8, 8), convention="official", freebie=False, param_bits={"conv": 4, "fc": 8},
@@ -437,3 +395,25 @@ def test_quantiser_registered_as_one_unit_with_tree_accumulators(registry):
              + 80 * Fraction(8, 32) + 80 * tree_width(9, 8) / 32)  # fc: 8-bit weights x 4-bit inputs
     assert (r.exact["params_s"], r.exact["ops_s"]) == (params_s, ops_s)
     assert float(ops_s) == 5742.4375  # the same sum, written out in docs/scoring.md
+
+
+class LookupTable(nn.Module):
+    """A leaf whose parameter reaches the output only through a layout op (no counted op uses it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Parameter(torch.ones(4, 8))
+
+    def forward(self, x):
+        return torch.cat([x, self.table.unsqueeze(0).expand(x.shape[0], -1, -1)], 1)
+
+
+def test_unused_leaf_parameter_both_suggestions_work(scoring_registry, follow):
+    net = nn.Sequential(nn.Linear(8, 8), LookupTable())
+    message = refused(net, (1, 2, 8))
+    declare, register = follow.calls(message)
+    r = count(net, (1, 2, 8), convention="official", freebie=False, **follow(declare))
+    assert r.exact["params"] == 72 + 32  # the Linear, and the table declared stored (dense)
+    follow(register, mults=0, adds=0)
+    r = count(net, (1, 2, 8), convention="official", freebie=False)
+    assert r.exact["params"] == 72 + 32 and r.exact["mults"] == 2 * 8 * 8  # one unit storing its table

@@ -156,7 +156,7 @@ def register_op_cost(target: str | type, *, mults: float | Fraction, adds: float
     """
     m, a = _count(mults, "mults"), _count(adds, "adds")
     if isinstance(target, str):
-        bare = target.rstrip("_")
+        bare = target if target.startswith("__") else target.rstrip("_")  # dunders keep their name, as traced
         if not bare or bare[0].isupper() or "." in bare:
             # A class name as a string matched nothing and used to be accepted (issue #31, case 1).
             found = sorted({class_path(c) for c in _module_classes() if c.__name__ == bare.rpartition(".")[2]})
