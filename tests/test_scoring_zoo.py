@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from micronet_lib.scoring import UnsupportedOpError, count, register_op_cost
-from micronet_lib.scoring.report import tree_width
+from micronet_lib.scoring.widths import tree_width
 
 
 # ------------------------------------------------------------------------------------------ helpers

@@ -10,11 +10,9 @@ All sums are exact Fractions; the table and the summary show float64 views of th
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Iterable, Mapping, Sequence, Union
+from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 import torch.nn as nn
@@ -23,6 +21,9 @@ from micronet_lib.scoring.conventions import Convention, get_convention
 from micronet_lib.scoring.ops import as_fraction
 from micronet_lib.scoring.layouts import LAYOUTS, list_layouts, register_layout
 from micronet_lib.scoring.trace import OpRecord, trace
+from micronet_lib.scoring.widths import (
+    BIT_ATTRIBUTES, FROM_MODEL, TREE, BitSpec, accumulator_width, bits_for, bits_from_model, check_patterns,
+)
 
 __all__ = [
     "PARAMS_NORMALIZER",
@@ -39,9 +40,6 @@ __all__ = [
     "exit_reach",
     "measure_exit_rates",
     "BIT_ATTRIBUTES",
-    "TREE",
-    "tree_width",
-    "check_patterns",
     "BIAS_POLICIES",
 ]
 
@@ -88,122 +86,7 @@ class ScoreReport:
                 f"ops_s {s['ops_s']:,.2f} (adds {s['adds']:,.2f}, mults {s['mults']:,.2f}), score {s['score']:.7f}")
 
 
-BitSpec = Union[int, Mapping[str, int], str, None]
-BIT_ATTRIBUTES = ("param_bits", "act_bits", "accumulator_bits", "bias_bits")
 BIAS_POLICIES = ("folded", "present", "own")
-FROM_MODEL = "model"
-TREE = "tree:"  # accumulator_bits="tree:8": per-level adder-tree widths (docs/scoring.md)
-
-
-def _matches(path: str, pattern: str) -> bool:
-    return path == pattern or fnmatch.fnmatchcase(path, pattern)
-
-
-def _bits_for(spec: BitSpec, path: str, what: str, default: int | None = 32):
-    """Width of ``path`` under ``spec``: an int, ``{path or glob: bits}`` (first match wins), or None.
-    ``accumulator_bits`` also takes ``"tree:N"`` (returned as the string; see :func:`tree_width`)."""
-    if spec is None:
-        return default
-    if isinstance(spec, Mapping):
-        for pattern, bits in spec.items():
-            if _matches(path, pattern):
-                return _check_bits(bits, f"{what}[{pattern!r}]", tree=what == "accumulator_bits")
-        return default
-    if isinstance(spec, str) and not (what == "accumulator_bits" and spec.startswith(TREE)):
-        raise ValueError(f"{what}={spec!r}: {FROM_MODEL!r} reads widths from the model's attributes and needs "
-                         "count(model, ...); score_records takes an int or a {glob: bits} dict")
-    return _check_bits(spec, what, tree=what == "accumulator_bits")
-
-
-def _check_bits(bits, what, tree: bool = False):
-    if tree and isinstance(bits, str) and bits.startswith(TREE):
-        _check_bits(int(bits[len(TREE):]) if bits[len(TREE):].isdigit() else None, what)
-        return bits
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 32:
-        hint = " or 'tree:N' (N-bit terms, one more bit per adder-tree level)" if tree else ""
-        raise ValueError(f"{what}={bits!r} must be an integer bit width in [1, 32]{hint}")
-    return bits
-
-
-def check_patterns(spec, paths: Sequence[str], what: str) -> None:
-    """Every glob of a ``{glob: bits}`` map must set the width of at least one op: a pattern that matches
-    nothing (a typo) or only ops an earlier pattern already took (first match wins) is an error that
-    lists the closest op paths."""
-    if not isinstance(spec, Mapping):
-        return
-    taken: set[str] = set()
-    for pattern in spec:
-        hit = {p for p in paths if _matches(p, pattern)}
-        if not hit:
-            close = difflib.get_close_matches(pattern, sorted(set(paths)), n=5, cutoff=0.0)
-            raise ValueError(f"{what}: pattern {pattern!r} matches no counted op, so its width would be ignored; "
-                             f"closest op paths: {', '.join(close)}")
-        if hit <= taken:
-            raise ValueError(f"{what}: pattern {pattern!r} sets no width: every op it matches is taken by an earlier "
-                             "pattern (first match wins); put it before them")
-        taken |= hit
-
-
-def tree_width(terms: int, base: int) -> Fraction:
-    """Average width of the adds summing ``terms`` ``base``-bit terms in a balanced binary adder tree whose
-    width grows one bit per level (docs/scoring.md "Accumulator width per adder-tree level").
-
-    Level l (1, 2, ...) adds pairs of the m_l values left (m_1 = terms): floor(m_l / 2) adds of
-    (base + l − 1)-bit inputs, capped at 32; an odd value left over moves up unchanged, m_{l+1} = ceil(m_l / 2).
-    That is terms − 1 adds; a single add (two terms) is ``base`` bits."""
-    total, adds, m, level = 0, 0, int(terms), 1
-    while m > 1:
-        pairs = m // 2
-        total += pairs * min(base + level - 1, 32)
-        adds += pairs
-        m -= pairs
-        level += 1
-    return Fraction(total, adds) if adds else Fraction(base)
-
-
-def _sum_terms(r: OpRecord) -> list[int]:
-    """Terms of each sum the record's adds belong to: a weighted op's output channel sums its nonzero
-    weights' products and its bias; a matmul/softmax/pool sums one row; anything else adds two values."""
-    if r.kind in ("conv", "linear") and r.weight is not None and r.weight.row_nnz:
-        return [n + int(r.bias_charged) for n in r.weight.row_nnz]
-    if r.kind in ("matmul", "softmax") and r.terms:
-        return [r.terms]
-    if r.kind == "avg_pool" and r.window:
-        return [r.window]
-    return [2]
-
-
-def _accumulator_width(spec, r: OpRecord):
-    """An int width, or the add-weighted average tree width of ``r`` for a ``"tree:N"`` spec."""
-    if not (isinstance(spec, str) and spec.startswith(TREE)):
-        return spec
-    base = int(spec[len(TREE):])
-    sums = _sum_terms(r)
-    adds = sum(max(n - 1, 0) for n in sums)
-    if not adds:
-        return Fraction(base)
-    return sum(max(n - 1, 0) * tree_width(n, base) for n in sums) / adds
-
-
-def bits_from_model(model: nn.Module, records: Sequence[OpRecord], attribute: str) -> dict[str, int]:
-    """``{record path: bits}`` read from ``attribute`` on the op's module or its nearest ancestor that has it.
-
-    A quantised model declares its widths where they apply, e.g. ``conv.param_bits = 4`` or
-    ``block.act_bits = 8``; ops with no such attribute up the tree stay at the default (32).
-    """
-    modules = dict(model.named_modules())
-    found: dict[str, int] = {}
-    for r in records:
-        owner = r.path.split(":")[0]
-        while True:
-            value = getattr(modules.get(owner), attribute, None)
-            if value is not None:
-                found[r.path] = _check_bits(value, f"{owner or '<root>'}.{attribute}")
-                break
-            if not owner:
-                break
-            owner = owner.rpartition(".")[0]
-    return found
 
 
 def _group(path: str, r: OpRecord) -> str:
@@ -298,11 +181,11 @@ def score_records(records: Sequence[OpRecord], *, convention: str | Convention =
         check_patterns(spec, paths, what)
     widths, declared = [], []
     for r in records:
-        pb = r.declared_bits or _bits_for(param_bits, r.path, "param_bits")
-        acc = _bits_for(accumulator_bits, r.path, "accumulator_bits")
-        declared.append((pb, _bits_for(act_bits, r.path, "act_bits"), int(str(acc).removeprefix(TREE)),
-                         _bits_for(bias_bits, r.path, "bias_bits", default=pb)))
-        widths.append(declared[-1][:2] + (_accumulator_width(acc, r),) + declared[-1][3:])
+        pb = r.declared_bits or bits_for(param_bits, r.path, "param_bits")
+        acc = bits_for(accumulator_bits, r.path, "accumulator_bits")
+        declared.append((pb, bits_for(act_bits, r.path, "act_bits"), int(str(acc).removeprefix(TREE)),
+                         bits_for(bias_bits, r.path, "bias_bits", default=pb)))
+        widths.append(declared[-1][:2] + (accumulator_width(acc, r),) + declared[-1][3:])
     low = sorted({w for ws in declared for w in ws if w < 16})
     forfeited = ""
     if freebie and low:
