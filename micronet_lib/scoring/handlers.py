@@ -17,10 +17,10 @@ from micronet_lib.scoring import attention
 from micronet_lib.scoring.ops import ACTIVATION_COSTS
 from micronet_lib.scoring.records import (
     ELEMENTWISE, FUNCTION_ALIASES, MODULE_COSTS, DataDependentError, ModuleCost, OpRecord, UnsupportedOpError,
-    how_to_register, register_call, register_module,
+    how_to_count, how_to_register, register_call, register_module,
 )
 
-__all__ = ["module_handler", "computes_like", "how_to_count", "functional", "FREE_FUNCTIONS", "shape_of", "first_tensor", "data_dependent", "EXIT_HINT"]
+__all__ = ["module_handler", "computes_like", "functional", "FREE_FUNCTIONS", "shape_of", "first_tensor", "data_dependent", "EXIT_HINT"]
 
 
 def shape_of(t) -> tuple[int, ...]:
@@ -277,22 +277,6 @@ def _is_activation_tensor(x) -> bool:
     return isinstance(x, torch.Tensor) and x.numel() > 1
 
 
-def how_to_count(rec, op: str) -> str:
-    """Advice for an op without a cost, by where it ran: the exact call(s) that make it count.
-
-    Inside a leaf module with parameters only ``register_module`` helps (an op cost would leave them
-    unstored); inside a parameter-free leaf, registering the op or the whole module as one unit (e.g. a
-    quantiser: round and clamp together) both work; elsewhere the op's cost."""
-    module = rec.stack[-1].module if rec.stack else None
-    if module is None or any(True for _ in module.children()):
-        return how_to_register(op)
-    if any(True for _ in module.parameters()):
-        return (f"count the whole {type(module).__name__} as one unit, storing its parameters: "
-                f"`{register_call(type(module), True)}` (mults and adds per output element)")
-    return (f"{how_to_register(op)}; or count the whole {type(module).__name__} as one unit (e.g. a quantiser): "
-            f"`{register_call(type(module), False)}`")
-
-
 def _operand_params(rec, args) -> tuple:
     """Parameters (or views of them) used directly as operands: stored dense by the op that uses them."""
     return tuple(s for s in (rec.stat(a) for a in args[:2] if isinstance(a, torch.Tensor)) if s is not None)
@@ -316,7 +300,7 @@ def functional(rec, raw_name: str, args, kwargs, out: torch.Tensor) -> None:
         raise UnsupportedOpError(
             f"unsupported op {raw_name!r} in {rec.describe_where()}: it does not act on the batch "
             f"(output shape {tuple(out.shape)}), so its per-example cost is undefined. If it feeds a decision "
-            f"(e.g. how many examples exit early), {EXIT_HINT}; otherwise {how_to_count(rec, name)}")
+            f"(e.g. how many examples exit early), {EXIT_HINT}; otherwise {how_to_count(rec.stack[-1].module if rec.stack else None, name)}")
     if name in _CONVERSIONS:
         rec.add(OpRecord(fpath, "free", name, shape, note="format conversion FP32 represents exactly: free (docs/scoring.md §2.3)"))
         return
@@ -400,4 +384,4 @@ def functional(rec, raw_name: str, args, kwargs, out: torch.Tensor) -> None:
         if mode == "nearest":
             rec.add(OpRecord(fpath, "upsample", "interpolate nearest", shape))
             return
-    raise UnsupportedOpError(f"unsupported op {raw_name!r} in {rec.describe_where()}; {how_to_count(rec, name)}")
+    raise UnsupportedOpError(f"unsupported op {raw_name!r} in {rec.describe_where()}; {how_to_count(rec.stack[-1].module if rec.stack else None, name)}")

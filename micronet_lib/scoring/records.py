@@ -18,7 +18,7 @@ import torch.nn as nn
 from micronet_lib.scoring.ops import ACTIVATION_COSTS
 
 __all__ = ["OpRecord", "ParamStat", "UnsupportedOpError", "DataDependentError", "ModuleCost", "register_module",
-           "register_op_cost", "param_stats", "how_to_register", "register_call", "class_path", "ELEMENTWISE", "MODULE_COSTS", "FUNCTION_ALIASES"]
+           "register_op_cost", "param_stats", "how_to_register", "how_to_count", "register_call", "class_path", "ELEMENTWISE", "MODULE_COSTS", "FUNCTION_ALIASES"]
 
 
 class UnsupportedOpError(ValueError):
@@ -210,6 +210,21 @@ def how_to_register(op: str) -> str:
     """Advice for a parameter-free function without a cost: the exact call, in backquotes."""
     return (f"register its per-element cost with `micronet_lib.scoring.register_op_cost({op!r}, mults=..., adds=...)` "
             "(mults and adds per output element; docs/scoring.md 'Every op is costed or an error')")
+
+
+def how_to_count(module: nn.Module | None, op: str) -> str:
+    """Advice for an op without a cost, by the module it ran in: the exact call(s) that make it count.
+
+    Inside a leaf module with parameters only ``register_module`` helps (an op cost would leave them
+    unstored); inside a parameter-free leaf, registering the op or the whole module as one unit (e.g. a
+    quantiser: round and clamp together) both work; elsewhere the op's cost."""
+    if module is None or any(True for _ in module.children()):
+        return how_to_register(op)
+    if any(True for _ in module.parameters()):
+        return (f"count the whole {type(module).__name__} as one unit, storing its parameters: "
+                f"`{register_call(type(module), True)}` (mults and adds per output element)")
+    return (f"{how_to_register(op)}; or count the whole {type(module).__name__} as one unit (e.g. a quantiser): "
+            f"`{register_call(type(module), False)}`")
 
 
 # ------------------------------------------------------------------------------------------------
