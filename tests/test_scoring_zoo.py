@@ -395,6 +395,10 @@ def test_quantiser_registered_as_one_unit_with_tree_accumulators(scoring_registr
              + 80 * Fraction(8, 32) + 80 * tree_width(9, 8) / 32)  # fc: 8-bit weights x 4-bit inputs
     assert (r.exact["params_s"], r.exact["ops_s"]) == (params_s, ops_s)
     assert float(ops_s) == 5742.4375  # the same sum, written out in docs/scoring.md
+    net.accumulator_bits = "tree:8"  # the same rule declared on the model, read with accumulator_bits="model"
+    r = count(net, (1, 3, 8, 8), convention="official", freebie=False, param_bits={"conv": 4, "fc": 8},
+              act_bits={"conv": 4, "fc": 4}, accumulator_bits="model")
+    assert r.exact["ops_s"] == ops_s
 
 
 class LookupTable(nn.Module):

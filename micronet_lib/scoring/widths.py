@@ -130,7 +130,7 @@ def bits_from_model(model: nn.Module, records: Sequence[OpRecord], attribute: st
         while True:
             value = getattr(modules.get(owner), attribute, None)
             if value is not None:
-                found[r.path] = check_bits(value, f"{owner or '<root>'}.{attribute}")
+                found[r.path] = check_bits(value, f"{owner or '<root>'}.{attribute}", tree=attribute == "accumulator_bits")
                 break
             if not owner:
                 break
