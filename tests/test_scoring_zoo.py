@@ -421,3 +421,50 @@ def test_unused_leaf_parameter_both_suggestions_work(scoring_registry, follow):
     follow(register, mults=0, adds=0)
     r = count(net, (1, 2, 8), convention="official", freebie=False)
     assert r.exact["params"] == 72 + 32 and r.exact["mults"] == 2 * 8 * 8  # one unit storing its table
+
+
+class ScaledWeightConv(nn.Module):
+    """A layer that computes its weight in the forward (weight normalisation by hand)."""
+
+    def __init__(self):
+        super().__init__()
+        self.v = nn.Parameter(torch.ones(8, 3, 3, 3))
+        self.g = nn.Parameter(torch.ones(8, 1, 1, 1))
+
+    def forward(self, x):
+        return F.conv2d(x, self.v * self.g, padding=1)
+
+
+class CrossAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, kdim=4, vdim=4, batch_first=True)
+
+    def forward(self, x):
+        return self.attn(x, x[..., :4], x[..., :4], need_weights=False)[0]
+
+
+@pytest.mark.parametrize("model, size, what", [
+    (ScaledWeightConv(), (1, 3, 8, 8), "does not act on the batch"),  # the weight product, before the conv
+    (CrossAttention(), (1, 5, 8), "kdim = vdim = embed_dim"),
+    (nn.Sequential(nn.Conv2d(3, 8, 1), nn.AdaptiveAvgPool2d(3)), (1, 3, 8, 8), "unequal windows"),
+    (nn.Sequential(nn.Conv2d(3, 8, 1), nn.Upsample(scale_factor=2, mode="bilinear")), (1, 3, 4, 4), "upsample"),
+])
+def test_other_refusals_count_when_their_suggestion_is_followed(scoring_registry, follow, model, size, what):
+    message = refused(model, size)
+    assert what in message
+    calls = follow.calls(message)
+    assert calls
+    for call in calls:
+        scoring_registry()
+        follow(call, mults=1, adds=1)
+        r = count(model, size, convention="official", freebie=False)
+        # counted: every parameter stored (dense here: no exact zeros in a fresh init), ops charged
+        assert r.exact["params"] == sum(p.numel() for p in model.parameters()) and r.exact["mults"] > 0
+
+
+def test_a_shadowed_glob_counts_once_put_first():
+    with pytest.raises(ValueError, match="put it before them"):
+        count(Features(), (1, 3, 8, 8), freebie=False, param_bits={"*": 8, "classifier": 4})
+    r = count(Features(), (1, 3, 8, 8), convention="official", freebie=False, param_bits={"classifier": 4, "*": 8})
+    assert r.exact["params_s"] == Fraction((216 + 8) * 8, 32) + Fraction((32 + 4) * 4, 32)

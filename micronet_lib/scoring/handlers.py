@@ -365,7 +365,7 @@ def functional(rec, raw_name: str, args, kwargs, out: torch.Tensor) -> None:
         if w is None:
             raise UnsupportedOpError(
                 f"unsupported op {raw_name!r} in {rec.describe_where()}: its weight is not a model parameter "
-                "(computed weights cannot be scored); count the module itself or register a convention handler")
+                f"(computed in the forward); {how_to_count(owner, name)}")
         fresh = rec.claim(w, b)
         c_out = int(weight.shape[0])
         kind = "conv" if name == "conv2d" else "linear"
