@@ -479,3 +479,18 @@ def test_a_shadowed_glob_counts_once_put_first():
         count(Features(), (1, 3, 8, 8), freebie=False, param_bits={"*": 8, "classifier": 4})
     r = count(Features(), (1, 3, 8, 8), convention="official", freebie=False, param_bits={"classifier": 4, "*": 8})
     assert r.exact["params_s"] == Fraction((216 + 8) * 8, 32) + Fraction((32 + 4) * 4, 32)
+
+
+def test_sequence_first_attention_is_refused_and_batch_first_counts():
+    class SelfAttention(nn.Module):
+        def __init__(self, batch_first):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=batch_first)
+
+        def forward(self, x):
+            return self.attn(x, x, x, need_weights=False)[0]
+
+    assert "batch_first=True" in refused(SelfAttention(False), (5, 1, 8))
+    r = count(SelfAttention(True), (1, 5, 8), convention="official", freebie=False)
+    # q, k, v and out projections 4·5·8·8 mults; scale 40; QKᵀ 2·5·5·4; softmax 2·50; AV 2·5·4·5
+    assert r.exact["mults"] == 4 * 5 * 8 * 8 + 40 + 200 + 100 + 200

@@ -91,12 +91,16 @@ def mha_module(rec, path, m, inputs, out_shape) -> None:
     bound = dict(zip(names, args))
     bound.update(kwargs)
     query, key, value = bound["query"], bound["key"], bound["value"]
+    if not m.batch_first:
+        # count() reads dim 0 as the batch everywhere; a sequence-first model would be counted per token.
+        raise UnsupportedOpError(f"nn.MultiheadAttention at {path!r} has batch_first=False: the scorer counts per "
+                                 "example along dim 0, so build the model batch-first (nn.MultiheadAttention(..., "
+                                 "batch_first=True), inputs (N, L, E)) and count it with input_size=(1, L, E)")
     if not m._qkv_same_embed_dim or m.bias_k is not None or m.add_zero_attn or query.dim() != 3:
         raise UnsupportedOpError(
             f"nn.MultiheadAttention at {path!r}: only batched inputs with kdim = vdim = embed_dim, no bias_k/bias_v "
             f"and no add_zero_attn are counted from shapes; declare its cost with `{register_call(type(m), True)}`")
-    seq = 1 if m.batch_first else 0
-    lq, lk, lv = (int(t.shape[seq]) for t in (query, key, value))
+    lq, lk, lv = (int(t.shape[1]) for t in (query, key, value))
     e, h = m.embed_dim, m.num_heads
     w, b = rec.stat(m.in_proj_weight), rec.stat(m.in_proj_bias)
     wo, bo = rec.stat(m.out_proj.weight), rec.stat(m.out_proj.bias)
