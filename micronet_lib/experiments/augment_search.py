@@ -48,7 +48,8 @@ __all__ = ["SEARCH_PROFILES", "SearchResult", "estimate_cost", "H200_TRAIN_IMG_S
 
 log = logging.getLogger(__name__)
 
-_CPU = "the cpu profile's budget: the whole search, fold models included, in about 30 minutes on 2 cores"
+_CPU = ("the cpu profile's budget, sized for the whole search (fold models included) to fit 30 minutes on 2 free cores "
+        "(issue #29); the wall time is measured with `micronet search-augment --profile cpu`")
 # Per profile: values that differ from SearchSettings' defaults (the authors'), and why.
 SEARCH_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "paper": {
@@ -63,7 +64,7 @@ SEARCH_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     },
     "smoke": {
         "values": dict(folds=2, trials=6, rounds=1, top=2, subpolicies=3, fold_epochs=1),
-        "reasons": {k: "smoke test: exercises every step in about a minute"
+        "reasons": {k: "smoke test: every step of the search on a tiny budget (target: 2 minutes on 2 free cores)"
                     for k in ("folds", "trials", "rounds", "top", "subpolicies", "fold_epochs")},
     },
 }
