@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -34,6 +33,9 @@ from micronet_lib.augment.search import (
     save_policy,
     top_policies,
 )
+
+# The local Ray cluster fixture (2 CPUs; fails, never skips, without Ray) shared with the executor tests.
+from test_cluster import cluster  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parents[1]
 MEAN, STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
@@ -229,13 +231,7 @@ def _trials(storage: str, sid: str, folds: int) -> list:
 
 
 @pytest.mark.slow
-def test_ray_path_equals_in_process_path_and_a_rerun_does_nothing(tmp_path, one_thread):
-    try:
-        import ray
-    except ImportError:
-        from micronet_lib.experiments.sweeps import RAY_MISSING
-
-        pytest.fail(RAY_MISSING, pytrace=False)
+def test_ray_path_equals_in_process_path_and_a_rerun_does_nothing(tmp_path, one_thread, cluster):
     from micronet_lib.experiments.augment_search import search_augment, search_settings
     from micronet_lib.experiments.sweeps import RayExecutor
 
@@ -247,25 +243,12 @@ def test_ray_path_equals_in_process_path_and_a_rerun_does_nothing(tmp_path, one_
     again = search_augment(params, settings, runs_dir=runs, storage=f"sqlite:///{tmp_path / 'local.db'}", progress=False)
     assert [f["trials_run"] for f in again.folds] == [0, 0] and again.policy == local.policy
 
-    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's unix sockets live under it
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    env = {"OMP_NUM_THREADS": "1", **{k: v for k, v in os.environ.items() if k.startswith("MICRONET_")}}
-    for attempt in (1, 2):  # on a heavily loaded machine the raylet may miss Ray's start window once
-        try:
-            ray.init(num_cpus=2, _temp_dir=temp, include_dashboard=False, log_to_driver=False,
-                     object_store_memory=100 * 2**20, runtime_env={"env_vars": env})
-            break
-        except Exception:
-            ray.shutdown()
-            if attempt == 2:
-                raise
-    try:
-        # the fold models are read back from the shared run store; the studies are searched anew on Ray
-        remote = search_augment(params, settings, runs_dir=runs, storage=f"sqlite:///{tmp_path / 'ray.db'}",
-                                executor=RayExecutor(cpus_per_run=1), progress=False)
-    finally:
-        ray.shutdown()
-    assert [f["trials_run"] for f in remote.folds] == [4, 4]
+    # on the local Ray cluster (2 CPUs) of tests/test_cluster.py: one task per fold; the fold models are read
+    # back from the shared run store, the studies are searched anew into their own database
+    executor = RayExecutor(cluster, cpus_per_run=1)
+    remote = search_augment(params, settings, runs_dir=runs, storage=f"sqlite:///{tmp_path / 'ray.db'}",
+                            executor=executor, progress=False)
+    assert executor.name == "ray" and [f["trials_run"] for f in remote.folds] == [4, 4]
     assert _trials(remote.storage, remote.search_id, 2) == _trials(local.storage, local.search_id, 2)
     assert remote.policy == local.policy and remote.policy_path == local.policy_path
     assert assets.load_policies(remote.policy_path)  # the merged file loads

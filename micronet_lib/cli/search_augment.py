@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from micronet_lib.cli.sweep import add_executor_options, executor_from_args
+from micronet_lib.cli.sweep import add_executor_options, executor_from_args, runs_dir_from_args
 
 __all__ = ["register"]
 
@@ -34,6 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("--data", metavar="SPEC", help="dataset override, as for `micronet reproduce`")
     p.add_argument("--results", metavar="DIR", help="folder holding the results sets (default: results/); the search "
                    "lives in the runs/ of the set `micronet reproduce` renders (or in $MICRONET_RUNS when set)")
+    p.add_argument("--publish", action="store_true", help="search in the runs/ of the committed set results/<profile>-<data>/ "
+                   "(as `micronet sweep --publish`), so `micronet reproduce --publish` renders notebook 03 from it")
     add_executor_options(p, default="inprocess")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm bars (trials, best value)")
     p.set_defaults(func=_run)
@@ -41,7 +43,7 @@ def register(subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from micronet_lib.experiments.augment_search import check_search_inputs, search_augment, search_settings
-    from micronet_lib.pipeline import notebook_params, pipeline_runs_dir
+    from micronet_lib.pipeline import notebook_params
 
     ops = None if args.ops is None else tuple(o.strip() for o in args.ops.split(",") if o.strip())
     # every check before any data is read or any model trained
@@ -51,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
         check_search_inputs(settings, args.storage)
     params = notebook_params(args.profile, data=args.data)
     executor = executor_from_args(args)
-    runs_dir = pipeline_runs_dir(args.profile, params["data"], results_dir=args.results, publish=False)
+    runs_dir = runs_dir_from_args(args, params)
     try:
         result = search_augment(params, settings, executor=executor, storage=args.storage, runs_dir=runs_dir,
                                 progress=args.progress, echo=print)
