@@ -26,7 +26,7 @@ from scipy import stats as _sp
 
 from micronet_lib.stats import LEVEL, EffectComponents, effect_components
 
-__all__ = ["POWER", "Prediction", "components_from_outcomes", "components_from_runs", "predict", "seeds_needed",
+__all__ = ["POWER", "Prediction", "assumed_components", "components_from_outcomes", "components_from_runs", "predict", "seeds_needed",
            "seed_variance_upper", "run_seconds", "design_table"]
 
 POWER = 0.80  # the power at which a minimum detectable effect is stated
@@ -45,6 +45,16 @@ class Prediction:
     mde: float
     level: float = LEVEL
     power: float = POWER
+
+
+def assumed_components(*, var_seed: float, var_image: float, var_residual: float, seeds: int = 2,
+                       images: int = 10_000) -> EffectComponents:
+    """Components given directly (fractions²), e.g. a training variance taken from elsewhere or a range of
+    them: the mean squares a ``seeds`` × ``images`` design would have in expectation."""
+    if min(var_seed, var_image, var_residual) < 0:
+        raise ValueError("variance components must be >= 0")
+    return EffectComponents(0.0, seeds, images, images * var_seed + var_residual, seeds * var_image + var_residual,
+                            var_residual)
 
 
 def components_from_outcomes(treatment: Mapping[int, "object"], baseline: Mapping[int, "object"]) -> EffectComponents:

@@ -135,3 +135,10 @@ def test_outcomes_round_trip_and_pairing_check():
         stack_correct([o, Outcomes(pred, labels, "y:test5#def")])
     c = power.components_from_outcomes({0: o, 1: o}, {0: back, 1: Outcomes(labels, labels, o.test_id)})
     assert c.seeds == 2 and c.images == 5
+
+
+def test_assumed_components_round_trip():
+    c = power.assumed_components(var_seed=1e-4, var_image=0.05, var_residual=0.1, seeds=3, images=5000)
+    assert c.var_seed == pytest.approx(1e-4) and c.var_image == pytest.approx(0.05) and c.var_residual == pytest.approx(0.1)
+    p = power.predict(c, seeds=3, images=5000)
+    assert p.se == pytest.approx(100 * math.sqrt(1e-4 / 3 + 0.05 / 5000 + 0.1 / 15000))

@@ -59,7 +59,9 @@ def train_all(configs: Sequence[TrainConfig], *, progress: bool | None = None, e
 
 
 def run_row(summary: Mapping[str, Any], **labels: Any) -> dict[str, Any]:
-    """One table row: ``labels`` first, then the run's id, seed, recipe knobs, metrics and time."""
+    """One table row: ``labels`` first, then the run's id, seed, recipe knobs and metrics. No wall time: a
+    published table holds no stopwatch reading, so rebuilding a set reproduces it byte for byte (issue #28;
+    the time of each run stays in its summary, of each notebook in the manifest)."""
     cfg = summary["config"]
     row = dict(labels)
     row.update(
@@ -69,7 +71,6 @@ def run_row(summary: Mapping[str, Any], **labels: Any) -> dict[str, Any]:
         epochs=summary.get("epochs"),
     )
     row.update({m: summary.get(m) for m in METRICS})
-    row["seconds"] = summary.get("seconds")
     return row
 
 
