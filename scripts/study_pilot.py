@@ -38,7 +38,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from micronet_lib.outcomes import test_outcomes
+    from micronet_lib.report.outcomes import test_outcomes
     from micronet_lib.train import run_or_load
     from micronet_lib.train.config import TrainConfig
     from micronet_lib.train.runs import finished_summary, read_metrics
@@ -83,8 +83,8 @@ def main(argv=None) -> int:
             effect_per_seed={seed: round(treat[seed][1].top1 - base[seed][1].top1, 2) for seed in shared},
         )
         if len(shared) >= 2:
-            from micronet_lib import power
-            from micronet_lib.stats import paired_effect
+            from micronet_lib.report import power
+            from micronet_lib.report.stats import paired_effect
 
             comp = power.components_from_outcomes({k: v[1] for k, v in treat.items()}, {k: v[1] for k, v in base.items()})
             iv = paired_effect({k: treat[k][1].correct for k in shared}, {k: base[k][1].correct for k in shared})

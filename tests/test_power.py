@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from micronet_lib import power
-from micronet_lib.outcomes import Outcomes, decode_classes, encode_classes, stack_correct
-from micronet_lib.stats import effect_components, paired_effect
+from micronet_lib.report import power
+from micronet_lib.report.outcomes import Outcomes, decode_classes, encode_classes, stack_correct
+from micronet_lib.report.stats import effect_components, paired_effect
 
 
 def _simulate(rng, seeds, images, delta, seed_spread):

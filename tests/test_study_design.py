@@ -22,7 +22,7 @@ def test_override_and_refusal_name_the_mode(monkeypatch):
     assert (mode["precision"], mode["memory_format"]) == ("fp32", "channels_last")
     assert EXECUTION_ENV in mode["source"]
     monkeypatch.delenv(EXECUTION_ENV)
-    monkeypatch.setattr("micronet_lib.execution.bf16_native", lambda device: False)
+    monkeypatch.setattr("micronet_lib.accel.execution.bf16_native", lambda device: False)
     with pytest.raises(ValueError, match=r"execution mode bf16\+channels_last .*cannot run here.*MICRONET_EXECUTION=fp32"):
         profile_execution("cpu", "cpu")
     assert profile_execution("smoke", "cpu")["name"] == "fp32+contiguous"
@@ -37,7 +37,7 @@ def test_smoke_study_pairs_two_cells_by_seed_and_image(tmp_path, monkeypatch, on
     its record, the comparison table and the claim box pair by seed and image and state the MDE, and the
     outcomes are read back from the record once the checkpoints are gone (a committed set's fresh clone)."""
     from micronet_lib import experiments as ex
-    from micronet_lib.claims import ClaimBoard
+    from micronet_lib.report.claims import ClaimBoard
     from micronet_lib.pipeline import check_params
 
     monkeypatch.setenv("MICRONET_RUNS", str(tmp_path / "runs"))

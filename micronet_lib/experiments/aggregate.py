@@ -21,7 +21,7 @@ __all__ = ["train_all", "run_row", "runs_frame", "mean_std", "curves_frame", "ME
            "paired", "paired_design", "comparison_table", "default_metric"]
 
 if TYPE_CHECKING:
-    from micronet_lib.stats import Interval
+    from micronet_lib.report.stats import Interval
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,8 @@ def train_all(configs: Sequence[TrainConfig], *, progress: bool | None = None, e
     first prints how long the training will take (``eta.announce``), then shows progress bars
     (``tqdm.auto``: widgets in JupyterLab, text in a terminal).
     """
-    from micronet_lib.eta import announce
-    from micronet_lib.experiments.executors import run_configs
+    from micronet_lib.train.eta import announce
+    from micronet_lib.experiments.sweeps import run_configs
     from micronet_lib.progress import bars_enabled
 
     configs = list(configs)
@@ -89,8 +89,8 @@ def runs_frame(summaries: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[
 
 def _outcomes(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """``{run id: outcomes.Outcomes}`` of the finished runs whose record or checkpoint gives them."""
-    from micronet_lib.outcomes import test_outcomes
-    from micronet_lib.run_records import CheckpointAbsent
+    from micronet_lib.report.outcomes import test_outcomes
+    from micronet_lib.report.run_records import CheckpointAbsent
 
     out = {}
     for s in summaries:
@@ -158,7 +158,7 @@ def _by_seed(df: pd.DataFrame, by: str, label: Any, metric: str) -> dict[int, fl
 
 def cell_intervals(df: pd.DataFrame, by: str, metric: str = "best_test_top1") -> dict[Any, "Interval"]:
     """``{cell: stats.mean_interval over its seeds}`` in first-seen order."""
-    from micronet_lib.stats import mean_interval
+    from micronet_lib.report.stats import mean_interval
 
     return {label: mean_interval(list(_by_seed(df, by, label, metric).values())) for label in dict.fromkeys(df[by])}
 
@@ -179,7 +179,7 @@ def paired(df: pd.DataFrame, by: str, treatment: Any, baseline: Any, metric: str
 def paired_design(df: pd.DataFrame, by: str, treatment: Any, baseline: Any, metric: str | None = None):
     """``(interval, prediction)``: ``paired``'s interval and, where it rests on per-image outcomes, the
     ``power.Prediction`` of the same design (its minimum detectable effect at 80 % power); else None."""
-    from micronet_lib.stats import paired_difference, paired_effect
+    from micronet_lib.report.stats import paired_difference, paired_effect
 
     metric = metric or default_metric(df)
     missing = [c for c in (treatment, baseline) if c not in set(df[by])]
@@ -187,7 +187,7 @@ def paired_design(df: pd.DataFrame, by: str, treatment: Any, baseline: Any, metr
         raise ValueError(f"cell(s) {missing} not in column {by!r} (cells: {', '.join(map(str, dict.fromkeys(df[by])))})")
     if metric != ALL_TEST:
         return paired_difference(_by_seed(df, by, treatment, metric), _by_seed(df, by, baseline, metric)), None
-    from micronet_lib import power
+    from micronet_lib.report import power
 
     t, b = _outcomes_by_seed(df, by, treatment), _outcomes_by_seed(df, by, baseline)
     shared = sorted(set(t) & set(b))

@@ -116,10 +116,14 @@ def profile_execution(profile: str, device: str = "auto") -> dict[str, str]:
     name = "auto" if "auto" in (precision, memory_format) else (
         precision + ("+channels_last" if memory_format == "channels_last" else "+contiguous"))
     if precision in ("bf16", "fp16"):
-        from micronet_lib.execution import bf16_native
-        from micronet_lib.train.setup import resolve_device
+        import torch
 
-        dev = resolve_device(device)
+        from micronet_lib.accel.execution import bf16_native
+
+        if device == "auto":  # train.setup.resolve_device's order (not imported: setup imports this module's users)
+            mps = getattr(torch.backends, "mps", None)
+            device = "cuda" if torch.cuda.is_available() else "mps" if mps is not None and mps.is_available() else "cpu"
+        dev = torch.device(device)
         why = ("fp16 needs a CUDA device" if precision == "fp16" and dev.type != "cuda" else
                f"this {dev.type} has no native bf16 (avx512_bf16 or AMX on a CPU)" if precision == "bf16"
                and not bf16_native(dev) else None)

@@ -101,7 +101,7 @@ def test_outcomes(summary: Mapping[str, Any], *, checkpoint: str = "best.pt") ->
     """The run's per-image outcomes on the whole test split: read from its record, or computed from
     ``checkpoint`` in the run's recorded evaluation mode and stored (``run_records.derived``).
     Raises ``run_records.CheckpointAbsent`` when neither is here."""
-    from micronet_lib.run_records import derived
+    from micronet_lib.report.run_records import derived
     from micronet_lib.train.config import TrainConfig
 
     config = TrainConfig.from_dict(summary["config"])

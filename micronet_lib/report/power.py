@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 
 from scipy import stats as _sp
 
-from micronet_lib.stats import LEVEL, EffectComponents, effect_components
+from micronet_lib.report.stats import LEVEL, EffectComponents, effect_components
 
 __all__ = ["POWER", "Prediction", "assumed_components", "components_from_outcomes", "components_from_runs", "predict", "seeds_needed",
            "seed_variance_upper", "run_seconds", "design_table"]
@@ -59,7 +59,7 @@ def assumed_components(*, var_seed: float, var_image: float, var_residual: float
 
 def components_from_outcomes(treatment: Mapping[int, "object"], baseline: Mapping[int, "object"]) -> EffectComponents:
     """Components from two ``{seed: outcomes.Outcomes}`` maps (the seeds both arms have)."""
-    from micronet_lib.outcomes import stack_correct
+    from micronet_lib.report.outcomes import stack_correct
 
     shared = sorted(set(treatment) & set(baseline))
     if len(shared) < 2:
@@ -71,7 +71,7 @@ def components_from_outcomes(treatment: Mapping[int, "object"], baseline: Mappin
 def components_from_runs(treatment: Sequence[Mapping], baseline: Sequence[Mapping]) -> EffectComponents:
     """Components from the summaries of two arms' finished runs, paired by their config's seed; per-image
     outcomes come from each run's record (computed from its checkpoint once when absent)."""
-    from micronet_lib.outcomes import test_outcomes
+    from micronet_lib.report.outcomes import test_outcomes
 
     def by_seed(summaries):
         return {int(s["config"]["seed"]): test_outcomes(s) for s in summaries}

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from micronet_lib.stats import Verdict
+from micronet_lib.report.stats import Verdict
 
 __all__ = ["Claim", "CLAIMS", "setup_text", "design_text", "at_paper_setup", "ClaimBoard"]
 
@@ -191,7 +191,7 @@ class ClaimBoard:
         by seed), the setup read from ``summaries`` (the runs of both arms). The box states the design, the
         interval, its half-width, the minimum detectable effect (80 % power) and the training regime."""
         from micronet_lib.experiments.aggregate import ALL_TEST, default_metric, paired_design
-        from micronet_lib.stats import verdict
+        from micronet_lib.report.stats import verdict
 
         metric = metric or default_metric(runs)
         d, pred = paired_design(runs, by, treatment, baseline, metric)
@@ -229,7 +229,7 @@ class ClaimBoard:
 
     def save(self, name: str, *, meta: Mapping[str, Any]) -> None:
         """Write the board as a table of this results set (``results.save``), e.g. ``02_claims``."""
-        from micronet_lib import results
+        from micronet_lib.report import results
 
         results.save(self.frame(), name, meta=meta, title="Claims tested in this report and their verdicts")
 
