@@ -24,8 +24,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {
         "values": dict(
             # the cpu notebook budget (notebooks/params/cpu.yaml), so its runs carry these reasons
-            train_per_class=250, val_per_class=50, test_per_class=20,
-            augment="baseline", cycles=1, epochs_per_cycle=20,
+            train_per_class=200, val_per_class=50, test_per_class=20,
+            augment="baseline", cycles=1, epochs_per_cycle=16,
             select_on="val", bn_recalibrate_images=500, precision="bf16", memory_format="channels_last",
         ),
         "reasons": {
@@ -34,7 +34,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "test_per_class": "CPU budget: a per-epoch curve subset; claims are scored on every test image (issue #28)",
             "augment": "crop + flip: a few epochs are too short for Fast-AutoAugment's 4×-replicated epoch to pay off",
             "cycles": "CPU budget: one cosine cycle instead of four",
-            "epochs_per_cycle": "CPU budget: 20 passes over the training subset, the long-training regime (docs/study-design.md)",
+            "epochs_per_cycle": "CPU budget: 16 passes over the training subset, the long-training regime (docs/study-design.md)",
             "select_on": "honest model selection on a validation split instead of the test set (docs/method.md §5.7)",
             "bn_recalibrate_images": _SHORT_BUDGET_BN,
             "precision": _NAMED_MODE,
