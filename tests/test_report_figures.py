@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from micronet_lib.report_figures import (DISTINCT_COLOURS, LEADERBOARD_DATA, MIN_COLOUR_DISTANCE,
+from micronet_lib.report.figures import (DISTINCT_COLOURS, LEADERBOARD_DATA, MIN_COLOUR_DISTANCE,
                                          ablation_curves_figure, block_order, colour_distance, figure_problems,
                                          grid_heatmap, leaderboard_figure, per_block_figure)
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from micronet_lib.pipeline import load_profile
-from micronet_lib.report_prose import PLAN_MARK, augment_plan, setting_text
+from micronet_lib.report.prose import PLAN_MARK, augment_plan, setting_text
 
 
 def _named(text: str) -> list[str]:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from micronet_lib.claims import ClaimBoard
-from micronet_lib.results_index import (README_BEGIN, README_END, claim_rows, freshness, readme_block, readme_table,
+from micronet_lib.report.claims import ClaimBoard
+from micronet_lib.report.index import (README_BEGIN, README_END, claim_rows, freshness, readme_block, readme_table,
                                         update_readme, write_index)
-from micronet_lib.stats import paired_difference, verdict
+from micronet_lib.report.stats import paired_difference, verdict
 
 REPO = Path(__file__).resolve().parents[1]
 

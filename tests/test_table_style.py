@@ -10,9 +10,9 @@ import nbformat
 import pandas as pd
 import pytest
 
-from micronet_lib import results
+from micronet_lib.report import results
 from micronet_lib.pipeline import list_notebooks
-from micronet_lib.results_format import format_table, table_html, table_markdown
+from micronet_lib.report.formatting import format_table, table_html, table_markdown
 
 
 def test_one_precision_per_column():

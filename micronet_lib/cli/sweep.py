@@ -20,7 +20,7 @@ def add_executor_options(parser: argparse.ArgumentParser, *, default: str | None
 
 
 def executor_from_args(args: argparse.Namespace):
-    from micronet_lib.experiments.executors import make_executor
+    from micronet_lib.experiments.sweeps import make_executor
 
     return None if args.executor is None else make_executor(
         args.executor, cpus_per_run=args.cpus_per_run, max_retries=args.max_retries)
@@ -50,14 +50,14 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from micronet_lib.experiments.executors import finished_summary, sweep
+    from micronet_lib.experiments.sweeps import finished_summary, sweep
     from micronet_lib.experiments.studies import parse_studies, study_configs
     from micronet_lib.pipeline import notebook_params, pipeline_runs_dir
 
     studies = parse_studies(args.study)
     params = notebook_params(args.profile, data=args.data)
     if args.publish:  # the same guard as `reproduce --publish`: a committed set is made by one commit
-        from micronet_lib import results_sets as sets
+        from micronet_lib.report import results_sets as sets
 
         target = sets.results_set(args.profile, params["data"], publish=True, base=args.results)
         sets.check_publish(target, profile=args.profile, data=params["data"], rebuild=False, identity=sets.code_identity())

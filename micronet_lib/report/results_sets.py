@@ -60,7 +60,7 @@ __all__ = [
     "MANIFEST",
 ]
 
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = Path(__file__).resolve().parents[2]
 SCRATCH = "scratch"
 STAGING = ".staging"
 MANIFEST = "manifest.json"
@@ -217,7 +217,7 @@ def check_publish(
 
 def machine_info(*, device: str, threads: int) -> dict[str, Any]:
     """CPU model and the flags that matter for speed, cores, torch threads and the device of a build."""
-    from micronet_lib.cpuinfo import cpu_flags
+    from micronet_lib.accel.cpuinfo import cpu_flags
 
     info = cpu_flags()
     model, flags = info["model"], [f for f, on in info["flags"].items() if on]

@@ -40,15 +40,14 @@ SCORE_COLUMNS = ("params_s", "ops_s", "params_term", "ops_term", "score")
 
 def _display(*objs: Any) -> None:
     """Show tables and figures in the running notebook (figures as PNG, whatever the backend; tables through the
-    reports' formatter, ``results_format.table_html``, as every published table); no-op outside IPython."""
+    reports' formatter, ``formatting.table_html``, as every published table); no-op outside IPython."""
     import pandas as pd
     from IPython import get_ipython
     from IPython.display import HTML, display
     from matplotlib.figure import Figure
 
-    from micronet_lib.results_format import table_html
-
-    from micronet_lib.results import img_html
+    from micronet_lib.report.formatting import table_html
+    from micronet_lib.report.results import img_html
 
     if get_ipython() is None:
         return

@@ -65,7 +65,7 @@ def derived(summary: Mapping[str, Any], name: str, compute: Callable[[Path], Any
 
 def _note_absent(what: str, runs: Sequence[str]) -> None:
     if runs:
-        from micronet_lib.results import note
+        from micronet_lib.report.results import note
 
         note(f"{what} of run(s) {', '.join(runs)} could not be shown: the checkpoint is not in this copy of the "
              "results set (checkpoints are not committed) and the run's record does not hold it. Retrain with "

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from micronet_lib.claims import CLAIMS, claim_anchor
+from micronet_lib.report.claims import CLAIMS, claim_anchor
 from micronet_lib.fileio import atomic_write_json, atomic_write_text
 
 __all__ = ["DEPENDS_ON", "ClaimRow", "Freshness", "claim_rows", "freshness", "index_markdown", "index_html",

@@ -9,7 +9,7 @@ notebook on the same inputs rewrites identical bytes and ``git diff`` shows only
 ``<root>`` is, in order: the ``root=`` argument, ``$MICRONET_RESULTS``, or the git-ignored
 ``results/scratch/default/`` of the repository. ``micronet reproduce`` points ``$MICRONET_RESULTS`` at
 the results set it builds, and ``announce(params)`` (every notebook's check cell) at the notebook's
-scratch set when it runs interactively (``micronet_lib.results_sets``): nothing writes into a
+scratch set when it runs interactively (``micronet_lib.report.results_sets``): nothing writes into a
 committed set unless ``micronet reproduce --publish`` builds it.
 """
 
@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 from micronet_lib import __version__
 from micronet_lib.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from micronet_lib.results_format import table_html, table_markdown
+from micronet_lib.report.formatting import table_html, table_markdown
 
 __all__ = [
     "RESULTS_ENV",
@@ -50,7 +50,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RESULTS_ENV = "MICRONET_RESULTS"
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = Path(__file__).resolve().parents[2]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # A fixed salt makes matplotlib's SVG element ids (and so the file) identical on every run.
 _SVG_HASHSALT = "micronet-companion"
@@ -137,7 +137,7 @@ def save_table(
     """Write ``df`` as ``tables/<name>.csv`` + ``.md`` (caption line, then the Markdown table) + ``.meta.json``.
 
     ``index=None`` keeps the index only when it carries information (named or not a plain range). The
-    CSV holds the raw values; the Markdown table is formatted for reading by ``results_format`` (digits per
+    CSV holds the raw values; the Markdown table is formatted for reading by ``report.formatting`` (digits per
     quantity and one precision per column there; there is no per-call ``floatfmt``: one style everywhere).
     Returns the written paths by kind (``csv``, ``md``, ``meta``).
     """
@@ -249,7 +249,7 @@ def publish(obj, name: str, *, meta: Mapping[str, Any], title: str | None = None
     from matplotlib.figure import Figure
 
     if isinstance(obj, Figure):
-        from micronet_lib.report_figures import figure_problems
+        from micronet_lib.report.figures import figure_problems
 
         for problem in figure_problems(obj):  # what would mislead a reader, said in the report (issue #32)
             note(f"Figure {name}: {problem}.")
@@ -325,7 +325,7 @@ def announce(params: Mapping[str, Any]) -> OutputsInfo:
     ``$MICRONET_RUNS`` of the kernel to it, so ``publish`` and ``train.run_or_load`` follow. In a
     notebook, Python warnings from then on are shown as notes of the report (``note``).
     """
-    from micronet_lib.results_sets import relative_to_repo, results_set
+    from micronet_lib.report.results_sets import relative_to_repo, results_set
     from micronet_lib.train.runs import RUNS_ENV  # here, not at the top: this module imports no torch
 
     profile, data = params["profile"], params["data"]

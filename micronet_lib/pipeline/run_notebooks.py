@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from micronet_lib.environ import environment
 from micronet_lib.fileio import atomic_write_json, atomic_write_text
-from micronet_lib.results import RESULTS_ENV
+from micronet_lib.report.results import RESULTS_ENV
 
 from .datasets import resolve_data
 from .notebooks import REPO, list_notebooks, notebooks_dir, select_notebooks
@@ -164,7 +164,7 @@ def pipeline_runs_dir(profile: str, data: str, *, results_dir: str | os.PathLike
                       publish: bool = False) -> Path:
     """Where the notebooks of (``profile``, ``data``) keep their training runs: ``$MICRONET_RUNS``, else the
     ``runs/`` of that results set (``micronet sweep`` trains there, so ``reproduce`` reads them back)."""
-    from micronet_lib import results_sets as sets
+    from micronet_lib.report import results_sets as sets
     from micronet_lib.train.runs import RUNS_ENV
 
     if os.environ.get(RUNS_ENV):
@@ -190,7 +190,7 @@ def notebook_params(profile: str, *, data: str | None = None, folder: str | os.P
 def _write_index(target, *, final: bool, readme_only: bool = False) -> None:
     """The set's landing page (in staging before the swap), and the README's claims table once the set the
     README names is in place."""
-    from micronet_lib import results_index, results_sets as sets
+    from micronet_lib.report import index as results_index, results_sets as sets
 
     folder = target.folder if final else target.staging
     if not (folder / sets.MANIFEST).is_file():
@@ -224,20 +224,20 @@ def reproduce(
     ``publish=True`` the committed ``<results_dir>/<profile>-<data>/`` (``results_dir`` defaults to the
     repository's ``results/``); ``rebuild=True`` builds it whole instead of adding to it. The set is
     built in a staging folder and swapped in only when every selected notebook succeeded
-    (``micronet_lib.results_sets``); the kernels write tables, figures and training runs there through
+    (``micronet_lib.report.results_sets``); the kernels write tables, figures and training runs there through
     ``$MICRONET_RESULTS`` / ``$MICRONET_RUNS``. ``executor`` (``experiments.make_executor("ray")``, say):
     train the grid of the selected study notebooks (02–04) with it first, into the set's runs, so the
     notebooks only read finished runs back. ``rerender=True``: render the reports of an existing set again
     from its stored run records, even when the set was made by other code (the manifest then names the
     commit that trained the records apart from the one that rendered the reports); a run the records lack
     is an error, never trained. ``index_only=True``: only regenerate the set's landing page
-    (``results_index``) and, for the set the README's claims table names, that table.
+    (``report.index``) and, for the set the README's claims table names, that table.
     """
     import nbformat
 
-    from micronet_lib import results_sets as sets
+    from micronet_lib.report import results_sets as sets
     from micronet_lib.cli import resolve_device
-    from micronet_lib.results import DEST_ENV, KIND_ENV
+    from micronet_lib.report.results import DEST_ENV, KIND_ENV
     from micronet_lib.train.runs import NO_TRAINING_ENV, RUNS_ENV
 
     folder = Path(notebooks or notebooks_dir())
@@ -273,7 +273,7 @@ def reproduce(
     env = {RESULTS_ENV: str(stage), RUNS_ENV: os.environ.get(RUNS_ENV) or str(stage / "runs"), DEST_ENV: shown,
            KIND_ENV: target.kind, "TQDM_DISABLE": "1", NO_TRAINING_ENV: "1" if rerender else ""}
     if executor is not None:
-        from micronet_lib.experiments.executors import sweep
+        from micronet_lib.experiments.sweeps import sweep
         from micronet_lib.experiments.studies import STUDIES
 
         studies = [p.name[:2] for p in selected if p.name[:2] in STUDIES]
