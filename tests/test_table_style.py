@@ -41,7 +41,8 @@ def test_text_columns_left_aligned_and_wrapping_numbers_right():
     html = table_html(df)
     cells = re.findall(r"<td[^>]*>", html)
     assert cells == ['<td class="t">', '<td class="t">', "<td>"]
-    assert "td.t{text-align:left;white-space:normal" in html
+    assert re.findall(r"<th(?: [^>]*)?>", html) == ['<th class="t">', '<th class="t">', "<th>"]  # headers above their cells
+    assert "td.t,.micronet-table th.t{text-align:left}" in html and "td.t{white-space:normal;overflow-wrap:anywhere" in html
     assert table_markdown(df).splitlines()[1].startswith("|:") and table_markdown(df).splitlines()[1].endswith(":|")
 
 

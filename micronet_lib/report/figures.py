@@ -26,6 +26,7 @@ import pandas as pd
 from matplotlib.colors import to_rgb
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 __all__ = ["DISTINCT_COLOURS", "MIN_COLOUR_DISTANCE", "LEADERBOARD_DATA", "colour_distance", "distinct_colours",
            "figure_problems", "leaderboard_figure", "ablation_curves_figure", "block_order", "per_block_figure",
@@ -34,7 +35,7 @@ __all__ = ["DISTINCT_COLOURS", "MIN_COLOUR_DISTANCE", "LEADERBOARD_DATA", "colou
 # Pairwise at least MIN_COLOUR_DISTANCE apart (CIE76 ΔE): no two cells of a figure in look-alike colours.
 DISTINCT_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#7B3294", "#000000", "#8C510A", "#CC79A7", "#999999")
 MIN_COLOUR_DISTANCE = 36.0
-LEADERBOARD_DATA = "published leaderboard scores (docs/scoring.md §6); released checkpoints counted, no images"
+LEADERBOARD_DATA = "published scores; released checkpoints counted (no images)"
 
 
 def _lab(colour: Any) -> np.ndarray:
@@ -122,13 +123,18 @@ def leaderboard_figure(published: Sequence[tuple[str, float]], recomputed: Mappi
         row = rows.get("v1" if "v1" in name else "v2")
         if row is not None:
             ax.plot([score], [row], "x", color=DISTINCT_COLOURS[0], ms=8, mew=2,
-                    label=None if shown else "released checkpoints, recomputed ('kaist')")
+                    label=None if shown else "released checkpoints, recomputed ('kaist'; ver2 row: pr_60, 45, 30, 15)")
             shown = True
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    scores = [s for _, s in published] + list(recomputed.values())
+    ticks = [t for t in (0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1, 2)
+             if min(scores) / 1.15 <= t <= max(scores) * 1.15]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])  # 0.006, not 6 × 10⁻³
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("score (lower is better, log scale)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
+    ax.legend(loc="lower left", fontsize=8)  # the lower left of the board is empty: better scores rank higher
     fig.tight_layout()
     return fig
 

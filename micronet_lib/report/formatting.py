@@ -32,7 +32,8 @@ LONG_TABLE_ROWS = 25  # longer tables are collapsed into <details> in the HTML r
 _TABLE_STYLE = ("<style>.micronet-table{font-size:0.85em}"
                 ".micronet-table th,.micronet-table td{padding:0.25em 0.45em;white-space:nowrap}"
                 ".micronet-table th{white-space:normal;vertical-align:bottom}"
-                ".micronet-table td.t{text-align:left;white-space:normal;min-width:8em;max-width:40em}</style>")
+                ".micronet-table td.t,.micronet-table th.t{text-align:left}"
+                ".micronet-table td.t{white-space:normal;overflow-wrap:anywhere;min-width:8em;max-width:40em}</style>")
 
 
 @dataclass(frozen=True)
@@ -206,11 +207,13 @@ def table_html(df, *, csv_href: str | None = None, max_rows: int = LONG_TABLE_RO
 
     def align_row(match: re.Match) -> str:
         cells = iter(left)
-        return re.sub(r"<td>", lambda _: '<td class="t">' if next(cells, False) else "<td>", match.group(0))
+        return re.sub(r"<(td|th)>", lambda m: f'<{m.group(1)} class="t">' if next(cells, False) else f"<{m.group(1)}>",
+                      match.group(0))
 
-    body = re.sub(r"<tr>.*?</tr>", align_row, body, flags=re.S)
+    body = re.sub(r"<tr[^>]*>.*?</tr>", align_row, body, flags=re.S)
     # Headers may wrap after '_' (snake_case names are the widest cells of a numeric table).
-    body = re.sub(r"<th>([^<]*)</th>", lambda m: "<th>" + m.group(1).replace("_", "_<wbr>") + "</th>", body)
+    body = re.sub(r"<th([^>]*)>([^<]*)</th>",
+                  lambda m: f"<th{m.group(1)}>" + m.group(2).replace("_", "_<wbr>") + "</th>", body)
     box = f'<div style="overflow-x:auto; max-width:100%">{_TABLE_STYLE}{body}</div>'
     link = f' · <a href="{html.escape(csv_href)}">CSV</a>' if csv_href else ""
     if len(shown) > max_rows:

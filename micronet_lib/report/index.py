@@ -165,7 +165,7 @@ def _design(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
             ("augmentation pipelines compared (03)", ", ".join(b.get("augment_pipelines", [])) or "—"),
             ("machine", f"{machine.get('cpu', '?')}, {machine.get('threads', '?')} threads, device "
                         f"{machine.get('device', '?')}"),
-            ("notebook wall time", f"{seconds / 60:,.1f} min")]
+            ("notebook wall time (the latest render of each)", f"{seconds / 60:,.1f} min")]
 
 
 def _freshness_lines(f: Freshness) -> list[str]:
