@@ -94,3 +94,17 @@ def test_readme_claims_table_equals_the_committed_sets_landing_page():
     if index.is_file():  # the landing page lists the same claims and verdicts
         for row in rows:
             assert row.link in index.read_text() and f"**{row.verdict}**" in index.read_text()
+
+
+def test_committed_landing_page_links_resolve_to_claim_boxes():
+    """Every claim the committed set's landing page lists links to a box that exists in its report."""
+    set_path, _ = readme_block((REPO / "README.md").read_text())
+    folder = REPO / set_path
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["claims"], "the manifest carries the verdicts"
+    for claim in manifest["claims"]:
+        page, anchor = claim["link"].split("#")
+        assert f'id="{anchor}"' in (folder / page).read_text(), claim["link"]
+    html = (folder / "index.html").read_text()
+    assert all(f'href="{c["link"]}"' in html for c in manifest["claims"])
+    assert "consistent" not in json.dumps(manifest["claims"])  # verdict names carry the direction (issue #32)

@@ -42,7 +42,9 @@ def test_text_columns_left_aligned_and_wrapping_numbers_right():
     cells = re.findall(r"<td[^>]*>", html)
     assert cells == ['<td class="t">', '<td class="t">', "<td>"]
     assert re.findall(r"<th(?: [^>]*)?>", html) == ['<th class="t">', '<th class="t">', "<th>"]  # headers above their cells
-    assert "td.t,.micronet-table th.t{text-align:left}" in html and "td.t{white-space:normal;overflow-wrap:anywhere" in html
+    assert "td.t,.micronet-table th.t{text-align:left}" in html and "td.t{white-space:normal;overflow-wrap:break-word" in html
+    url = table_html(pd.DataFrame({"url": ["https://raw.githubusercontent.com/owner/repository/commit/file.t7"]}))
+    assert '<td class="t u">' in url and "td.u{overflow-wrap:anywhere}" in url  # a URL may break anywhere
     assert table_markdown(df).splitlines()[1].startswith("|:") and table_markdown(df).splitlines()[1].endswith(":|")
 
 

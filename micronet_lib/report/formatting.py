@@ -33,7 +33,8 @@ _TABLE_STYLE = ("<style>.micronet-table{font-size:0.85em}"
                 ".micronet-table th,.micronet-table td{padding:0.25em 0.45em;white-space:nowrap}"
                 ".micronet-table th{white-space:normal;vertical-align:bottom}"
                 ".micronet-table td.t,.micronet-table th.t{text-align:left}"
-                ".micronet-table td.t{white-space:normal;overflow-wrap:anywhere;min-width:8em;max-width:40em}</style>")
+                ".micronet-table td.t{white-space:normal;overflow-wrap:break-word;min-width:6em;max-width:40em}"
+                ".micronet-table td.u{overflow-wrap:anywhere}</style>")
 
 
 @dataclass(frozen=True)
@@ -203,11 +204,13 @@ def table_html(df, *, csv_href: str | None = None, max_rows: int = LONG_TABLE_RO
     body = shown.to_html(index=False, escape=True, border=0, classes="micronet-table", na_rep=MISSING)
     # Text columns (a reason, a URL) left-aligned and wrapping, so they stay on a 1,280 px page; numbers
     # right-aligned on one line. Jupyter's CSS right-aligns every cell, hence the inline style per cell.
-    left = [a == "left" for a in _alignment(df)]
+    # A column holding a long unbroken token (a URL) may break it anywhere; others break only between words.
+    long_token = [any(len(word) > 30 for v in shown.iloc[:, i] for word in str(v).split()) for i in range(shown.shape[1])]
+    classes = ["t u" if long else "t" if a == "left" else "" for a, long in zip(_alignment(df), long_token)]
 
     def align_row(match: re.Match) -> str:
-        cells = iter(left)
-        return re.sub(r"<(td|th)>", lambda m: f'<{m.group(1)} class="t">' if next(cells, False) else f"<{m.group(1)}>",
+        cells = iter(classes)
+        return re.sub(r"<(td|th)>", lambda m: (f'<{m.group(1)} class="{c}">' if (c := next(cells, "")) else f"<{m.group(1)}>"),
                       match.group(0))
 
     body = re.sub(r"<tr[^>]*>.*?</tr>", align_row, body, flags=re.S)

@@ -219,9 +219,11 @@ def verdict(effect: Interval, *, direction: int = +1, paper_setup: bool = False)
         return Verdict("not reproduced at this budget",
                        f"the {pct} interval [{effect.low:.2f}, {effect.high:.2f}] lies on the side opposite to the "
                        "claim; the budget and data differ from the paper's, which may be why")
+    signed = direction * effect.estimate
+    way = "the way the claim predicts" if signed > 0 else "against the claim" if signed < 0 else "neither way"
     return Verdict(leaning(effect.estimate, direction),
                    f"the {pct} interval [{effect.low:.2f}, {effect.high:.2f}] contains 0: this budget cannot tell; "
-                   f"the point estimate {effect.estimate:+.2f} points {'the way the claim predicts' if direction * effect.estimate > 0 else 'against the claim' if direction * effect.estimate < 0 else 'neither way'}")
+                   f"the point estimate {effect.estimate:+.2f} points {way}")
 
 
 def exact_verdict(error: float, tolerance: float, *, what: str = "error") -> Verdict:
