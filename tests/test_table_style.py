@@ -28,6 +28,12 @@ def test_one_precision_per_column():
         assert len(decimals) == 1, (column, shown[column].tolist())
 
 
+def test_a_quantity_is_shown_in_percent_everywhere():
+    shown = format_table(pd.DataFrame({"rate": [15, 60], "global_sparsity": [0.15, 0.6000001], "std (%)": [1.3317, 0.3464]}))
+    assert shown["global_sparsity (%)"].tolist() == ["15.00", "60.00"]  # a fraction in the CSV, percent to read
+    assert shown["std (%)"].tolist() == ["1.33", "0.35"]
+
+
 def test_tuple_headers_are_flattened_and_units_added():
     df = pd.concat({"v1": pd.DataFrame({"params": [1, 2]}), "v2": pd.DataFrame({"params": [3, 4]})}, axis=1)
     shown = format_table(df)

@@ -41,12 +41,14 @@ _TABLE_STYLE = ("<style>.micronet-table{font-size:0.85em}"
 class Quantity:
     """How a kind of column is written: ``style`` "fixed" (``digits`` decimals), "sig" (``digits``
     significant digits) or "count" (an integer with separators; up to two decimals if not whole); ``unit`` goes
-    into the header."""
+    into the header; ``scale`` multiplies the shown value (a sparsity stored as a fraction is shown in %, as
+    every figure draws it; the CSV keeps the fraction)."""
 
     pattern: str
     style: str
     digits: int
     unit: str | None = None
+    scale: float = 1.0
 
 
 # First match wins; matched against the lower-cased column name.
@@ -54,10 +56,12 @@ QUANTITIES: tuple[Quantity, ...] = (
     Quantity(r"(top1|top5|top-1|top-5|accuracy)(?!.*(std|_n$))", "fixed", 2, "%"),
     Quantity(r"(top1|top5|top-1|top-5|accuracy).*std", "fixed", 2, "%"),
     Quantity(r"\(points\)|^δ", "fixed", 2),  # differences of accuracies, in percentage points
+    Quantity(r"\(%\)$", "fixed", 2),  # any column already in percent (a mean, an interval end, an agreement)
+    Quantity(r"sparsity", "fixed", 2, "%", 100.0),  # fractions in the records, percent for the reader
     Quantity(r"(^|_)(seconds|wall_seconds)$", "fixed", 1, "s"),
     Quantity(r"score|_term$|leaderboard|pre_review", "sig", 5),  # 0.0054454: the digits docs/scoring.md gives
     Quantity(r"(^|[_ ])(params|mults|adds|ops|mask_bits|params_s|ops_s|images|epochs|n|seed|seeds|step|steps)$", "count", 0),
-    Quantity(r"sparsity|rate", "sig", 4),
+    Quantity(r"rate", "sig", 4),
     Quantity(r"loss|coef|norm|ortho|ratio", "sig", 4),
 )
 _DEFAULT = Quantity("", "sig", 4)
@@ -161,6 +165,9 @@ def format_table(df) -> "pd.DataFrame":
         name = column_name(column)
         quantity = quantity_of(name)
         values = [v.item() if isinstance(v, np.generic) else v for v in df.iloc[:, position]]
+        if quantity.scale != 1.0:
+            values = [v * quantity.scale if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+                      for v in values]
         decimals = column_decimals(values, quantity)
         out[_header(name, quantity)] = [_cell(v, quantity, decimals) for v in values]
     return pd.DataFrame(out, columns=list(out))
