@@ -108,3 +108,15 @@ def test_committed_landing_page_links_resolve_to_claim_boxes():
     html = (folder / "index.html").read_text()
     assert all(f'href="{c["link"]}"' in html for c in manifest["claims"])
     assert "consistent" not in json.dumps(manifest["claims"])  # verdict names carry the direction (issue #32)
+
+
+def test_a_rerender_never_trains(tmp_path, monkeypatch):
+    """``micronet reproduce --rerender`` sets MICRONET_NO_TRAINING: a run the records lack is an error, not trained."""
+    from micronet_lib.train.config import TrainConfig
+    from micronet_lib.train.engine import run_or_load
+    from micronet_lib.train.runs import NO_TRAINING_ENV
+
+    monkeypatch.setenv(NO_TRAINING_ENV, "1")
+    with pytest.raises(RuntimeError, match="never trains"):
+        run_or_load(TrainConfig(dataset="synthetic", profile="smoke"), runs_dir=tmp_path)
+    assert not any(tmp_path.rglob("*.pt"))
