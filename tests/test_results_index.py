@@ -120,3 +120,11 @@ def test_a_rerender_never_trains(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="never trains"):
         run_or_load(TrainConfig(dataset="synthetic", profile="smoke"), runs_dir=tmp_path)
     assert not any(tmp_path.rglob("*.pt"))
+
+
+def test_freshness_looks_at_this_repository_by_default():
+    from micronet_lib.report import index
+
+    assert (index._REPO / "pyproject.toml").is_file() and (index._REPO / "micronet_lib").is_dir()
+    first = _git(REPO, "rev-list", "--max-parents=0", "HEAD").splitlines()[0]
+    assert freshness({"commit": first}).state == "stale"  # every later commit touching the code is listed

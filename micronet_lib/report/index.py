@@ -29,7 +29,7 @@ from micronet_lib.fileio import atomic_write_json, atomic_write_text
 __all__ = ["DEPENDS_ON", "ClaimRow", "Freshness", "claim_rows", "freshness", "index_markdown", "index_html",
            "readme_table", "update_readme", "README_BEGIN", "README_END", "write_index"]
 
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = Path(__file__).resolve().parents[2]  # the repository: micronet_lib/report/index.py
 # What a set's numbers depend on: a later commit touching one of these may change them.
 DEPENDS_ON = ("micronet_lib", "notebooks", "pyproject.toml", "constraints.txt")
 README_BEGIN, README_END = "<!-- claims:begin -->", "<!-- claims:end -->"
