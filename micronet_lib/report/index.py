@@ -131,7 +131,8 @@ def freshness(manifest: Mapping[str, Any], *, repo: str | Path = _REPO) -> Fresh
         return Freshness("unknown", made_by, runs_by, None, (), f"Could not tell whether this set is current: {why}.")
     head = head.strip()
     oldest = runs_by if runs_by and _git("merge-base", "--is-ancestor", runs_by, made_by, repo=repo) is not None else made_by
-    log = _git("log", "--format=%x00%h %cs %s", "--name-only", f"{oldest}..{head}", "--", *DEPENDS_ON, repo=repo)
+    log = _git("log", "--no-merges", "--format=%x00%h %cs %s", "--name-only", f"{oldest}..{head}", "--", *DEPENDS_ON,
+               repo=repo)
     if log is None:
         return Freshness("unknown", made_by, runs_by, head, (),
                          f"Could not tell whether this set is current: commit {made_by[:12]} is not in this checkout's "
@@ -140,14 +141,20 @@ def freshness(manifest: Mapping[str, Any], *, repo: str | Path = _REPO) -> Fresh
     for block in log.split("\0")[1:]:  # one block per commit: its line, a blank line, the paths it touches
         lines = [line for line in block.splitlines() if line.strip()]
         tops = sorted({"/".join(p.split("/")[:2]) for p in lines[1:]})
-        later.append(f"{lines[0]} ({', '.join(tops[:4])}{', …' if len(tops) > 4 else ''})")
+        # A commit the reports were rendered after changes the run records only (they were trained before it).
+        runs_only = oldest != made_by and _git("merge-base", "--is-ancestor", lines[0].split()[0], made_by,
+                                               repo=repo) is not None
+        later.append(f"{lines[0]} ({', '.join(tops[:4])}{', …' if len(tops) > 4 else ''})"
+                     + (" — before the reports were rendered: affects the run records" if runs_only else ""))
     if not later:
         return Freshness("current", made_by, runs_by, head, (),
                          f"Made by the checked-out code: no commit after {oldest[:12]} touches "
                          f"{', '.join(DEPENDS_ON)}.")
+    after_reports = sum(not line.endswith("affects the run records") for line in later)
     return Freshness("stale", made_by, runs_by, head, tuple(later),
                      f"Stale: {len(later)} commit(s) after {oldest[:12]} touch what this set depends on "
-                     f"({', '.join(DEPENDS_ON)}); its numbers may differ when rebuilt with `micronet reproduce "
+                     f"({', '.join(DEPENDS_ON)}), {after_reports} of them after its reports were rendered; its "
+                     "numbers may differ when rebuilt with `micronet reproduce "
                      "--publish --rebuild`.")
 
 
