@@ -175,8 +175,18 @@ def _design(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
             ("notebook wall time (the latest render of each)", f"{seconds / 60:,.1f} min")]
 
 
-def _freshness_lines(f: Freshness) -> list[str]:
-    lines = [f.note, f"Reports rendered by commit `{(f.made_by or '?')[:12]}`"
+def _rendered_by(manifest: Mapping[str, Any], fallback: str | None) -> str:
+    """``"`abc` (01_architecture); `def` (00_setup, 02_…)"`` when notebooks were rendered by several commits."""
+    by: dict[str, list[str]] = {}
+    for name, entry in sorted(manifest.get("notebooks", {}).items()):
+        by.setdefault(str(entry.get("commit") or "?")[:12], []).append(name)
+    if len(by) <= 1:
+        return f"`{(fallback or '?')[:12]}`"
+    return "; ".join(f"`{commit}` ({', '.join(names)})" for commit, names in by.items())
+
+
+def _freshness_lines(f: Freshness, manifest: Mapping[str, Any]) -> list[str]:
+    lines = [f.note, f"Reports rendered by commit {_rendered_by(manifest, f.made_by)}"
              + (f"; run records trained by commit `{f.runs_by[:12]}`" if f.runs_by and f.runs_by != f.made_by else "")
              + (f"; checked out when this page was written: `{f.checked_out[:12]}`." if f.checked_out else ".")]
     return lines
@@ -194,7 +204,7 @@ def index_markdown(manifest: Mapping[str, Any], rows: Sequence[ClaimRow], fresh:
                    f"{esc(r.setup)} |")
     out += ["", "## Design and budget", "", "| | |", "|---|---|"]
     out += [f"| {k} | {esc(v)} |" for k, v in _design(manifest)]
-    out += ["", "## Is this set current?", ""] + _freshness_lines(fresh)
+    out += ["", "## Is this set current?", ""] + _freshness_lines(fresh, manifest)
     if fresh.later:
         out += ["", "Later commits that touch what the set depends on:", ""] + [f"- {c}" for c in fresh.later]
     return "\n".join(out) + "\n"
@@ -216,7 +226,7 @@ def index_html(manifest: Mapping[str, Any], rows: Sequence[ClaimRow], fresh: Fre
     e = html.escape
     code = lambda s: re.sub(r"`([^`]*)`", r"<code>\1</code>", e(s))  # noqa: E731
     body = [f"<h1>Results set <code>{e(str(manifest.get('set', '?')))}</code></h1>",
-            f'<div class="{fresh.state}">' + "<br>".join(code(x) for x in _freshness_lines(fresh)) + "</div>",
+            f'<div class="{fresh.state}">' + "<br>".join(code(x) for x in _freshness_lines(fresh, manifest)) + "</div>",
             "<h2>Claims</h2><p>Every claim the reports test; verdicts follow the rules of "
             '<a href="../../docs/verdicts.md">docs/verdicts.md</a>. Each row links to the claim box in its report.</p>',
             "<table><tr><th>report</th><th>claim</th><th>verdict</th><th>effect (95 % interval)</th>"
