@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from micronet_lib.report.stats import Verdict
+from micronet_lib.report.stats import Interval, Verdict
 
-__all__ = ["Claim", "CLAIMS", "setup_text", "design_text", "at_paper_setup", "ClaimBoard"]
+__all__ = ["Claim", "CLAIMS", "setup_text", "design_text", "at_paper_setup", "ClaimBoard", "claim_anchor"]
 
 
 @dataclass(frozen=True)
@@ -131,11 +131,17 @@ _AGAINST = ("**This goes against the paper.** Likely reason: the budget and data
             "paper relies on act over long training.")
 
 
+def claim_anchor(key: str) -> str:
+    """The HTML id of a claim's box in its report (the set's landing page links ``html/NN.html#<id>``)."""
+    return f"claim-{key}"
+
+
 @dataclass
 class _Entry:
     setup: str = ""
     result: str = ""
     verdict: Verdict | None = None
+    effect: Interval | None = None  # the number the verdict was computed from, for the set's landing page
 
 
 @dataclass
@@ -166,20 +172,26 @@ class ClaimBoard:
 
     def box(self, key: str) -> str:
         c, e = CLAIMS[key], self.entries[key]
-        lines = [f"**Claim** ({c.source}; [{c.section}](../{c.section.split(' ')[0]})): {c.text}",
+        doc = c.section.split(" ")[0]
+        lines = [f'<a id="{claim_anchor(key)}"></a>**Claim** ({c.source}; [{c.section}](../{doc})): {c.text}',
                  f"**Setup**: {e.setup}", f"**Result**: {e.result}",
                  f"**Verdict**: {e.verdict.text() if e.verdict else 'pending'}"]
         if e.verdict and e.verdict.label in ("not reproduced at this budget", "contradicted"):
             lines.append(_AGAINST if e.verdict.label != "contradicted" else "**This contradicts the paper.**")
         return "\n".join("> " + line + "  " for line in lines)
 
-    def settle(self, key: str, *, setup: str, result: str, verdict: Verdict) -> None:
-        """Record a claim's outcome, show its box here and update the board at the top of the report."""
+    def settle(self, key: str, *, setup: str, result: str, verdict: Verdict, effect: Interval | None = None) -> None:
+        """Record a claim's outcome, show its box here and update the board at the top of the report.
+
+        ``effect``: the interval the verdict was computed from (a paired difference, a Wilson interval), kept
+        as numbers in the claims table so the set's landing page need not parse ``result``."""
         if key not in self.entries:
             raise ValueError(f"claim {key!r} is not on this board ({', '.join(self.keys)})")
         if not isinstance(verdict, Verdict):
             raise ValueError(f"verdict must be a stats.Verdict, got {type(verdict).__name__}")
-        self.entries[key] = _Entry(setup, result, verdict)
+        if effect is not None and not isinstance(effect, Interval):
+            raise ValueError(f"effect must be a stats.Interval, got {type(effect).__name__}")
+        self.entries[key] = _Entry(setup, result, verdict, effect)
         self._display(self.box(key))
         self._display(self.markdown(), update=True)
 
@@ -207,7 +219,7 @@ class ClaimBoard:
             result += f"; minimum detectable effect (80 % power) {pred.mde:.2f} points"
         setup = setup_text(summaries) + "; " + design_text(summaries, d.n)
         self.settle(key, setup=setup, result=result,
-                    verdict=verdict(d, direction=direction, paper_setup=at_paper_setup(params)))
+                    verdict=verdict(d, direction=direction, paper_setup=at_paper_setup(params)), effect=d)
 
     def show(self) -> None:
         self._display(self.markdown(), new=True)
@@ -237,8 +249,14 @@ class ClaimBoard:
         """The board as a table (for ``results.save``): one row per claim."""
         import pandas as pd
 
-        return pd.DataFrame([dict(claim=CLAIMS[k].text, source=CLAIMS[k].source, setup=self.entries[k].setup,
-                                  result=self.entries[k].result,
-                                  verdict=self.entries[k].verdict.label if self.entries[k].verdict else "pending",
-                                  reason=self.entries[k].verdict.reason if self.entries[k].verdict else "")
-                             for k in self.keys])
+        rows = []
+        for k in self.keys:
+            e = self.entries[k]
+            iv = e.effect
+            rows.append(dict(key=k, claim=CLAIMS[k].text, source=CLAIMS[k].source, setup=e.setup, result=e.result,
+                             verdict=e.verdict.label if e.verdict else "pending",
+                             reason=e.verdict.reason if e.verdict else "",
+                             effect=iv.estimate if iv else None, effect_low=iv.low if iv else None,
+                             effect_high=iv.high if iv else None, effect_n=iv.n if iv else None,
+                             effect_method=iv.method if iv else None))
+        return pd.DataFrame(rows)

@@ -36,6 +36,10 @@ __all__ = [
     "separated_best",
     "Verdict",
     "VERDICTS",
+    "LEANING_FOR",
+    "LEANING_AGAINST",
+    "INCONCLUSIVE",
+    "leaning",
     "verdict",
     "exact_verdict",
     "value_verdict",
@@ -259,8 +263,11 @@ def separated_best(intervals: Mapping[str, Interval], *, higher_is_better: bool 
 
 # ------------------------------------------------------------------------------------------- verdicts
 
-VERDICTS = ("reproduced exactly", "reproduced", "consistent but inconclusive", "not reproduced at this budget",
-            "contradicted", "not verifiable here")
+# Inconclusive verdicts carry the sign of the point estimate (docs/verdicts.md rule 3): a reader who skims
+# the label must not take an effect that points the other way for support.
+LEANING_FOR, LEANING_AGAINST, INCONCLUSIVE = "inconclusive, leaning for", "inconclusive, leaning against", "inconclusive"
+VERDICTS = ("reproduced exactly", "reproduced", LEANING_FOR, LEANING_AGAINST, INCONCLUSIVE,
+            "not reproduced at this budget", "contradicted", "not verifiable here")
 
 
 @dataclass(frozen=True)
@@ -278,6 +285,13 @@ class Verdict:
         return f"**{self.label}** — {self.reason}"
 
 
+def leaning(estimate: float, direction: int = +1) -> str:
+    """Rule 3's label: the sign of the point estimate relative to the claim's predicted direction
+    (``"inconclusive, leaning for"`` / ``"… against"``; exactly 0 is plain ``"inconclusive"``)."""
+    signed = direction * float(estimate)
+    return LEANING_FOR if signed > 0 else LEANING_AGAINST if signed < 0 else INCONCLUSIVE
+
+
 def verdict(effect: Interval, *, direction: int = +1, paper_setup: bool = False) -> Verdict:
     """The verdict on a claimed effect from its interval (docs/verdicts.md, rules 2–5).
 
@@ -292,8 +306,9 @@ def verdict(effect: Interval, *, direction: int = +1, paper_setup: bool = False)
         raise ValueError(f"effect must be an Interval, got {type(effect).__name__}")
     pct = f"{round(effect.level * 100):d} %"
     if not effect.has_interval:
-        return Verdict("consistent but inconclusive",
-                       f"n = {effect.n}: no interval can be computed from one value, so no direction is shown")
+        return Verdict(leaning(effect.estimate, direction),
+                       f"n = {effect.n}: no interval can be computed from one value; the point estimate "
+                       f"{effect.estimate:+.2f} gives only the direction it leans")
     lo, hi = sorted((direction * effect.low, direction * effect.high))
     side = "above" if direction > 0 else "below"
     if lo > 0:
@@ -306,8 +321,11 @@ def verdict(effect: Interval, *, direction: int = +1, paper_setup: bool = False)
         return Verdict("not reproduced at this budget",
                        f"the {pct} interval [{effect.low:.2f}, {effect.high:.2f}] lies on the side opposite to the "
                        "claim; the budget and data differ from the paper's, which may be why")
-    return Verdict("consistent but inconclusive",
-                   f"the {pct} interval [{effect.low:.2f}, {effect.high:.2f}] contains 0: this budget cannot tell")
+    signed = direction * effect.estimate
+    way = "the way the claim predicts" if signed > 0 else "against the claim" if signed < 0 else "neither way"
+    return Verdict(leaning(effect.estimate, direction),
+                   f"the {pct} interval [{effect.low:.2f}, {effect.high:.2f}] contains 0: this budget cannot tell; "
+                   f"the point estimate {effect.estimate:+.2f} points {way}")
 
 
 def exact_verdict(error: float, tolerance: float, *, what: str = "error") -> Verdict:
@@ -325,13 +343,13 @@ def value_verdict(measured: Interval, reported: float, *, paper_setup: bool = Fa
     """A reported number (e.g. 80.07 % top-1) against our measurement of the same quantity (rule 2b):
     *reproduced* when the reported value lies inside the interval, else *contradicted* at the paper's setup
     or *not reproduced at this budget* (fewer test images, another data set); one value without an
-    interval is *consistent but inconclusive*."""
+    interval is *inconclusive*."""
     if not isinstance(measured, Interval):
         raise ValueError(f"measured must be an Interval, got {type(measured).__name__}")
     (rep,) = _finite([reported], "reported")
     pct = f"{round(measured.level * 100):d} %"
     if not measured.has_interval:
-        return Verdict("consistent but inconclusive", f"n = {measured.n}: no interval around {measured.estimate:.2f}")
+        return Verdict(INCONCLUSIVE, f"n = {measured.n}: no interval around {measured.estimate:.2f}")
     span = f"[{measured.low:.2f}, {measured.high:.2f}]"
     if measured.contains(rep):
         return Verdict("reproduced", f"the reported {rep:g} lies inside the {pct} interval {span}")
