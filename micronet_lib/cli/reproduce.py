@@ -36,6 +36,9 @@ def register(subparsers) -> None:
     p.add_argument("--rebuild", action="store_true",
                    help="build the set whole, from nothing (needed to replace a committed set made by another commit)")
     p.add_argument("--results", metavar="DIR", help="folder holding the results sets (default: results/)")
+    p.add_argument("--execution", metavar="MODE",
+                   help="override the profile's execution mode, e.g. fp32+channels_last on a CPU without native bf16 "
+                   "(sets $MICRONET_EXECUTION; the tables then differ from the committed set's by rounding)")
     from micronet_lib.cli.sweep import add_executor_options
 
     add_executor_options(p, default=None)  # given: train the grid first (`micronet sweep`), then render
@@ -47,6 +50,14 @@ def _run(args: argparse.Namespace) -> int:
     from micronet_lib.pipeline import reproduce
 
     from micronet_lib.report.results_sets import relative_to_repo
+
+    if args.execution:
+        import os
+
+        from micronet_lib.train.profiles import EXECUTION_ENV, parse_execution
+
+        parse_execution(args.execution)  # a bad name: one line before any work
+        os.environ[EXECUTION_ENV] = args.execution  # the notebook kernels inherit it
 
     runs = reproduce(args.profile, only=args.only, data=args.data, results_dir=args.results, publish=args.publish,
                      rebuild=args.rebuild, executor=executor_from_args(args))

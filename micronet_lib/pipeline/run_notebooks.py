@@ -217,8 +217,11 @@ def reproduce(
     from micronet_lib.report.results import DEST_ENV, KIND_ENV
     from micronet_lib.train.runs import RUNS_ENV
 
+    from micronet_lib.train.profiles import profile_execution
+
     folder = Path(notebooks or notebooks_dir())
     params = notebook_params(profile, data=data, folder=folder)
+    profile_execution(params["profile"], params["device"])  # a mode this machine cannot run: one line, before work
     selected = select_notebooks(list_notebooks(folder), only)
     if not selected:
         raise FileNotFoundError(f"no NN_*.ipynb notebooks in {folder}")

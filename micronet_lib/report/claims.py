@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 from micronet_lib.report.stats import Verdict
 
-__all__ = ["Claim", "CLAIMS", "setup_text", "at_paper_setup", "ClaimBoard"]
+__all__ = ["Claim", "CLAIMS", "setup_text", "design_text", "at_paper_setup", "ClaimBoard"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,32 @@ def setup_text(summaries: Sequence[Mapping[str, Any]]) -> str:
     return text
 
 
+def design_text(summaries: Sequence[Mapping[str, Any]], seeds: int) -> str:
+    """The design and the regime of a comparison, from its runs: seeds, passes over the training images, and
+    for runs without batch mixing the last epoch's train vs validation top-1 (a gap = the plain model
+    overfits, the regime where regularisers can help; docs/study-design.md)."""
+    from micronet_lib.train.runs import read_metrics
+
+    first = summaries[0]
+    train = dict((k, int(v)) for k, v in re.findall(r"(train)(\d+)", first.get("data_id", "").split("#")[0]))
+    epochs = first.get("epochs_total") or first.get("epochs")
+    text = f"design: {seeds} seed{'s' if seeds != 1 else ''} per arm, {epochs} passes over {train.get('train', 0):,} training images"
+    gaps = []
+    for s in summaries:
+        if s["config"].get("mix") != "none" or s["config"].get("prune_rates"):
+            continue
+        try:
+            rows = read_metrics(s["run_dir"])
+        except (KeyError, OSError, ValueError):  # a record without its curve: the regime line is left out
+            rows = []
+        if rows and rows[-1].get("val_top1") is not None:
+            gaps.append((rows[-1]["train_top1"], rows[-1]["val_top1"]))
+    if gaps:
+        tr, va = (sum(g[i] for g in gaps) / len(gaps) for i in (0, 1))
+        text += f"; runs without mixing end at train top-1 {tr:.1f} % vs val {va:.1f} % (gap {tr - va:+.1f} points)"
+    return text
+
+
 def at_paper_setup(params: Mapping[str, Any]) -> bool:
     """True only for the paper profile on the real CIFAR-100: the one setup where a result on the wrong side
     of 0 *contradicts* the paper instead of being *not reproduced at this budget* (docs/verdicts.md)."""
@@ -159,15 +185,28 @@ class ClaimBoard:
 
     def settle_paired(self, key: str, runs, *, by: str, treatment: Any, baseline: Any,
                       summaries: Sequence[Mapping[str, Any]], params: Mapping[str, Any],
-                      metric: str = "best_test_top1", direction: int = +1) -> None:
-        """Settle ``key`` from the per-seed paired difference ``treatment − baseline`` of a runs table
-        (``experiments.paired``), the setup read from ``summaries`` (the runs of both arms)."""
-        from micronet_lib.experiments.aggregate import paired
+                      metric: str | None = None, direction: int = +1) -> None:
+        """Settle ``key`` from the paired difference ``treatment − baseline`` of a runs table
+        (``experiments.paired_design``: by seed and test image where the runs keep per-image outcomes, else
+        by seed), the setup read from ``summaries`` (the runs of both arms). The box states the design, the
+        interval, its half-width, the minimum detectable effect (80 % power) and the training regime."""
+        from micronet_lib.experiments.aggregate import ALL_TEST, default_metric, paired_design
         from micronet_lib.report.stats import verdict
 
-        d = paired(runs, by, treatment, baseline, metric)
-        result = f"{treatment} − {baseline}, {metric.replace('_', ' ')} paired by seed: {d.text(2, ' points')}"
-        self.settle(key, setup=setup_text(summaries), result=result,
+        metric = metric or default_metric(runs)
+        d, pred = paired_design(runs, by, treatment, baseline, metric)
+        if metric == ALL_TEST:
+            n_images = next(iter(runs.attrs["outcomes"].values())).n
+            what = f"top-1 on all {n_images:,} test images, paired by seed and image"
+        else:
+            what = f"{metric.replace('_', ' ')} paired by seed"
+        result = f"{treatment} − {baseline}, {what}: {d.text(2, ' points')}"
+        if d.has_interval:
+            result += f"; half-width ±{d.half_width:.2f}"
+        if pred is not None:
+            result += f"; minimum detectable effect (80 % power) {pred.mde:.2f} points"
+        setup = setup_text(summaries) + "; " + design_text(summaries, d.n)
+        self.settle(key, setup=setup, result=result,
                     verdict=verdict(d, direction=direction, paper_setup=at_paper_setup(params)))
 
     def show(self) -> None:

@@ -259,6 +259,9 @@ def build_manifest(
     for name, seconds in notebooks.items():
         per_notebook[name] = {"wall_seconds": round(seconds, 1), "commit": identity["commit"]}
     budget = {k: v for k, v in params.items() if k not in ("profile", "data", "device", "threads", "seeds")}
+    from micronet_lib.train.profiles import profile_execution
+
+    execution = profile_execution(params["profile"], params["device"])  # what every run of the set ran in
     return {
         "set": target.name,
         "kind": "committed" if target.committed else "scratch",
@@ -270,6 +273,7 @@ def build_manifest(
         "budget": budget,
         "versions": _versions(),
         "machine": machine_info(device=device, threads=params["threads"]),
+        "execution": execution,
         "notebooks": dict(sorted(per_notebook.items())),
         "legacy": False,
     }
