@@ -90,15 +90,19 @@ class FastAAStage:
 
     ``cutout_centre="authors"`` (default) draws the Cutout centre on (1, W] per coordinate as the
     authors' ``np.random.uniform(w)`` does; ``"uniform"`` draws it on [0, W) (docs/method.md §7.3).
+    ``grouped``: apply each op once to all images that drew it (:mod:`.grouped`, the same result bit for bit)
+    instead of image by image; ``None`` groups on CUDA tensors only.
     """
 
-    def __init__(self, subpolicies: Sequence, *, name: str = "custom", cutout_centre: str = "authors") -> None:
+    def __init__(self, subpolicies: Sequence, *, name: str = "custom", cutout_centre: str = "authors",
+                 grouped: bool | None = None) -> None:
         if not subpolicies:
             raise ValueError(f"policy set {name!r} is empty")
         if cutout_centre not in CUTOUT_CENTRES:
             raise ValueError(f"cutout_centre={cutout_centre!r} is not one of {', '.join(CUTOUT_CENTRES)}")
         self.name = name
         self.cutout_centre = cutout_centre
+        self.grouped = grouped
         rows = []
         for i, sub in enumerate(subpolicies):
             if len(sub) != 2:
@@ -122,6 +126,10 @@ class FastAAStage:
         coin = torch.rand(n, 2, generator=generator).tolist()
         flip_sign = torch.rand(n, 2, generator=generator).tolist()
         centre = _cutout_centres(torch.rand(n, 2, 2, generator=generator), width, height, self.cutout_centre).tolist()
+        if self.grouped or (self.grouped is None and images.is_cuda):
+            from micronet_lib.augment.grouped import apply_grouped
+
+            return apply_grouped(self._subs, images, pick, coin, flip_sign, centre)
         out = images.clone()
         for i in range(n):
             img = None
