@@ -34,8 +34,12 @@ def register(subparsers) -> None:
                    help="write the committed set results/<profile>-<data>/ instead of the scratch set; refused when "
                    "that set was made by other code, profile or data (see --rebuild) or the tree has uncommitted changes")
     p.add_argument("--rebuild", action="store_true",
-                   help="build the set whole, from nothing (needed to replace a committed set made by another commit)")
+                   help="build the set whole, from nothing (needed to replace a committed set made by another commit); "
+                   "not with --only")
     p.add_argument("--results", metavar="DIR", help="folder holding the results sets (default: results/)")
+    p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=False,
+                   help="if another reproduce, sweep or notebook is writing the same set, wait for it (default: stop "
+                   "with an error naming it)")
     from micronet_lib.cli.sweep import add_executor_options
 
     add_executor_options(p, default=None)  # given: train the grid first (`micronet sweep`), then render
@@ -48,8 +52,14 @@ def _run(args: argparse.Namespace) -> int:
 
     from micronet_lib.results_sets import relative_to_repo
 
-    runs = reproduce(args.profile, only=args.only, data=args.data, results_dir=args.results, publish=args.publish,
-                     rebuild=args.rebuild, executor=executor_from_args(args))
+    try:
+        runs = reproduce(args.profile, only=args.only, data=args.data, results_dir=args.results, publish=args.publish,
+                         rebuild=args.rebuild, executor=executor_from_args(args), wait=args.wait)
+    except KeyboardInterrupt as exc:
+        if str(exc).strip():  # a training run says how to resume it
+            raise
+        raise KeyboardInterrupt("interrupted (Ctrl-C): the results set is unchanged (a set is swapped in whole) and "
+                                "finished training runs are kept; run the same command again to continue") from None
     for run in runs:
         print(f"{run.name}: {run.seconds:.1f} s -> {relative_to_repo(run.html)}")
     print(f"{len(runs)} notebook(s) done, profile {args.profile}; total {sum(r.seconds for r in runs):.1f} s")
