@@ -3,7 +3,7 @@
 ``evaluate`` follows the authors' test protocol (docs/method.md §5.1 "Test": ToTensor + Normalize only, eval
 mode, no test-time augmentation), batched under ``torch.inference_mode``; bf16 autocast and channels-last
 are optional speed modes (logits are compared in fp32), ``"auto"`` picks the fastest the machine runs
-(``micronet_lib.execution``), and BatchNorm is folded into the preceding convolutions of an evaluated
+(``micronet_lib.accel.execution``), and BatchNorm is folded into the preceding convolutions of an evaluated
 copy (the same function up to float rounding; the model passed in is not changed). ``recalibrate_bn`` re-estimates the BN running
 statistics with a cumulative average over normalised training images, e.g. after pruning (docs/method.md §8).
 """
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from micronet_lib.data import Dataset, normalize
-from micronet_lib.tf32 import fp32_mode
+from micronet_lib.accel.tf32 import fp32_mode
 
 __all__ = ["EvalResult", "evaluate", "evaluate_splits", "inference_copy", "fold_batchnorm", "recalibrate_bn", "PRECISIONS"]
 
@@ -48,7 +48,7 @@ class EvalResult:
     precision: str = "fp32"
     memory_format: str = "contiguous"
     bn_folded: bool = False
-    activations_fused: int = 0  # conv + hard-swish pairs run as one oneDNN op (models/fusion.py)
+    activations_fused: int = 0  # conv + hard-swish pairs run as one oneDNN op (accel/fusion.py)
     mode_source: str = "config"  # config | cache | calibrated (precision/memory_format "auto")
 
     def to_dict(self) -> dict:
@@ -94,7 +94,7 @@ def inference_copy(model: nn.Module, mode, device: torch.device, *, fold_bn: boo
 
     Returns ``(copy, {"bn_folded": bool, "activations_fused": number of fused pairs})``.
     """
-    from micronet_lib.models.fusion import fuse_conv_hardswish, fusion_available
+    from micronet_lib.accel.fusion import fuse_conv_hardswish, fusion_available
 
     work, folded = fold_batchnorm(model) if fold_bn else (copy.deepcopy(model).eval(), False)
     work.to(device)
@@ -115,7 +115,7 @@ def resolve_eval_mode(model: nn.Module, *, batch_size: int, device: torch.device
                       fuse_activations: bool = True) -> dict:
     """The evaluation mode: explicit, or calibrated on the copies ``evaluate`` runs (cached per machine);
     see ``execution.resolve``."""
-    from micronet_lib import execution
+    from micronet_lib.accel import execution
 
     def prepare(m: nn.Module, mode) -> nn.Module:
         return inference_copy(m, mode, device, fold_bn=fold_bn, fuse_activations=fuse_activations)[0]
@@ -184,7 +184,7 @@ def evaluate_splits(
     Folding and fusing the copy costs about as much as evaluating a hundred images on a CPU (80 ms for
     ver2 on two cores), so a training epoch that scores val and test builds it once.
     """
-    from micronet_lib import allocator, execution
+    from micronet_lib.accel import allocator, execution
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; allowed: {', '.join(PRECISIONS)}")
@@ -219,7 +219,7 @@ def evaluate_splits(
 def _evaluate_copy(work: nn.Module, mode, dataset: Dataset, split: str, *, device: torch.device, batch_size: int,
                    limit: int | None, progress: bool, allow_tf32: bool, described: dict) -> EvalResult:
     """One split through the prepared copy ``work`` (see :func:`evaluate_splits`)."""
-    from micronet_lib import execution
+    from micronet_lib.accel import execution
 
     data = dataset.split(split)
     n_total = len(data)
@@ -295,7 +295,7 @@ def recalibrate_bn(
     evaluation mode). The statistics are kept in float32 either way; for ver2 on 500 images, bf16 moved
     them by a median 0.14 % (variances) where 500 other images moved them by 0.9 %.
     """
-    from micronet_lib import execution
+    from micronet_lib.accel import execution
 
     _check_positive_int("n_images", n_images)
     _check_positive_int("batch_size", batch_size)

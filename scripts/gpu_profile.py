@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from micronet_lib import execution
+from micronet_lib.accel import execution
 from micronet_lib.regularizers import orthogonality_penalty
-from micronet_lib.train.bench import DEFAULT_WEIGHTS, load_weights
+from micronet_lib.bench.measure import DEFAULT_WEIGHTS, load_weights
 
 STEPS = 5
 

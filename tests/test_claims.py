@@ -7,9 +7,9 @@ import math
 import pandas as pd
 import pytest
 
-from micronet_lib.claims import CLAIMS, ClaimBoard, setup_text
+from micronet_lib.report.claims import CLAIMS, ClaimBoard, setup_text
 from micronet_lib.experiments import comparison_table, paired
-from micronet_lib.stats import verdict
+from micronet_lib.report.stats import verdict
 
 
 def _summary(seed, loss="ce", epochs=5):

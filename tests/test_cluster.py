@@ -20,8 +20,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from micronet_lib.experiments import executors
-from micronet_lib.experiments.executors import InProcess, RayExecutor, run_configs
+from micronet_lib.experiments import sweeps as executors
+from micronet_lib.experiments.sweeps import InProcess, RayExecutor, run_configs
 from micronet_lib.train import TrainConfig, read_metrics, read_summary, run_dir_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,7 +198,7 @@ def test_killed_worker_is_retried_and_resumes_from_its_checkpoint(cluster, refer
 # ---------------------------------------------------------------------- fault: the driver dies
 DRIVER = """
 import json, sys
-from micronet_lib.experiments.executors import RayExecutor, run_configs
+from micronet_lib.experiments.sweeps import RayExecutor, run_configs
 from micronet_lib.train import TrainConfig
 
 address, runs, configs = sys.argv[1], sys.argv[2], [TrainConfig.from_dict(c) for c in json.loads(sys.argv[3])]

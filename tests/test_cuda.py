@@ -37,7 +37,7 @@ def test_every_fastaa_op_runs_on_cuda_as_on_cpu(name):
 def test_pil_grey_ops_stay_exact_under_tf32(name):
     """fit augments on the device inside its TF32 setting; PIL's fixed-point grey must not go through a
     TF32 matmul, which may round the weights 19595, 38470 and 7471 to 11 significant bits."""
-    from micronet_lib.tf32 import fp32_mode
+    from micronet_lib.accel.tf32 import fp32_mode
 
     img = torch.randint(0, 256, (3, 32, 32), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
     on_cpu = apply_op(img, name, 1.7)

@@ -1,10 +1,10 @@
-"""micronet_lib.eta (issue #12): what a training cell says before it starts."""
+"""micronet_lib.train.eta (issue #12): what a training cell says before it starts."""
 
 from __future__ import annotations
 
 import pytest
 
-from micronet_lib import eta
+from micronet_lib.train import eta
 from micronet_lib import experiments as ex
 from micronet_lib.pipeline import check_params
 from micronet_lib.train.runs import run_dir_for, write_summary
@@ -58,7 +58,7 @@ def test_bad_input_is_named():
 def test_an_unreadable_summary_counts_as_not_finished(smoke_configs):
     # One helper (train.runs.finished_summary_or_none) for the ETA line and the sweep executors: a corrupt
     # summary.json is not finished there (run_or_load repairs or reports it), while finished_summary raises.
-    from micronet_lib.experiments import executors
+    from micronet_lib.experiments import sweeps as executors
     from micronet_lib.train import runs
 
     first = smoke_configs[0]

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from micronet_lib import allocator, execution
+from micronet_lib.accel import allocator, execution
 from micronet_lib.models import build_model
 from micronet_lib.regularizers import orthogonality_penalty
 from micronet_lib.train import TrainConfig, fit, runs
@@ -230,7 +230,7 @@ def test_conv_hardswish_fusion_keeps_the_logits(memory_format):
     """Every conv → hard-swish pair of the folded graph runs as one oneDNN op, with the same fp32 logits;
     the hard-swish calls left are those whose input is not a conv's alone (none in a MicroNet)."""
     from micronet_lib.evaluate import inference_copy
-    from micronet_lib.models.fusion import ConvHardswish, fusion_available
+    from micronet_lib.accel.fusion import ConvHardswish, fusion_available
 
     assert torch.backends.mkldnn.is_available() and fusion_available(torch.float32)  # x86 Linux CI has oneDNN
     model = _trained_tiny_micronet()
@@ -253,7 +253,7 @@ def test_conv_hardswish_fusion_keeps_the_logits(memory_format):
 def test_fusion_falls_back_where_the_op_is_missing(monkeypatch):
     """Without the oneDNN op (or where it disagrees on the probe) evaluation runs the unfused graph."""
     from micronet_lib.evaluate import inference_copy
-    from micronet_lib.models import fusion
+    from micronet_lib.accel import fusion
 
     fusion.fusion_available.cache_clear()
     monkeypatch.setattr(fusion, "_pointwise_op", lambda: None)
@@ -306,7 +306,7 @@ def test_bf16_evaluation_agrees_with_fp32_on_real_images(asset, cifar10_jpeg):
 
     from micronet_lib.data import load_dataset, normalize
     from micronet_lib.evaluate import inference_copy
-    from micronet_lib.models.released import load_released
+    from micronet_lib.models.checkpoints import load_released
 
     samples = sorted((Path(cifar10_jpeg).parent / "cifar100-samples").glob("cifar100_*.png"))
     assert len(samples) == 20
@@ -334,8 +334,8 @@ def test_authors_style_baseline_computes_what_this_project_computes(asset):
     as the native hardswish network, within the released-logits tolerance of tests/test_released.py."""
     import copy
 
-    from micronet_lib.models.released import load_released
-    from micronet_lib.train.baseline import AuthorsHSwish, authors_style
+    from micronet_lib.models.checkpoints import load_released
+    from micronet_lib.bench.authors_style import AuthorsHSwish, authors_style
 
     asset("micronet_v2_pr_60.t7")
     model = load_released("micronet_v2_pr_60")

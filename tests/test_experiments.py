@@ -196,7 +196,7 @@ def test_cpu_profile_compares_every_cell_over_three_seeds():
 
 
 def test_00_deviations_state_the_values_the_runs_use_with_reasons_that_apply():
-    from micronet_lib.setup_report import deviations_table
+    from micronet_lib.report.setup_tables import deviations_table
 
     table = deviations_table(check_params({}, profile="cpu"))
     used = {(r.setting, r._2): r for r in table.itertuples()}  # _2: "value used"
@@ -213,7 +213,7 @@ def test_oneshot_curve_accuracy_comes_with_a_wilson_interval(one_thread):
     """A single evaluation per rate: top-1 with its 95 % Wilson interval over the images evaluated (issue #11)."""
     from micronet_lib.data import load_dataset
     from micronet_lib.models import build_model
-    from micronet_lib.stats import wilson_interval
+    from micronet_lib.report.stats import wilson_interval
 
     ds = load_dataset("synthetic", synthetic_train_per_class=4, synthetic_test_per_class=3)
     model = build_model("micronet_v2", num_classes=10, width_mult=0.25, depth_mult=0.5).eval()

@@ -1,4 +1,4 @@
-"""micronet_lib.explore (issue #12): widgets in a live kernel, a static table + PNG in headless report runs."""
+"""micronet_lib.report.explore (issue #12): widgets in a live kernel, a static table + PNG in headless report runs."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import torch
 from nbclient import NotebookClient
 from PIL import Image
 
-from micronet_lib import explore
+from micronet_lib.report import explore
 from micronet_lib.progress import bars_enabled, interactive
 
 SETUP = """
 import torch
-from micronet_lib import explore
+from micronet_lib.report import explore
 from micronet_lib.models import build_model
 torch.manual_seed(0)
 tiny = build_model("micronet_v2", num_classes=10, width_mult=0.25, depth_mult=0.5).eval()

@@ -1,4 +1,4 @@
-"""The BatchNorm + hard-swish training kernel (micronet_lib/models/norm_kernel.py, csrc/train_kernels.cpp).
+"""The BatchNorm + hard-swish training kernel (micronet_lib/accel/norm_kernel.py, csrc/train_kernels.cpp).
 
 Checked against float64 autograd through ATen's own ops: outputs, input/weight/bias gradients and the
 running statistics, for channel counts whose rows fill whole vectors and ones that leave a remainder,
@@ -22,7 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from micronet_lib.models import build_model, norm_kernel, se_kernel
+from micronet_lib.models import build_model
+from micronet_lib.accel import norm_kernel, se_kernel
 from micronet_lib.models.blocks import HSwish, norm_act
 
 REQUIRE = os.environ.get("MICRONET_REQUIRE_KERNEL", "") not in ("", "0", "false", "False")

@@ -385,7 +385,7 @@ def test_full_smoke_pipeline_on_a_fresh_clone_leaves_git_status_clean(tmp_path, 
 def test_report_links_to_the_docs_resolve_from_the_rendered_report(tmp_path):
     """Notebooks link ``../docs/method.md`` (relative to notebooks/); a report rendered under
     results/<set>/html/ links the same file, and nothing else is touched."""
-    from micronet_lib.pipeline.execute import _render_html
+    from micronet_lib.pipeline.run_notebooks import _render_html
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
         "See [`docs/method.md`](../docs/method.md#3-architecture), [gone](../docs/nope.md), [web](https://x.org/a).")])
@@ -400,7 +400,7 @@ def test_report_links_to_the_docs_resolve_from_the_rendered_report(tmp_path):
 
 def test_wide_tables_scroll_inside_their_output(tmp_path):
     """The setup report's tables of asset URLs and the run plan ran past a 1280-px window."""
-    from micronet_lib.pipeline.execute import _REPORT_CSS, _render_html
+    from micronet_lib.pipeline.run_notebooks import _REPORT_CSS, _render_html
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("x")])
     for html_dir in (REPO / "results" / "some-set" / "html", tmp_path / "html"):

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from micronet_lib.models import build_model
-from micronet_lib.models.released import load_checkpoint
+from micronet_lib.models.checkpoints import load_checkpoint
 from micronet_lib.quantize import ChannelScale, agreement, quantize_model, score_quantized
 from micronet_lib.scoring import count
 

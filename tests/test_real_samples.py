@@ -61,7 +61,7 @@ def test_bad_sample_names_and_missing_folder_are_clear_errors(tmp_path):
 @pytest.mark.assets
 def test_released_logits_and_hits_on_real_pixels_match_the_authors(asset):
     from micronet_lib.models import load_released
-    from micronet_lib.models.released import RELEASED_CHECKPOINTS
+    from micronet_lib.models.checkpoints import RELEASED_CHECKPOINTS
 
     split, _ = load_labelled_samples(_samples_dir())
     ref = _reference()

@@ -78,18 +78,18 @@ def test_cli_prune_schedule_passes_ties(argv, ties, monkeypatch, capsys):
 # ------------------------------------------------------------------------------- fp32 means fp32 (PAPER §5.8)
 @pytest.fixture
 def restore_tf32():
-    from micronet_lib.tf32 import tf32_flags
+    from micronet_lib.accel.tf32 import tf32_flags
 
     before = tf32_flags()
     yield before
-    from micronet_lib import tf32
+    from micronet_lib.accel import tf32
 
     tf32._set(before)
     assert tf32_flags() == before
 
 
 def test_fp32_mode_sets_and_restores_the_backend_flags(restore_tf32):
-    from micronet_lib.tf32 import fp32_mode, tf32_flags
+    from micronet_lib.accel.tf32 import fp32_mode, tf32_flags
 
     with fp32_mode() as inside:
         assert inside == tf32_flags() and set(inside.values()) == {"ieee"}
@@ -108,7 +108,7 @@ def test_fp32_mode_sets_and_restores_the_backend_flags(restore_tf32):
 
 @pytest.mark.parametrize("allow, expected", [(False, "ieee"), (True, "tf32")])
 def test_fit_runs_with_tf32_off_unless_asked(allow, expected, restore_tf32, monkeypatch, tmp_path):
-    from micronet_lib.tf32 import tf32_flags
+    from micronet_lib.accel.tf32 import tf32_flags
 
     seen = {}
 
@@ -132,7 +132,7 @@ def test_fit_runs_with_tf32_off_unless_asked(allow, expected, restore_tf32, monk
 def test_evaluate_runs_with_tf32_off_unless_asked(allow, expected, restore_tf32):
     from micronet_lib.data import load_dataset
     from micronet_lib.evaluate import evaluate
-    from micronet_lib.tf32 import tf32_flags
+    from micronet_lib.accel.tf32 import tf32_flags
 
     ds = load_dataset("synthetic", synthetic_train_per_class=1, synthetic_test_per_class=2)
     seen = []

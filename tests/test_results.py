@@ -1,4 +1,4 @@
-"""micronet_lib.results: tables and figures with captions, sidecars, atomic and byte-stable writes."""
+"""micronet_lib.report.results: tables and figures with captions, sidecars, atomic and byte-stable writes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from micronet_lib import results  # noqa: E402
+from micronet_lib.report import results  # noqa: E402
 
 META = dict(profile="smoke", data="synthetic (smoke)")
 # SCORING.md §7.3: the two released submissions, a realistic table to round-trip.
@@ -113,7 +113,7 @@ def test_caption_names_profile_and_data():
 
 
 def test_format_table_reads_like_a_report():
-    from micronet_lib.results_format import MISSING, format_table
+    from micronet_lib.report.formatting import MISSING, format_table
 
     df = pd.DataFrame({
         "checkpoint": ["micronet_v1_pr_60", "micronet_v2_pr_60"],
@@ -136,14 +136,14 @@ def test_format_table_reads_like_a_report():
 
 
 def test_named_index_becomes_a_column_and_units_are_not_doubled():
-    from micronet_lib.results_format import format_table
+    from micronet_lib.report.formatting import format_table
 
     df = pd.DataFrame({"top-1 (%)": [80.07]}, index=pd.Index(["v1"], name="model"))
     assert list(format_table(df).columns) == ["model", "top-1 (%)"]
 
 
 def test_table_html_has_no_index_scrolls_and_collapses_long_tables():
-    from micronet_lib.results_format import LONG_TABLE_ROWS, table_html
+    from micronet_lib.report.formatting import LONG_TABLE_ROWS, table_html
 
     short = table_html(SCORES, csv_href="../tables/scores.csv")
     assert "overflow-x:auto" in short and "<details>" not in short and 'href="../tables/scores.csv"' in short
@@ -163,7 +163,7 @@ def test_markdown_table_is_formatted_and_csv_keeps_raw_values(tmp_path):
 
 
 def test_legend_outside_keeps_the_data_clear():
-    from micronet_lib.results_format import legend_outside
+    from micronet_lib.report.formatting import legend_outside
 
     fig = _figure()
     ax = fig.axes[0]
@@ -178,7 +178,7 @@ def test_legend_outside_keeps_the_data_clear():
 
 
 def test_announce_names_the_scratch_set_and_routes_writes_there(monkeypatch):
-    from micronet_lib import results_sets
+    from micronet_lib.report import results_sets
 
     for var in ("MICRONET_RESULTS", "MICRONET_RUNS", "MICRONET_RESULTS_KIND", "MICRONET_RESULTS_DEST"):
         monkeypatch.delenv(var, raising=False)

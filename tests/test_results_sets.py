@@ -1,4 +1,4 @@
-"""micronet_lib.results_sets: one folder per (profile, data), a clobber guard, staging + swap (issue #11)."""
+"""micronet_lib.report.results_sets: one folder per (profile, data), a clobber guard, staging + swap (issue #11)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from micronet_lib import results_sets as sets
+from micronet_lib.report import results_sets as sets
 
 REPO = Path(__file__).resolve().parents[1]
 HEAD = {"commit": "a" * 40, "dirty": False}

@@ -24,7 +24,8 @@ import torch
 
 from micronet_lib import data
 from micronet_lib.cli import main
-from micronet_lib.train import TrainConfig, fit, read_metrics, resume, run_folder, run_or_load, runs, store
+from micronet_lib.train import TrainConfig, fit, read_metrics, resume, run_or_load, runs
+from micronet_lib.runstore import folder as run_folder, store
 
 REPO = Path(__file__).resolve().parents[1]
 # 3 epochs of 80 images of a 1/4-width, 1/4-depth net: a few seconds, yet a real run with all files.

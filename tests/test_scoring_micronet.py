@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from micronet_lib.models import build_model
-from micronet_lib.models.released import load_checkpoint
+from micronet_lib.models.checkpoints import load_checkpoint
 from micronet_lib.scoring import count
 
 REL = 1e-6  # SCORING §7.8: fractional vectors to 1e-6 relative (integers must match exactly)

@@ -223,7 +223,7 @@ def test_data_dependent_control_flow_says_what_to_declare(decision, message):
 @pytest.mark.parametrize("convention", ["kaist", "official"])
 def test_bias_present_reproduces_the_kaist_vectors(asset, convention):
     """Every MicroNet conv is followed by a BN (or has its own bias: SE convs, FC), so 'present' = 'folded'."""
-    from micronet_lib.models.released import load_checkpoint
+    from micronet_lib.models.checkpoints import load_checkpoint
 
     net = load_checkpoint(asset("micronet_v1_pr_60.t7"))
     folded = count(net, convention=convention).exact

@@ -1,4 +1,4 @@
-"""The squeeze-excitation + residual training kernels (micronet_lib/models/se_kernel.py, csrc/train_kernels.cpp).
+"""The squeeze-excitation + residual training kernels (micronet_lib/accel/se_kernel.py, csrc/train_kernels.cpp).
 
 Each kernel against float64 ops, for channel counts whose rows fill whole vectors and ones that leave a
 partial tile, one and two threads, float32 and bfloat16; then the whole autograd function against
@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from micronet_lib.models import norm_kernel, se_kernel
+from micronet_lib.accel import norm_kernel, se_kernel
 from micronet_lib.models.blocks import SqueezeExcite
 from micronet_lib.pruning.masks import attach_mask
 

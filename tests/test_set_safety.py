@@ -25,9 +25,10 @@ import numpy as np
 import pytest
 import torch
 
-from micronet_lib import results_sets as sets
+from micronet_lib.report import results_sets as sets
 from micronet_lib.cli import main
-from micronet_lib.train import TrainConfig, fit, run_or_load, runs, store
+from micronet_lib.runstore import store
+from micronet_lib.train import TrainConfig, fit, run_or_load, runs
 
 REPO = Path(__file__).resolve().parents[1]
 INJECT = Path(__file__).resolve().parent / "inject"
@@ -118,10 +119,10 @@ def test_row2_second_reproduce_into_one_set_stops_naming_the_holder(holder):
 
 def test_set_lock_waits_with_wait_and_a_notebook_holds_its_scratch_set(tmp_path):
     target = sets.results_set("smoke", "synthetic", base=tmp_path)
-    code = ("import sys, time; from micronet_lib import results_sets as s; from micronet_lib.set_writers import set_lock\n"
+    code = ("import sys, time; from micronet_lib.report import results_sets as s; from micronet_lib.report.set_writers import set_lock\n"
             f"t = s.results_set('smoke', 'synthetic', base={str(tmp_path)!r})\n"
             "with set_lock(t):\n    print('held', flush=True); time.sleep(float(sys.argv[1]))\n")
-    from micronet_lib.set_writers import hold_for_process, set_lock
+    from micronet_lib.report.set_writers import hold_for_process, set_lock
 
     proc = subprocess.Popen([sys.executable, "-c", code, "3"], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -155,7 +156,7 @@ def test_row3_rebuild_with_only_is_refused_and_deletes_nothing(tmp_path):
 
 # ---------------------------------------------------------------------- row 4: same hash, same thread count
 def test_row4_inprocess_sweep_trains_with_the_profiles_threads(tmp_path, monkeypatch):
-    from micronet_lib.experiments import executors, studies
+    from micronet_lib.experiments import studies, sweeps
     from micronet_lib.pipeline import notebook_params
 
     params = notebook_params("smoke")
@@ -164,7 +165,7 @@ def test_row4_inprocess_sweep_trains_with_the_profiles_threads(tmp_path, monkeyp
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        report = executors.sweep(["02"], params, runs_dir=tmp_path, progress=False)
+        report = sweeps.sweep(["02"], params, runs_dir=tmp_path, progress=False)
         assert not report.failures and report.ran == 1
         assert torch.get_num_threads() == 2  # restored after the sweep
         [summary] = report.summaries.values()
@@ -176,7 +177,7 @@ def test_row4_inprocess_sweep_trains_with_the_profiles_threads(tmp_path, monkeyp
     finally:
         torch.set_num_threads(before)
     # through Ray: the profile's threads, whatever --cpus-per-run reserves
-    assert executors.worker_threads(1, 4, gpu=False) == 1 and executors.worker_threads(0, 4, gpu=False) == 4
+    assert sweeps.worker_threads(1, 4, gpu=False) == 1 and sweeps.worker_threads(0, 4, gpu=False) == 4
 
 
 # ---------------------------------------------------------------------- row 5: what a figure reads is verified
@@ -188,7 +189,7 @@ def finished(tmp_path_factory) -> Path:
 
 
 def test_row5_missing_metrics_are_rebuilt_from_last_pt_or_noted(finished, tmp_path, monkeypatch, caplog):
-    from micronet_lib import results
+    from micronet_lib.report import results
     from micronet_lib.experiments.aggregate import curves_frame
 
     root = Path(shutil.copytree(finished, tmp_path / "runs"))
@@ -351,14 +352,14 @@ def _in_notebook(body: str):
 
 _CORRUPT_DERIVED = """
 from pathlib import Path
-from micronet_lib.run_records import run_scores
+from micronet_lib.report.run_records import run_scores
 run = Path('TMP/run'); (run / 'derived').mkdir(parents=True)
 (run / 'derived' / 'score_kaist.json').write_text('{"key": {"conv')
 run_scores([{"run_dir": str(run), "run_id": "run"}])
 """
 _CORRUPT_METRICS = """
 from pathlib import Path
-from micronet_lib.train.store import read_metrics
+from micronet_lib.runstore.store import read_metrics
 run = Path('TMP/run'); run.mkdir()
 (run / 'metrics.jsonl').write_text('{"global_epoch": 1}\\n{"glo')
 read_metrics(run)

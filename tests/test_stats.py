@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from micronet_lib.stats import (
+from micronet_lib.report.stats import (
     VERDICTS, Interval, exact_verdict, mean_interval, value_verdict, not_verifiable, paired_difference, separated_best, verdict,
     wilson_interval,
 )

@@ -9,7 +9,7 @@ import pytest
 
 from micronet_lib import experiments as ex
 from micronet_lib.cli import main
-from micronet_lib.experiments.executors import InProcess, run_configs, sweep
+from micronet_lib.experiments.sweeps import InProcess, run_configs, sweep
 from micronet_lib.pipeline import check_params
 from micronet_lib.train import TrainConfig, read_summary, run_dir_for
 from micronet_lib.train.runs import write_summary
@@ -57,7 +57,7 @@ def test_runs_execute_in_workdir_where_a_relative_imagefolder_path_is_found(tmp_
     # notebook_params writes an imagefolder: path relative to the notebooks folder (what the notebooks see), so
     # the executors run there: the working directory is still needed, now that init_from is run:<id>/best.pt.
     from micronet_lib.data import find_image_folder
-    from micronet_lib.experiments import executors
+    from micronet_lib.experiments import sweeps as executors
     from micronet_lib.pipeline.datasets import resolve_data
     from micronet_lib.train.runs import RunSummary
 

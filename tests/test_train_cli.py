@@ -40,7 +40,7 @@ def test_bad_input_is_one_error_line(tmp_path, capsys):
 
 def test_bench_train_json(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("MICRONET_CACHE", str(tmp_path))
-    from micronet_lib.models import norm_kernel
+    from micronet_lib.accel import norm_kernel
 
     args = ["bench", "train", "--json", "--steps", "1", "--rounds", "1", "--warmup", "0", "--batch-size", "4",
             "--threads", "1", "--weights", "none", "--aten-bn"]
@@ -61,7 +61,7 @@ def test_bench_compile_adds_a_compiled_variant_of_every_mode():
     """``--compile`` times each eager mode again under torch.compile (compiling itself is too slow to test here)."""
     import torch
 
-    from micronet_lib.train.bench import _modes
+    from micronet_lib.bench.measure import _modes
 
     eager = _modes(torch.device("cpu"), compile=False)
     both = _modes(torch.device("cpu"), compile=True)

@@ -53,7 +53,7 @@ def test_run_learns_and_logs_every_epoch(finished):
 
 
 def test_pruning_cycles_reach_the_scheduled_sparsity(finished):
-    from micronet_lib.models.released import load_checkpoint
+    from micronet_lib.models.checkpoints import load_checkpoint
     from micronet_lib.pruning import masked_modules, prunable_modules
 
     _, _, summary = finished

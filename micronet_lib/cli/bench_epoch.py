@@ -13,7 +13,7 @@ def _default_data() -> str | None:
 
 
 def register(targets) -> None:
-    from micronet_lib.cli._bench_report import add_machine_options
+    from micronet_lib.bench.printout import add_machine_options
 
     parser = targets.add_parser("epoch", help="images/s of whole fit epochs (FastAA 4x, CutMix, WLS, ortho) vs authors-style")
     parser.add_argument("--data", default=None,
@@ -31,8 +31,8 @@ def _run(args) -> int:
     import torch
 
     from micronet_lib.cli import resolve_device
-    from micronet_lib.cli._bench_report import print_result
-    from micronet_lib.train.bench import bench_epoch
+    from micronet_lib.bench.printout import print_result
+    from micronet_lib.bench.measure import bench_epoch
 
     data = args.data or _default_data()
     if not data:

@@ -6,7 +6,7 @@ __all__ = ["register"]
 
 
 def register(subparsers) -> None:
-    from micronet_lib.train.bench import DEFAULT_WEIGHTS
+    from micronet_lib.bench.measure import DEFAULT_WEIGHTS
 
     parser = subparsers.add_parser("train", help="training-step images/s per mode, vs the authors-style fp32 step")
     _common(parser, DEFAULT_WEIGHTS, batch=128)
@@ -17,7 +17,7 @@ def register(subparsers) -> None:
 
 
 def _common(parser, default_weights: str, *, batch: int) -> None:
-    from micronet_lib.cli._bench_report import add_machine_options
+    from micronet_lib.bench.printout import add_machine_options
 
     parser.add_argument("--weights", default=default_weights,
                         help=f"released name or checkpoint (default {default_weights}); 'none': fresh init")
@@ -44,7 +44,7 @@ def _check(args) -> None:
 
 def run_target(args, bench, title: str, **options) -> int:
     from micronet_lib.cli import resolve_device
-    from micronet_lib.cli._bench_report import print_result
+    from micronet_lib.bench.printout import print_result
 
     _check(args)
     weights = None if args.weights.lower() == "none" else args.weights
@@ -55,6 +55,6 @@ def run_target(args, bench, title: str, **options) -> int:
 
 
 def _run(args) -> int:
-    from micronet_lib.train.bench import bench_train
+    from micronet_lib.bench.measure import bench_train
 
     return run_target(args, bench_train, "training step (CE + 0.7·ortho, Nesterov SGD)", aten_bn=args.aten_bn)

@@ -1,5 +1,5 @@
 """``micronet reproduce --profile smoke|cpu|paper [--only NN[,NN]] [--data SPEC] [--publish [--rebuild]]
-[--executor ray[:ADDRESS]]``: run the notebooks headless into a results set (``micronet_lib.results_sets``);
+[--executor ray[:ADDRESS]]``: run the notebooks headless into a results set (``micronet_lib.report.results_sets``);
 with ``--executor``, train their grid with it first."""
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     from micronet_lib.cli.sweep import executor_from_args
     from micronet_lib.pipeline import reproduce
 
-    from micronet_lib.results_sets import relative_to_repo
+    from micronet_lib.report.results_sets import relative_to_repo
 
     try:
         runs = reproduce(args.profile, only=args.only, data=args.data, results_dir=args.results, publish=args.publish,

@@ -48,7 +48,7 @@ def _load(args):
     if args.model:
         options = {} if args.num_classes is None else {"num_classes": args.num_classes}
         return build_model(args.model, **options).eval(), args.model
-    from micronet_lib.models.released import load_checkpoint
+    from micronet_lib.models.checkpoints import load_checkpoint
 
     return load_checkpoint(args.checkpoint, num_classes=args.num_classes), args.checkpoint
 

@@ -20,7 +20,7 @@ def add_executor_options(parser: argparse.ArgumentParser, *, default: str | None
 
 
 def executor_from_args(args: argparse.Namespace):
-    from micronet_lib.experiments.executors import make_executor
+    from micronet_lib.experiments.sweeps import make_executor
 
     return None if args.executor is None else make_executor(
         args.executor, cpus_per_run=args.cpus_per_run, max_retries=args.max_retries)
@@ -53,12 +53,12 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from micronet_lib.experiments.executors import finished_summary, sweep
+    from micronet_lib.experiments.sweeps import finished_summary, sweep
     from micronet_lib.experiments.studies import parse_studies, study_configs
     from micronet_lib.pipeline import notebook_params, pipeline_runs_dir
 
-    from micronet_lib import results_sets as sets
-    from micronet_lib.set_writers import set_lock, storage_errors
+    from micronet_lib.report import results_sets as sets
+    from micronet_lib.report.set_writers import set_lock, storage_errors
 
     studies = parse_studies(args.study)
     params = notebook_params(args.profile, data=args.data)
@@ -79,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace, studies, params, runs_dir, executor) -> int:
-    from micronet_lib.experiments.executors import sweep
+    from micronet_lib.experiments.sweeps import sweep
 
     print(f"sweep: profile {args.profile}, studies {', '.join(studies)}, runs in {runs_dir}, executor {executor.name}")
     report = sweep(studies, params, executor=executor, runs_dir=runs_dir, progress=args.progress, echo=print)

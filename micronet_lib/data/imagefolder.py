@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checksums import file_digest
+from ..runstore.checksums import file_digest
 from ..fileio import atomic_torch_save, atomic_write_json
 from .core import Dataset, Split, channel_stats
 from .files import IMAGE_EXTENSIONS, IMAGEFOLDER_ROOT_ENV, decode_image, find_image_folder

@@ -39,8 +39,8 @@ from micronet_lib.experiments.configs import (
     relative_checkpoint,
     unavailable_settings,
 )
-from micronet_lib.experiments.executors import InProcess, RayExecutor, SweepReport, make_executor, run_configs, sweep
-from micronet_lib.experiments.released import (
+from micronet_lib.experiments.sweeps import InProcess, RayExecutor, SweepReport, make_executor, run_configs, sweep
+from micronet_lib.experiments.released_analyses import (
     CIFAR100_CLASSES,
     CIFAR100_SUPERCLASSES,
     chain_table,

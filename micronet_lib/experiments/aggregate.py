@@ -15,7 +15,7 @@ __all__ = ["train_all", "run_row", "runs_frame", "mean_std", "curves_frame", "ME
            "comparison_table"]
 
 if TYPE_CHECKING:
-    from micronet_lib.stats import Interval
+    from micronet_lib.report.stats import Interval
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,8 @@ def train_all(configs: Sequence[TrainConfig], *, progress: bool | None = None, e
     first prints how long the training will take (``eta.announce``), then shows progress bars
     (``tqdm.auto``: widgets in JupyterLab, text in a terminal).
     """
-    from micronet_lib.eta import announce
-    from micronet_lib.experiments.executors import run_configs
+    from micronet_lib.train.eta import announce
+    from micronet_lib.experiments.sweeps import run_configs
     from micronet_lib.progress import bars_enabled
 
     configs = list(configs)
@@ -139,14 +139,14 @@ def _by_seed(df: pd.DataFrame, by: str, label: Any, metric: str) -> dict[int, fl
 
 def cell_intervals(df: pd.DataFrame, by: str, metric: str = "best_test_top1") -> dict[Any, "Interval"]:
     """``{cell: stats.mean_interval over its seeds}`` in first-seen order."""
-    from micronet_lib.stats import mean_interval
+    from micronet_lib.report.stats import mean_interval
 
     return {label: mean_interval(list(_by_seed(df, by, label, metric).values())) for label in dict.fromkeys(df[by])}
 
 
 def paired(df: pd.DataFrame, by: str, treatment: Any, baseline: Any, metric: str = "best_test_top1") -> "Interval":
     """``treatment − baseline`` per seed (``stats.paired_difference``) between two cells of a runs table."""
-    from micronet_lib.stats import paired_difference
+    from micronet_lib.report.stats import paired_difference
 
     missing = [c for c in (treatment, baseline) if c not in set(df[by])]
     if missing:

@@ -9,7 +9,7 @@ from micronet_lib.models.registry import build_model, list_models, model_builder
 from micronet_lib.models import blocks, micronet, mobilenetv2, wrn  # noqa: F401  (registers the builders)
 from micronet_lib.models.blocks import HSwish, MicroBlock, SqueezeExcite
 from micronet_lib.models.micronet import MicroNet, MicroNetConfig, StageConfig, weight_group
-from micronet_lib.models.released import RELEASED_CHECKPOINTS, ReleasedCheckpoint, load_checkpoint, load_released
+from micronet_lib.models.checkpoints import RELEASED_CHECKPOINTS, ReleasedCheckpoint, load_checkpoint, load_released
 
 __all__ = [
     "build_model",

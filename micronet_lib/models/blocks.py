@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from micronet_lib.models import norm_kernel, se_kernel
+from micronet_lib.accel import norm_kernel, se_kernel
 
 __all__ = ["HSwish", "SqueezeExcite", "MicroBlock", "STRIDE2_SE_MODES", "default_norm_layer", "depthwise_conv", "norm_act"]
 
@@ -90,7 +90,7 @@ def norm_act(bn: nn.Module, act: nn.Module | None, x: torch.Tensor) -> torch.Ten
     """``act(bn(x))`` (``bn(x)`` when ``act`` is None).
 
     In CPU channels-last training, with hard-swish or no activation, this is one pass of our BatchNorm
-    kernel each way instead of ATen's BatchNorm and hard-swish (``models/norm_kernel.py`` says when it
+    kernel each way instead of ATen's BatchNorm and hard-swish (``accel/norm_kernel.py`` says when it
     applies and why it is faster); everywhere else the modules run as they are.
     """
     if (act is None or isinstance(act, HSwish)) and norm_kernel.applies(bn, x, act):
@@ -161,7 +161,7 @@ class SqueezeExcite(nn.Module):
         return u * g if self.applied else u
 
     def kernel_applies(self, u: torch.Tensor) -> bool:
-        """Whether ``forward_residual`` may run the squeeze-excitation kernels (``models/se_kernel.py``)."""
+        """Whether ``forward_residual`` may run the squeeze-excitation kernels (``accel/se_kernel.py``)."""
         fc1, fc2 = self._fcs
         return self.applied and se_kernel.applies(u, fc1, fc2, self, self.pool, self.act, self.sigmoid)
 
@@ -256,7 +256,7 @@ class MicroBlock(nn.Module):
         """``self.shortcut(x)``; a conv + BatchNorm shortcut takes its BatchNorm through ``norm_act``.
 
         Why: the four shortcut BatchNorms (20, 56, 80, 96 channels) ran ATen's channels-last kernels, whose
-        per-thread sums share cache lines on two threads (``models/norm_kernel.py``): forward + backward of
+        per-thread sums share cache lines on two threads (``accel/norm_kernel.py``): forward + backward of
         the four, bf16, batch 128, 13.7 ms per step on two threads against 4.3 ms through the kernel. The
         Sequential is called as such whenever a hook would see it (the scorer hooks every module), and a
         shortcut replaced by anything but the (conv, BN) pair built here runs as it is.

@@ -2,7 +2,7 @@
 
 ``reproduce(profile)`` runs ``notebooks/NN_*.ipynb`` in order with papermill (kernel ``python3``,
 parameters from ``notebooks/params/<profile>.yaml``, working directory ``notebooks/``) into a results
-set (``micronet_lib.results_sets``: the git-ignored ``results/scratch/<profile>-<data>/`` by default,
+set (``micronet_lib.report.results_sets``: the git-ignored ``results/scratch/<profile>-<data>/`` by default,
 the committed ``results/<profile>-<data>/`` with ``publish=True``). Each executed notebook goes to the
 set's ``executed/`` and an HTML report with the inputs hidden to its ``html/``; the set is built in a
 staging folder and swapped in whole, so a failing notebook (the error names it and shows the failing
@@ -14,13 +14,13 @@ way before starting any notebook. The parameter schema (``PARAMS``) is shared by
 
 Modules, one job each: ``params`` (the schema and its checks), ``notebooks`` (finding and selecting
 notebooks), ``datasets`` (checking a run's data up front), ``execute`` (papermill, HTML, the results
-set). 00_setup's report tables are ``micronet_lib.setup_report``'s.
+set). 00_setup's report tables are ``micronet_lib.report.setup_tables``'s.
 """
 
 from __future__ import annotations
 
 from .datasets import resolve_data
-from .execute import KERNEL, NotebookError, NotebookRun, _quiet_kernel_manager, notebook_params, pipeline_runs_dir, reproduce  # noqa: F401
+from .run_notebooks import KERNEL, NotebookError, NotebookRun, _quiet_kernel_manager, notebook_params, pipeline_runs_dir, reproduce  # noqa: F401
 from .notebooks import list_notebooks, notebooks_dir, select_notebooks
 from .params import PARAMS, PROFILES, Param, check_params, load_profile, parameter_cell_names, user_namespace
 

@@ -147,7 +147,7 @@ def load_profile(profile: str, *, folder: str | os.PathLike | None = None) -> di
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        from micronet_lib.train.run_folder import tracked_by_git
+        from micronet_lib.runstore.folder import tracked_by_git
 
         restore = f", or restore the file with `git checkout -- {path}`" if tracked_by_git(path) else ""
         raise ValueError(f"{path} is not a valid parameters file ({_yaml_problem(exc)}); fix that line (plain "

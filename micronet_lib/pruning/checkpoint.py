@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from micronet_lib import checksums
+from micronet_lib.runstore import checksums
 from micronet_lib.fileio import atomic_torch_save, atomic_write_json
 from micronet_lib.pruning.masks import apply_masks
 
@@ -130,11 +130,11 @@ def check_masks(state_dict: Mapping[str, torch.Tensor], *, check: str = "strict"
 
 
 def load_masked_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, check: str = "strict") -> nn.Module:
-    """Check the masks (``check_masks``), then attach them and load strictly (``models.released.load_into``).
+    """Check the masks (``check_masks``), then attach them and load strictly (``models.checkpoints.load_into``).
 
     A corrupt checkpoint fails before anything is loaded; STYLE: never ``strict=False``.
     """
-    from micronet_lib.models.released import load_into
+    from micronet_lib.models.checkpoints import load_into
 
     state_dict = OrderedDict((_strip(k), v) for k, v in state_dict.items())
     check_masks(state_dict, check=check)
@@ -146,7 +146,7 @@ def load_masked_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tens
 def model_from_state_dict(state_dict: Mapping[str, torch.Tensor], *, arch: str | None = None, check: str = "strict") -> nn.Module:
     """Build the model whose keys and shapes match ``state_dict`` (``arch`` or inferred), load it masked; eval, CPU."""
     from micronet_lib.models import build_model
-    from micronet_lib.models.released import infer_architecture
+    from micronet_lib.models.checkpoints import infer_architecture
 
     state_dict = read_state_dict(state_dict)
     if arch is None:
@@ -160,10 +160,10 @@ def model_from_state_dict(state_dict: Mapping[str, torch.Tensor], *, arch: str |
 def load_pruned(source: str | os.PathLike, *, arch: str | None = None, check: str = "strict") -> nn.Module:
     """A masked model from a released name (``micronet_v2_pr_15``) or a checkpoint path; eval mode, CPU.
 
-    The masks are checked first (``check``); then ``models.released.load_checkpoint`` builds the model
+    The masks are checked first (``check``); then ``models.checkpoints.load_checkpoint`` builds the model
     (its ``arch`` entry, ``arch=...``, or shapes) and loads it strictly.
     """
-    from micronet_lib.models.released import load_checkpoint
+    from micronet_lib.models.checkpoints import load_checkpoint
 
     check_masks(read_state_dict(source), check=check, where=str(source))
     return load_checkpoint(source, model=arch)

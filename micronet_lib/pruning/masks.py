@@ -32,7 +32,7 @@ def _apply_mask_hook(module: nn.Module, _inputs) -> None:
 
 
 # It only rewrites the weight in place and ignores the inputs: code that reads the weight without calling
-# the module (the squeeze-excitation kernel, models/se_kernel.py) may run it itself instead of falling back.
+# the module (the squeeze-excitation kernel, accel/se_kernel.py) may run it itself instead of falling back.
 _apply_mask_hook.rewrites_weight_only = True
 
 

@@ -4,9 +4,9 @@
 - :mod:`.schedule`: the authors' step-at-epoch-start cosine with warm restarts (§5.4).
 - :mod:`.engine`: ``fit`` (resumable, seeded per epoch), ``resume`` and ``run_or_load``; the loop reads top
   to bottom, its pieces live in :mod:`.epoch` (one epoch's steps) and :mod:`.records` (what a run writes).
-- :mod:`.runs`: ``results/runs/<config hash>/`` folders and checkpoints, through :mod:`.store` (locks,
-  checksums, verified reads).
-- :mod:`.bench`: images/s of a training step for ``micronet bench train``.
+- :mod:`.runs`: ``results/runs/<config hash>/`` folders and checkpoints, through
+  :mod:`micronet_lib.runstore` (locks, checksums, verified reads).
+- :mod:`.eta`: how long a training cell will take, said before it starts.
 """
 
 from micronet_lib.train.config import PROFILES, TrainConfig, list_profiles, parse_overrides

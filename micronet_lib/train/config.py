@@ -106,7 +106,7 @@ class TrainConfig:
     bn_recalibrate_images: int = 0      # >0: re-estimate BN stats on this many train images before each eval (on a copy, in the eval mode)
     eval_batch_size: int = 256
     # --- execution
-    # (execution mode: how steps run, not what they compute; micronet_lib/execution.py)
+    # (execution mode: how steps run, not what they compute; micronet_lib/accel/execution.py)
     precision: str = "fp32"             # fp32 (authors) | bf16 (autocast) | fp16 (autocast + grad scaler, CUDA only) | auto
     memory_format: str = "contiguous"   # contiguous (authors) | channels_last | auto (auto: calibrated per machine, cached,
                                         # recorded in the run's execution.json and reused on resume)

@@ -21,9 +21,10 @@ from typing import Any
 import torch
 
 import micronet_lib
-from micronet_lib import execution
-from micronet_lib.tf32 import fp32_mode
-from micronet_lib.train import runs, store
+from micronet_lib.accel import execution
+from micronet_lib.accel.tf32 import fp32_mode
+from micronet_lib.train import runs
+from micronet_lib.runstore import store
 from micronet_lib.train.config import TrainConfig
 from micronet_lib.train.epoch import batch_images, evaluate_epoch, mix_batch, topk_hits
 from micronet_lib.train.records import (
@@ -141,7 +142,7 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
     store.write_record(run_dir, config, runtime)
 
     # --- state: fresh, or from the checkpoint (strict, masks re-attached from the saved buffers)
-    from micronet_lib.models.released import load_into
+    from micronet_lib.models.checkpoints import load_into
 
     st: dict[str, Any] = dict(cycle=0, epoch=-1, step=0, seconds=0.0, best=None, best_state=None,
                               cycle_best=[], data_id=data_id, runtime=runtime)

@@ -15,9 +15,10 @@ import torch
 import torch.nn as nn
 
 import micronet_lib
-from micronet_lib import allocator, execution
-from micronet_lib.tf32 import tf32_flags
-from micronet_lib.train import runs, store
+from micronet_lib.accel import allocator, execution
+from micronet_lib.accel.tf32 import tf32_flags
+from micronet_lib.train import runs
+from micronet_lib.runstore import store
 from micronet_lib.train.config import TrainConfig
 from micronet_lib.train.setup import model_options
 
@@ -155,8 +156,8 @@ def _from_checkpoint(path: Path, checkpointed: dict) -> dict:
 
 def norm_kernel_state(device: torch.device, train_mode: dict) -> str:
     """Which BatchNorm and squeeze-excitation the training step runs: our kernels, or ATen and why
-    (models/norm_kernel.py, models/se_kernel.py)."""
-    from micronet_lib.models import norm_kernel
+    (accel/norm_kernel.py, accel/se_kernel.py)."""
+    from micronet_lib.accel import norm_kernel
 
     if device.type != "cpu":
         return f"aten (device {device.type})"

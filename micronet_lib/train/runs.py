@@ -4,7 +4,7 @@ A run folder holds ``config.json`` (the resolved config with its deviations), ``
 JSON line per epoch), ``summary.json`` (written at the end, or when the run stops on a non-finite
 loss) and the checkpoints ``last.pt`` (everything needed to resume) and ``best.pt`` (the selected
 weights of the current cycle). Checkpoints are ignored by git; the text files are small and are
-what the notebooks read. Every file goes through the run store (:mod:`micronet_lib.train.store`):
+what the notebooks read. Every file goes through the run store (:mod:`micronet_lib.runstore.store`):
 atomic writes, checksummed checkpoints, verified reads, one lock per run (STYLE.md point 10).
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from micronet_lib.train import store
+from micronet_lib.runstore import store
 from micronet_lib.train.config import TrainConfig
 
 #: The run store folder of this process (set by the notebook pipeline and the sweep executors).

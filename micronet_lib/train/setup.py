@@ -99,7 +99,7 @@ def checkpoint_path(init_from: str) -> Path:
 def build_training_model(config: TrainConfig, num_classes: int) -> nn.Module:
     """The model at init (seeded), with ``init_from`` weights and masks loaded strictly if given."""
     from micronet_lib.models import build_model
-    from micronet_lib.models.released import RELEASED_CHECKPOINTS, load_into, load_released, read_state_dict
+    from micronet_lib.models.checkpoints import RELEASED_CHECKPOINTS, load_into, load_released, read_state_dict
 
     torch.manual_seed(seed_for(config.seed, -1))
     model = build_model(config.model, **model_options(config, num_classes))
@@ -128,7 +128,7 @@ def check_runtime(config: TrainConfig, device: torch.device) -> None:
     if config.precision == "fp16" and device.type != "cuda":
         raise ValueError(f"TrainConfig.precision='fp16' needs a CUDA device (got {device.type}); use 'bf16' or 'fp32'")
     if config.precision == "bf16" and device.type == "cpu":
-        from micronet_lib.execution import bf16_native
+        from micronet_lib.accel.execution import bf16_native
 
         if not bf16_native(device):
             import logging

@@ -17,7 +17,7 @@ _notebooks = os.environ.get("MICRONET_TEST_NOTEBOOKS")
 if _notebooks:
     from pathlib import Path
 
-    import micronet_lib.pipeline.execute as _execute
+    import micronet_lib.pipeline.run_notebooks as _execute
     import micronet_lib.pipeline.notebooks as _listing
     import micronet_lib.pipeline.params as _params
 

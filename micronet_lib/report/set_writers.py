@@ -1,6 +1,6 @@
 """Who may write a results set, and what a failed write says (issue #34).
 
-- :func:`set_lock`: one lock per set (the run store's lock, ``train.run_folder.lock``, on
+- :func:`set_lock`: one lock per set (the run store's lock, ``runstore.folder.lock``, on
   ``<base>/.staging/<set>.lock/``), held by ``micronet reproduce``, ``micronet sweep`` and a notebook
   writing its scratch set (:func:`hold_for_process`); a second writer waits (``--wait``) or stops with
   the holder named (pid, host, start), as ``micronet train`` does for one run.
@@ -15,7 +15,7 @@ import errno
 from pathlib import Path
 from typing import Any, ContextManager, Iterator
 
-from micronet_lib.results_sets import ResultsSet, relative_to_repo
+from micronet_lib.report.results_sets import ResultsSet, relative_to_repo
 
 __all__ = ["SetStorageError", "set_lock", "hold_for_process", "storage_errors"]
 
@@ -42,7 +42,7 @@ def set_lock(target: ResultsSet, *, wait: bool = False,
     never build, swap or train into one set at once: the second waits (``wait``) or stops with the holder
     named (pid, host, start).
     """
-    from micronet_lib.train.run_folder import lock
+    from micronet_lib.runstore.folder import lock
 
     _check_base(target)
     return lock(target.lock_folder, wait=wait, what=f"results set {relative_to_repo(target.folder)}", busy=busy,

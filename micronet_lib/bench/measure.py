@@ -1,6 +1,6 @@
 """``micronet bench train|eval|epoch``: this project's execution vs an authors-style one, same process.
 
-The reference is :mod:`micronet_lib.train.baseline` (NCHW fp32, ``x·relu6(x+3)/6``, unfused SE, the
+The reference is :mod:`micronet_lib.bench.authors_style` (NCHW fp32, ``x·relu6(x+3)/6``, unfused SE, the
 orthogonality penalty layer by layer, ``loss.item()`` per step, PIL per image in a ``DataLoader``),
 loaded with the same trained weights (``micronet_v2_pr_60`` by default). Every figure comes from
 blocks of calls timed in alternation (``execution.time_alternating``), so background load on a shared
@@ -9,7 +9,7 @@ with the machine's CPU flags, the allocator state and the load average stated.
 
 * train: one step (forward, cross-entropy + 0.7·ortho over the 68 1×1 convs, backward, Nesterov SGD)
   at batch 128 on fixed random inputs, per execution mode (channels-last modes on CPU train BatchNorm +
-  hard-swish through ``models/norm_kernel.py`` where it is available; the machine line says);
+  hard-swish through ``accel/norm_kernel.py`` where it is available; the machine line says);
 * eval: one inference batch of 256 (this project's side runs ``evaluate.inference_copy``: BatchNorm
   folded, conv + hard-swish fused on CPU), per execution mode;
 * epoch: whole epochs of ``fit`` under the paper recipe (FastAA 4×, CutMix, weighted LS,
@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from micronet_lib import allocator, execution
+from micronet_lib.accel import allocator, execution
 
 __all__ = ["machine_info", "load_weights", "bench_train", "bench_eval", "bench_epoch", "DEFAULT_WEIGHTS"]
 
@@ -45,7 +45,7 @@ def machine_info(device: torch.device) -> dict:
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
     else:
-        from micronet_lib.models import norm_kernel
+        from micronet_lib.accel import norm_kernel
 
         out["norm_kernel"] = norm_kernel.status()  # norm_kernel.FUSED, or "aten (why)"
     return out
@@ -54,7 +54,7 @@ def machine_info(device: torch.device) -> dict:
 def load_weights(weights: str | None, *, model_name: str = "micronet_v2", num_classes: int = 100) -> torch.nn.Module:
     """A released checkpoint (masks attached) or, with ``weights=None``, a seeded fresh ``model_name``."""
     from micronet_lib.models import build_model
-    from micronet_lib.models.released import load_checkpoint
+    from micronet_lib.models.checkpoints import load_checkpoint
 
     if weights:
         return load_checkpoint(weights)
@@ -78,7 +78,7 @@ def _result(seconds: dict[str, float], images: int, chosen: dict, device: torch.
 
 def _authors_train_step(model, *, batch_size, device: torch.device, num_classes=100) -> Callable[[], None]:
     from micronet_lib.regularizers import make_loss
-    from micronet_lib.train.baseline import authors_step, authors_style
+    from micronet_lib.bench.authors_style import authors_step, authors_style
 
     work = authors_style(copy.deepcopy(model)).to(device).train()
     gen = torch.Generator().manual_seed(1)
@@ -98,7 +98,7 @@ def bench_train(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 128,
     instead of the training kernels (runner ``"<mode> (ATen BN + SE)"``), in the same alternation: what the
     kernels contribute.
     """
-    from micronet_lib.models import norm_kernel
+    from micronet_lib.accel import norm_kernel
     from micronet_lib.regularizers import orthogonality_penalty
 
     dev = torch.device(device)
@@ -130,7 +130,7 @@ def bench_eval(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 256, 
                warmup: int = 1, device: str = "cpu", compile: bool = False) -> dict:
     """Inference images/s and ratios vs the authors-style fp32 NCHW forward (``torch.no_grad``, BN unfolded)."""
     from micronet_lib.evaluate import inference_copy, resolve_eval_mode
-    from micronet_lib.train.baseline import authors_style
+    from micronet_lib.bench.authors_style import authors_style
 
     dev = torch.device(device)
     if dev.type == "cpu":
@@ -169,7 +169,7 @@ def bench_epoch(*, data: str, train_per_class: int = 20, test_per_class: int = 1
     ``authors_workers``: the authors-style ``DataLoader``'s worker processes; default 4 on a GPU (the
     authors' loader, docs/method.md §5.1) and 0 on a CPU, whose cores the step itself needs.
     """
-    from micronet_lib.train.baseline import authors_epoch, authors_style
+    from micronet_lib.bench.authors_style import authors_epoch, authors_style
     from micronet_lib.train.config import TrainConfig
     from micronet_lib.train.engine import fit
     from micronet_lib.train.runs import read_metrics

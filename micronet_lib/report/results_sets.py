@@ -60,7 +60,7 @@ __all__ = [
     "MANIFEST",
 ]
 
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = Path(__file__).resolve().parents[2]
 SCRATCH = "scratch"
 STAGING = ".staging"
 MANIFEST = "manifest.json"
@@ -184,7 +184,7 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
 
 def _restore_fix(path: Path) -> str:
     """How to get a damaged file of a set back: from git where the set is committed, else by rebuilding it."""
-    from micronet_lib.train.run_folder import tracked_by_git
+    from micronet_lib.runstore.folder import tracked_by_git
 
     where = relative_to_repo(path)
     if tracked_by_git(path):
@@ -242,7 +242,7 @@ def check_publish(
 
 def machine_info(*, device: str, threads: int) -> dict[str, Any]:
     """CPU model and the flags that matter for speed, cores, torch threads and the device of a build."""
-    from micronet_lib.cpuinfo import cpu_flags
+    from micronet_lib.accel.cpuinfo import cpu_flags
 
     info = cpu_flags()
     model, flags = info["model"], [f for f, on in info["flags"].items() if on]

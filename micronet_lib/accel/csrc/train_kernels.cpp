@@ -1,4 +1,4 @@
-// Training kernels over channels-last CPU tensors, built on first use by micronet_lib/models/norm_kernel.py
+// Training kernels over channels-last CPU tensors, built on first use by micronet_lib/accel/norm_kernel.py
 // (torch.utils.cpp_extension); arithmetic in float32, storage in the input dtype (float32 or bfloat16).
 //
 // 1. Training-mode BatchNorm2d, optionally followed by hard-swish: forward (batch statistics + normalise +
@@ -9,7 +9,7 @@
 //    slower on two threads than on one. Here each thread sums in its own padded row, the activation is
 //    applied in the same pass, and the hard-swish input is recomputed in the backward instead of being
 //    stored. Sums in double per block.
-// 2. Squeeze-excitation with the residual sum after it, y = u * g[n, c] + r (models/se_kernel.py): the
+// 2. Squeeze-excitation with the residual sum after it, y = u * g[n, c] + r (accel/se_kernel.py): the
 //    per-sample pool, the scaling and the two gradients, each one pass. Why: ATen broadcasts g over a
 //    channels-last tensor with an inner loop of C elements (20 for the largest maps: no whole vector), and
 //    the pool, scale, residual sum and their gradients read or write a whole tensor sixteen times where

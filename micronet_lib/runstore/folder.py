@@ -1,6 +1,6 @@
 """The run folder itself and who holds it: the store's errors, creating the folder, its lock.
 
-The lower half of :mod:`micronet_lib.train.store` (which re-exports every public name here): a run
+The lower half of :mod:`micronet_lib.runstore.store` (which re-exports every public name here): a run
 folder is created by :func:`make_run_dir`, held exclusively by :func:`lock` (a ``filelock`` lock on
 ``.lock`` plus ``.lock.json`` naming the holder), and every failure is a :class:`RunStoreError`: one line
 naming the file and the command that gets the user out.

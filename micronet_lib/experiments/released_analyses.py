@@ -259,7 +259,7 @@ def oneshot_curve(
         if dataset is not None:
             from micronet_lib.evaluate import evaluate, recalibrate_bn
 
-            from micronet_lib.stats import wilson_interval
+            from micronet_lib.report.stats import wilson_interval
 
             plain = evaluate(model, dataset, "test", device=device, limit=eval_images, progress=False)
             recal = recalibrate_bn(copy.deepcopy(model), dataset, n_images=recal_images, device=device)
@@ -293,7 +293,7 @@ def sample_logits(models: Mapping[str, nn.Module], images_uint8: torch.Tensor) -
 def sample_hits(logits: Mapping[str, np.ndarray], labels: torch.Tensor | np.ndarray) -> pd.DataFrame:
     """Top-1 hits of each model on the sample images with the Wilson interval of that single evaluation.
     A handful of images is a check of the whole path on real pixels, not an accuracy: the interval says so."""
-    from micronet_lib.stats import wilson_interval
+    from micronet_lib.report.stats import wilson_interval
 
     labels = np.asarray(labels)
     rows = []

@@ -1,6 +1,6 @@
 """BatchNorm2d (+ hard-swish) in training as one C++ kernel on CPU channels-last tensors; the build,
 load and check of ``csrc/train_kernels.cpp``, which also holds the squeeze-excitation kernels of
-``models/se_kernel.py``.
+``accel/se_kernel.py``.
 
 ``applies(bn, x, act)`` says whether the kernel can stand in for ``bn(x)``: ``x`` a 4-D
 channels-last float32/bfloat16 CPU tensor, ``bn`` a training-mode affine ``BatchNorm2d`` tracking
@@ -65,7 +65,7 @@ def _switched_off() -> bool:
 
 
 def _build_name() -> str:
-    from micronet_lib.cpuinfo import cpu_flags
+    from micronet_lib.accel.cpuinfo import cpu_flags
 
     cpu = cpu_flags()
     ident = "|".join([SOURCE.read_text(), torch.__version__, cpu["model"], repr(sorted(cpu["flags"].items())), " ".join(_CFLAGS)])

@@ -7,7 +7,7 @@ ops, the orthogonality penalty layer by layer, ``loss.item()`` every step, and a
 image by image in a ``DataLoader``. The weights are the same module tree, so a released checkpoint
 (``micronet_v2_pr_60``) loads into it unchanged and its logits match this project's network.
 
-Used by ``micronet bench train|eval|epoch`` (``train/bench.py``) only.
+Used by ``micronet bench train|eval|epoch`` (``bench/measure.py``) only.
 """
 
 from __future__ import annotations

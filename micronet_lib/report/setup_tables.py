@@ -23,7 +23,7 @@ def environment_table(params: Mapping[str, Any]) -> "pd.DataFrame":
 
     from micronet_lib import __version__
     from micronet_lib.cli import resolve_device
-    from micronet_lib.results import _git_commit
+    from micronet_lib.report.results import _git_commit
 
     device = resolve_device(params["device"])
     gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") else "none"

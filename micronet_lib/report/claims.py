@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from micronet_lib.stats import Verdict
+from micronet_lib.report.stats import Verdict
 
 __all__ = ["Claim", "CLAIMS", "setup_text", "at_paper_setup", "ClaimBoard"]
 
@@ -163,7 +163,7 @@ class ClaimBoard:
         """Settle ``key`` from the per-seed paired difference ``treatment − baseline`` of a runs table
         (``experiments.paired``), the setup read from ``summaries`` (the runs of both arms)."""
         from micronet_lib.experiments.aggregate import paired
-        from micronet_lib.stats import verdict
+        from micronet_lib.report.stats import verdict
 
         d = paired(runs, by, treatment, baseline, metric)
         result = f"{treatment} − {baseline}, {metric.replace('_', ' ')} paired by seed: {d.text(2, ' points')}"
@@ -190,7 +190,7 @@ class ClaimBoard:
 
     def save(self, name: str, *, meta: Mapping[str, Any]) -> None:
         """Write the board as a table of this results set (``results.save``), e.g. ``02_claims``."""
-        from micronet_lib import results
+        from micronet_lib.report import results
 
         results.save(self.frame(), name, meta=meta, title="Claims tested in this report and their verdicts")
 

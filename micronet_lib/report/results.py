@@ -9,7 +9,7 @@ notebook on the same inputs rewrites identical bytes and ``git diff`` shows only
 ``<root>`` is, in order: the ``root=`` argument, ``$MICRONET_RESULTS``, or the git-ignored
 ``results/scratch/default/`` of the repository. ``micronet reproduce`` points ``$MICRONET_RESULTS`` at
 the results set it builds, and ``announce(params)`` (every notebook's check cell) at the notebook's
-scratch set when it runs interactively (``micronet_lib.results_sets``): nothing writes into a
+scratch set when it runs interactively (``micronet_lib.report.results_sets``): nothing writes into a
 committed set unless ``micronet reproduce --publish`` builds it.
 """
 
@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 from micronet_lib import __version__
 from micronet_lib.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from micronet_lib.results_format import table_html, table_markdown
+from micronet_lib.report.formatting import table_html, table_markdown
 
 __all__ = [
     "RESULTS_ENV",
@@ -50,7 +50,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RESULTS_ENV = "MICRONET_RESULTS"
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = Path(__file__).resolve().parents[2]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # A fixed salt makes matplotlib's SVG element ids (and so the file) identical on every run.
 _SVG_HASHSALT = "micronet-companion"
@@ -317,10 +317,10 @@ def announce(params: Mapping[str, Any]) -> OutputsInfo:
     being built. Run interactively (Jupyter, nbclient) with no ``$MICRONET_RESULTS``, the notebook
     writes the git-ignored scratch set of its profile and data: this sets ``$MICRONET_RESULTS`` and
     ``$MICRONET_RUNS`` of the kernel to it, so ``publish`` and ``train.run_or_load`` follow, and holds that
-    set's lock until the kernel ends (``set_writers.hold_for_process``; in IPython only). In a notebook, Python warnings
-    from then on are shown as notes of the report (``note``).
+    set's lock until the kernel ends (``set_writers.hold_for_process``; in IPython only). In a notebook,
+    Python warnings from then on are shown as notes of the report (``note``).
     """
-    from micronet_lib.results_sets import relative_to_repo, results_set
+    from micronet_lib.report.results_sets import relative_to_repo, results_set
     from micronet_lib.train.runs import RUNS_ENV  # here, not at the top: this module imports no torch
 
     profile, data = params["profile"], params["data"]
@@ -333,7 +333,7 @@ def announce(params: Mapping[str, Any]) -> OutputsInfo:
     else:
         target = results_set(profile, data)
         if _in_kernel():  # a reproduce or sweep of this set and this kernel never write it at once
-            from micronet_lib.set_writers import hold_for_process
+            from micronet_lib.report.set_writers import hold_for_process
 
             hold_for_process(target)
         folder, shown = target.folder, relative_to_repo(target.folder)

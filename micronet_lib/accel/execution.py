@@ -10,7 +10,7 @@ fastest eager mode (compiling all four would cost minutes). On a 2-core CPU comp
 minutes per mode and process, more than a ``cpu``-profile run trains, and the compiled step was faster
 only at two threads (2.45x vs 2.15x the authors-style step; slower at one): ``compile=True`` opts in
 (README "Benchmarks"). Channels-last training on CPU runs BatchNorm (+ hard-swish) through
-``models/norm_kernel.py`` where it is built, so the calibration times the modes as ``fit`` runs them,
+``accel/norm_kernel.py`` where it is built, so the calibration times the modes as ``fit`` runs them,
 and the training cache key says whether the kernel was there. A candidate that raises when built or
 on its first call (a compile without a working toolchain, say) is left out with its reason, which
 the record and the cache keep (``failed``), instead of ending the run.
@@ -35,7 +35,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from micronet_lib.cpuinfo import SPEED_FLAGS, cpu_flags  # re-exported: the flags are part of the cache key
+from micronet_lib.accel.cpuinfo import SPEED_FLAGS, cpu_flags  # re-exported: the flags are part of the cache key
 
 __all__ = ["ExecutionMode", "PRECISIONS", "MEMORY_FORMATS", "cpu_flags", "bf16_native", "machine_key", "candidates",
            "resolve", "calibrate", "model_key", "time_alternating", "cache_path", "autocast", "train_runner", "eval_runner", "SPEED_FLAGS"]
@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "bf16", "fp16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
 # 2: strided-depthwise and SE-gradient fixes; 3: conv+hard-swish fusion in evaluation; 4: the BatchNorm +
-# hard-swish training kernel (models/norm_kernel.py), which changes which training mode is fastest;
-# 5: the squeeze-excitation + residual training kernel (models/se_kernel.py), channels-last only again
+# hard-swish training kernel (accel/norm_kernel.py), which changes which training mode is fastest;
+# 5: the squeeze-excitation + residual training kernel (accel/se_kernel.py), channels-last only again
 CACHE_VERSION = 5
 # One file per version: an older checkout run beside a newer one keeps its own choices instead of
 # wiping the other's (each would otherwise re-calibrate after the other ran).
@@ -255,7 +255,7 @@ def resolve(kind: str, device: torch.device, make_runner: Callable[[ExecutionMod
     key = f"{kind}|{machine_key(device)}|torch {torch.__version__}|{model_key}|batch {batch_size}"
     if kind == "train" and device.type == "cpu" and any(m.channels_last for m in options):
         # channels-last training is another speed without the kernels (built here, on first use)
-        from micronet_lib.models import norm_kernel
+        from micronet_lib.accel import norm_kernel
 
         key += f"|norm kernel {'fused' if norm_kernel.available() else 'aten'}"
     allowed = {m.name: m for m in options}

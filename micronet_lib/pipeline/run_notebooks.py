@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from micronet_lib.environ import environment
 from micronet_lib.fileio import atomic_write_json, atomic_write_text
-from micronet_lib.results import RESULTS_ENV
+from micronet_lib.report.results import RESULTS_ENV
 
 from .datasets import resolve_data
 from .notebooks import REPO, list_notebooks, notebooks_dir, select_notebooks
@@ -171,7 +171,7 @@ def pipeline_runs_dir(profile: str, data: str, *, results_dir: str | os.PathLike
                       publish: bool = False) -> Path:
     """Where the notebooks of (``profile``, ``data``) keep their training runs: ``$MICRONET_RUNS``, else the
     ``runs/`` of that results set (``micronet sweep`` trains there, so ``reproduce`` reads them back)."""
-    from micronet_lib import results_sets as sets
+    from micronet_lib.report import results_sets as sets
     from micronet_lib.train.runs import RUNS_ENV
 
     if os.environ.get(RUNS_ENV):
@@ -213,7 +213,7 @@ def reproduce(
     ``publish=True`` the committed ``<results_dir>/<profile>-<data>/`` (``results_dir`` defaults to the
     repository's ``results/``); ``rebuild=True`` builds it whole instead of adding to it. The set is
     built in a staging folder and swapped in only when every selected notebook succeeded
-    (``micronet_lib.results_sets``); the kernels write tables, figures and training runs there through
+    (``micronet_lib.report.results_sets``); the kernels write tables, figures and training runs there through
     ``$MICRONET_RESULTS`` / ``$MICRONET_RUNS``. ``executor`` (``experiments.make_executor("ray")``, say):
     train the grid of the selected study notebooks (02–04) with it first, into the set's runs, so the
     notebooks only read finished runs back.
@@ -223,8 +223,8 @@ def reproduce(
     ``rebuild`` with ``only`` is refused: a rebuild starts the set from nothing, so it would delete the
     reports and runs of every notebook not named.
     """
-    from micronet_lib import results_sets as sets
-    from micronet_lib.set_writers import set_lock, storage_errors
+    from micronet_lib.report import results_sets as sets
+    from micronet_lib.report.set_writers import set_lock, storage_errors
 
     if rebuild and only is not None:
         only_text = only if isinstance(only, str) else ",".join(only)
@@ -246,9 +246,9 @@ def _build(target, params: Mapping[str, Any], selected: list[Path], *, profile: 
     """``reproduce`` with the set locked: stage, train the grid (``executor``), run the notebooks, swap in."""
     import nbformat
 
-    from micronet_lib import results_sets as sets
+    from micronet_lib.report import results_sets as sets
     from micronet_lib.cli import resolve_device
-    from micronet_lib.results import DEST_ENV, KIND_ENV
+    from micronet_lib.report.results import DEST_ENV, KIND_ENV
     from micronet_lib.train.runs import RUNS_ENV
 
     identity = sets.code_identity()
@@ -269,7 +269,7 @@ def _build(target, params: Mapping[str, Any], selected: list[Path], *, profile: 
     env = {RESULTS_ENV: str(stage), RUNS_ENV: os.environ.get(RUNS_ENV) or str(stage / "runs"), DEST_ENV: shown,
            KIND_ENV: target.kind, "TQDM_DISABLE": "1"}
     if executor is not None:
-        from micronet_lib.experiments.executors import sweep
+        from micronet_lib.experiments.sweeps import sweep
         from micronet_lib.experiments.studies import STUDIES
 
         studies = [p.name[:2] for p in selected if p.name[:2] in STUDIES]

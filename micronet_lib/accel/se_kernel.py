@@ -1,5 +1,5 @@
 """Squeeze-excitation with the residual sum after it, ``y = u ⊙ g + r``, in training as C++ kernels on
-CPU channels-last tensors (``csrc/train_kernels.cpp``, built and checked by ``models/norm_kernel.py``).
+CPU channels-last tensors (``csrc/train_kernels.cpp``, built and checked by ``accel/norm_kernel.py``).
 
 ``applies(u, fc1, fc2, *modules)`` says whether the kernels may stand in: ``u`` a 4-D channels-last
 float32 / bfloat16 CPU tensor in a training forward with gradients on, the gate's convs plain biased 1×1
@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from micronet_lib.models import norm_kernel
+from micronet_lib.accel import norm_kernel
 
 __all__ = ["applies", "residual_fits", "excite_residual"]
 

@@ -7,12 +7,12 @@ A run folder (``results/runs/<config hash>/``) holds
 - ``metrics.jsonl`` (one line per epoch) and ``summary.json`` (at the end): what notebooks read;
 - ``last.pt`` (everything to resume), ``last.prev.pt`` (the checkpoint before it, a hard link, so a
   corrupt ``last.pt`` has a way out), ``best.pt`` (the selected weights) and ``checkpoints.json``
-  (their sha256, :mod:`micronet_lib.checksums`), checked on every read;
+  (their sha256, :mod:`micronet_lib.runstore.checksums`), checked on every read;
 - while a process works on it, ``.lock`` (a ``filelock`` lock) and ``.lock.json`` (who holds it).
 
 Every failure is a :class:`RunStoreError`: one line naming the file and the command that gets the
 user out (the CLI prints it as ``error: …`` and exits 2). Creating the folder, its lock and the errors
-are :mod:`micronet_lib.train.run_folder`'s, re-exported here.
+are :mod:`micronet_lib.runstore.folder`'s, re-exported here.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from typing import Any, Iterator
 
 import torch
 
-from micronet_lib import checksums
+from micronet_lib.runstore import checksums
 from micronet_lib.fileio import atomic_write_bytes
-from micronet_lib.train.run_folder import (HOLDER, LOCK, CheckpointMissingError, RunLockedError, RunStoreError,
+from micronet_lib.runstore.folder import (HOLDER, LOCK, CheckpointMissingError, RunLockedError, RunStoreError,
                                            TrainingInterrupted, clean_stale_temps, lock, make_run_dir,
                                            resume_command, tracked_by_git)
 
@@ -131,7 +131,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any], *, keep_pr
     """``torch.save`` ``payload`` (plus the format number) atomically, with its sha256 in the manifest.
 
     ``keep_previous``: the file it replaces stays as ``last.prev.pt`` (a hard link, no copy), the way
-    out when the newest checkpoint turns out corrupt. See :mod:`micronet_lib.checksums` for why every
+    out when the newest checkpoint turns out corrupt. See :mod:`micronet_lib.runstore.checksums` for why every
     instant of this sequence leaves verifiable files.
     """
     path = Path(path)

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from micronet_lib import checksums
+from micronet_lib.runstore import checksums
 from micronet_lib.models.registry import build_model, list_models
 from micronet_lib.pruning.masks import attach_mask, masked_modules
 

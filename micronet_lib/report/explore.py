@@ -44,7 +44,7 @@ def _display(*objs: Any) -> None:
     from IPython.display import display
     from matplotlib.figure import Figure
 
-    from micronet_lib.results import img_html
+    from micronet_lib.report.results import img_html
 
     if get_ipython() is None:
         return

@@ -5,7 +5,7 @@ version of the file is being written. A writer records ``pending`` first, replac
 atomically, then promotes ``pending``; so after a kill at any instant the file on disk matches one
 of its entry's two digests, and anything else (a flipped byte, a truncated or foreign file) is
 corruption. The module depends on nothing else in the project, so both the run store
-(``micronet_lib.train.store``) and the checkpoint readers (``models.released``, ``pruning.checkpoint``)
+(``micronet_lib.runstore.store``) and the checkpoint readers (``models.checkpoints``, ``pruning.checkpoint``)
 use it; :func:`torch_load` is their one way to open a ``.pt`` file.
 """
 

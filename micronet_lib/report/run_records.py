@@ -56,7 +56,7 @@ def derived(summary: Mapping[str, Any], name: str, compute: Callable[[Path], Any
         path = _checkpoint(run_dir, checkpoint)
     except CheckpointAbsent as exc:
         if corrupt:
-            from micronet_lib.train.run_folder import tracked_by_git
+            from micronet_lib.runstore.folder import tracked_by_git
 
             fix = (f"restore it with `git checkout -- {record}`" if tracked_by_git(record) else
                    f"delete it and retrain the run (`micronet reproduce` of this profile) to compute it again")
@@ -85,7 +85,7 @@ def _read_record(record: Path) -> tuple[dict[str, Any] | None, str | None]:
 
 def _note_absent(what: str, runs: Sequence[str]) -> None:
     if runs:
-        from micronet_lib.results import note
+        from micronet_lib.report.results import note
 
         note(f"{what} of run(s) {', '.join(runs)} could not be shown: the checkpoint is not in this copy of the "
              "results set (checkpoints are not committed) and the run's record does not hold it. Retrain with "

@@ -1,7 +1,7 @@
 """What this CPU is: its model name and the flags that decide which fast kernels torch can run.
 
 One reader of ``/proc/cpuinfo`` for the execution-mode cache key and calibration (``execution``), the
-benchmarks (``train.bench``) and the manifest of a results set (``results_sets``). No torch import, so
+benchmarks (``bench.measure``) and the manifest of a results set (``results_sets``). No torch import, so
 the results and pipeline modules stay light.
 """
 
