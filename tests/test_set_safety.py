@@ -32,8 +32,9 @@ from micronet_lib.train import TrainConfig, fit, run_or_load, runs
 
 REPO = Path(__file__).resolve().parents[1]
 INJECT = Path(__file__).resolve().parent / "inject"
+# explicit execution modes: no calibration (minutes on a shared machine, and again at every thread count)
 TINY = dict(cycles=1, epochs_per_cycle=2, train_per_class=8, val_per_class=None, test_per_class=4, select_on="test",
-            bn_recalibrate_images=0, depth_mult=0.25)
+            bn_recalibrate_images=0, depth_mult=0.25, precision="fp32", memory_format="contiguous")
 TINY_SETS = [x for k, v in TINY.items() for x in ("--set", f"{k}={'none' if v is None else v}")]
 
 
@@ -161,7 +162,8 @@ def test_row4_inprocess_sweep_trains_with_the_profiles_threads(tmp_path, monkeyp
 
     params = notebook_params("smoke")
     assert params["threads"] == 1
-    monkeypatch.setattr(studies, "study_configs", lambda s, p, finished=None: [tiny(seed=11)])
+    config = tiny(seed=11)
+    monkeypatch.setattr(studies, "study_configs", lambda s, p, finished=None: [config])
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -173,7 +175,7 @@ def test_row4_inprocess_sweep_trains_with_the_profiles_threads(tmp_path, monkeyp
         assert json.loads((tmp_path / summary["run_id"] / "run.json").read_text())["runtime"]["threads"] == 1
         # re-rendered under another count: it says so
         with pytest.warns(RuntimeWarning, match=r"trained with 1 torch thread\(s\), this process has 2"):
-            run_or_load(tiny(seed=11), runs_dir=tmp_path)
+            run_or_load(config, runs_dir=tmp_path)
     finally:
         torch.set_num_threads(before)
     # through Ray: the profile's threads, whatever --cpus-per-run reserves
@@ -366,16 +368,12 @@ read_metrics(run)
 """
 
 
-# explicit execution modes: no calibration before execution.json is written
-TRAIN_SETS = [*TINY_SETS, "--set", "precision=fp32", "--set", "memory_format=contiguous"]
-
-
 def _train(tmp: Path, extra: dict[str, str]):
-    return ["train", "--profile", "smoke", *TRAIN_SETS, "--runs-dir", str(tmp / "runs"), "--no-progress"], extra
+    return ["train", "--profile", "smoke", *TINY_SETS, "--runs-dir", str(tmp / "runs"), "--no-progress"], extra
 
 
 def _lock_symlink(tmp: Path):
-    config = TrainConfig.from_profile("smoke").with_overrides(TRAIN_SETS[1::2])
+    config = TrainConfig.from_profile("smoke").with_overrides(TINY_SETS[1::2])
     run_dir = tmp / "runs" / config.config_hash()
     run_dir.mkdir(parents=True)
     (run_dir / ".lock").symlink_to(run_dir / ".lock")  # a loop: ELOOP
