@@ -56,22 +56,9 @@ def finished(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def killed(tmp_path_factory) -> Path:
+def killed(tmp_path_factory, interrupt_training) -> Path:
     """Killed after epoch 3 was logged but before its checkpoint: last.pt = epoch 2, last.prev.pt = epoch 1."""
-    run_dir = tmp_path_factory.mktemp("killed") / "run"
-    original, calls = runs.append_metrics, []
-
-    def dying(run_dir_, record):
-        original(run_dir_, record)
-        calls.append(record)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runs, "append_metrics", dying)
-        with pytest.raises(store.TrainingInterrupted, match="interrupted after epoch 2 of 3"):
-            fit(tiny(), run_dir, progress=False)
-    return run_dir
+    return interrupt_training(tiny(), tmp_path_factory.mktemp("killed") / "run", after=3)
 
 
 def copy(run_dir: Path, tmp_path: Path) -> Path:

@@ -28,7 +28,7 @@ import torch
 from micronet_lib.report import results_sets as sets
 from micronet_lib.cli import main
 from micronet_lib.runstore import store
-from micronet_lib.train import TrainConfig, fit, run_or_load, runs
+from micronet_lib.train import TrainConfig, fit, resume, run_or_load, runs
 
 REPO = Path(__file__).resolve().parents[1]
 INJECT = Path(__file__).resolve().parent / "inject"
@@ -242,22 +242,9 @@ def test_row6_a_flipped_decode_cache_is_decoded_again(tmp_path, monkeypatch, cap
 
 # ---------------------------------------------------------------------- rows 7-8: resuming from a checkpoint
 @pytest.fixture(scope="module")
-def killed(tmp_path_factory) -> Path:
-    """Killed after epoch 1's checkpoint: an unfinished run that resumes."""
-    run_dir = tmp_path_factory.mktemp("killed") / "run"
-    original, calls = runs.append_metrics, []
-
-    def dying(run_dir_, record):
-        original(run_dir_, record)
-        calls.append(record)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runs, "append_metrics", dying)
-        with pytest.raises(store.TrainingInterrupted):
-            fit(tiny(), run_dir, progress=False)
-    return run_dir
+def killed(tmp_path_factory, interrupt_training) -> Path:
+    """Killed after epoch 2 was logged, before its checkpoint: an unfinished run whose last.pt is epoch 1."""
+    return interrupt_training(tiny(), tmp_path_factory.mktemp("killed") / "run", after=2)
 
 
 def test_row7_resuming_without_checkpoints_json_warns_and_is_recorded(killed, tmp_path, caplog):
@@ -403,3 +390,32 @@ def test_traceback_rows_are_one_line_and_exit_2(row, tmp_path):
     line = one_error_line(cli(*args, cwd=tmp_path, env=env, timeout=240))
     assert expected in line, line
     assert not (tmp_path / "PWNED").exists()
+
+
+# ---------------------------------------------------------------------- the "unclear" rows
+def test_unclear_rows_give_advice_that_works(killed, tmp_path, caplog):
+    from micronet_lib import data
+    from micronet_lib.models.checkpoints import read_state_dict
+
+    # a class is named, not only numbered, and the option to lower is the one that set the count
+    ds = data.load_dataset("synthetic", seed=0, synthetic_train_per_class=3, synthetic_test_per_class=2)
+    with pytest.raises(ValueError, match=rf"class {ds.classes[0]!r} \(0\) has 3 examples, fewer than train_per_class"):
+        data.subset(ds, train_per_class=5)
+    # a folder given as a checkpoint is called a folder, not "does not exist"
+    with pytest.raises(ValueError, match="is a folder, not a checkpoint file"):
+        read_state_dict(killed)
+    # a corrupt checkpoints.json: the fix offered (delete it) is the one that works, not --from-previous
+    run_dir = Path(shutil.copytree(killed, tmp_path / "run"))
+    (run_dir / "checkpoints.json").write_text("{broken")
+    with pytest.raises(store.RunStoreError) as info:
+        fit(tiny(), run_dir, progress=False)
+    assert "delete it" in str(info.value) and "--from-previous" not in str(info.value)
+    (run_dir / "checkpoints.json").unlink()  # following the advice: resumes, loudly unverified
+    with caplog.at_level(logging.WARNING):
+        assert fit(tiny(), run_dir, progress=False)["status"] == "finished"
+    assert "UNVERIFIED" in caplog.text
+    # only config.json lost: resumed from the config inside last.pt, not "not a run folder"
+    run_dir = Path(shutil.copytree(killed, tmp_path / "run2"))
+    (run_dir / "config.json").unlink()
+    assert resume(run_dir, progress=False)["status"] == "finished"
+    assert json.loads((run_dir / "config.json").read_text()) == tiny().to_dict(with_derived=True)

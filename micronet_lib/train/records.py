@@ -23,7 +23,8 @@ from micronet_lib.train.config import TrainConfig
 from micronet_lib.train.setup import model_options
 
 __all__ = ["EXECUTION_FILE", "run_summary", "mark_stopped", "checkpointed_epochs", "execution_record", "arch_record",
-           "process_runtime", "warn_other_threads", "history_incomplete", "restore_history", "repair_finished", "config_diff", "fork_command", "percent"]
+           "process_runtime", "warn_other_threads", "history_incomplete", "restore_history", "repair_finished",
+           "config_diff", "fork_command", "percent"]
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,13 @@ def execution_record(config: TrainConfig, run_dir: Path, model: nn.Module, ds, d
     return record
 
 
+def _modes(record: Any) -> tuple | None:
+    """(train mode, eval mode) of an execution record; None for anything else."""
+    if isinstance(record, dict) and isinstance(record.get("train"), dict) and isinstance(record.get("eval"), dict):
+        return record["train"].get("mode"), record["eval"].get("mode")
+    return None
+
+
 def _from_checkpoint(path: Path, checkpointed: dict) -> dict:
     """The execution record a resumed run's ``last.pt`` holds; ``execution.json`` made to match it."""
     record = json.loads(json.dumps(checkpointed))  # a copy: the sources are overwritten by the caller
@@ -144,8 +152,7 @@ def _from_checkpoint(path: Path, checkpointed: dict) -> dict:
         on_disk = json.loads(path.read_text()) if path.is_file() else None
     except (OSError, ValueError):
         on_disk = "unreadable"
-    modes = lambda r: (r["train"]["mode"], r["eval"]["mode"]) if isinstance(r, dict) and "train" in r and "eval" in r else None
-    if modes(on_disk) != modes(record):
+    if _modes(on_disk) != _modes(record):
         why = "is missing" if on_disk is None else "is unreadable" if on_disk == "unreadable" else "disagrees with it"
         log.warning("%s %s; the run continues in the execution modes its checkpoint %s recorded (train %s, eval %s) "
                     "and the file is rewritten from it", path, why, runs.LAST, record["train"]["mode"],
