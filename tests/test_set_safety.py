@@ -262,7 +262,7 @@ def test_row8_a_resumed_run_keeps_the_execution_mode_of_its_checkpoint(killed, t
     ckpt = store.load_checkpoint(run_dir / "last.pt")
     recorded = ckpt["execution"]
     mode = dict(recorded["train"]["mode"])
-    other = dict(mode, memory_format="contiguous" if mode["memory_format"] == "channels_last" else "channels_last")
+    other = dict(mode, precision="bf16" if mode["precision"] == "fp32" else "fp32")
     recorded["train"]["mode"] = other  # the mode this run was (say) calibrated to: not what this machine picks now
     store.save_checkpoint(run_dir / "last.pt", {k: v for k, v in ckpt.items() if k not in ("format", "verified")},
                           keep_previous=True)
