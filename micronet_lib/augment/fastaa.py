@@ -10,13 +10,14 @@ fixed order); only the ops that fire run per image.
 from __future__ import annotations
 
 import functools
+import os
 from typing import Sequence
 
 import torch
 
 from micronet_lib.augment.ops import OPS, apply_op, op_magnitude, warm_geometric_cache
 
-__all__ = ["CUTOUT_CENTRES", "FASTAA_4X_ORDER", "FASTAA_DEFAULT_SET", "FastAAStage", "policy_set", "policy_set_names", "resolve_set_name"]
+__all__ = ["CUTOUT_CENTRES", "FASTAA_4X_ORDER", "FASTAA_DEFAULT_SET", "FastAAStage", "is_policy_file", "policy_set", "policy_set_names", "resolve_set_name"]
 
 # The paper's 4× epoch: copy k of the training set uses set k (docs/method.md §5.2).
 FASTAA_4X_ORDER = (
@@ -50,8 +51,24 @@ def resolve_set_name(name: str) -> str:
     raise ValueError(f"unknown FastAA policy set {name!r}; use one of {', '.join(FASTAA_4X_ORDER)} or {', '.join(short_names)}")
 
 
+def is_policy_file(name: str) -> bool:
+    """A ``fastaa:`` argument that names a policy file (a ``.json`` / ``.py`` path) rather than a released set."""
+    return name.endswith((".json", ".py")) or os.sep in name or "/" in name
+
+
 def policy_set(name: str) -> list:
-    """The sub-policies of one set: a list of ((op, p, level), (op, p, level))."""
+    """The sub-policies of one set: a list of ((op, p, level), (op, p, level)).
+
+    ``name`` is a released set (``resolve_set_name``) or the path of a policy file holding exactly one set
+    (``assets.load_policies(path)``, e.g. a searched policy, docs/method.md §7.6).
+    """
+    if is_policy_file(name):
+        from micronet_lib import assets
+
+        sets = assets.load_policies(name)
+        if len(sets) != 1:
+            raise ValueError(f"policy file {name} holds {len(sets)} sets ({', '.join(sets)}); 'fastaa:<file>' needs exactly one")
+        return list(next(iter(sets.values())))
     return list(_policies()[resolve_set_name(name)])
 
 

@@ -194,6 +194,23 @@ def notebook_params(profile: str, *, data: str | None = None, folder: str | os.P
     return params
 
 
+def _write_index(target, *, final: bool, readme_only: bool = False) -> None:
+    """The set's landing page (in staging before the swap), and the README's claims table once the set the
+    README names is in place."""
+    from micronet_lib.report import index as results_index, results_sets as sets
+
+    folder = target.folder if final else target.staging
+    if not (folder / sets.MANIFEST).is_file():
+        raise FileNotFoundError(f"{sets.relative_to_repo(target.folder)} has no {sets.MANIFEST}: build the set first "
+                                "(micronet reproduce without --index-only)")
+    if not readme_only:
+        written = results_index.write_index(folder)
+        log.info("landing page %s", sets.relative_to_repo(target.folder / written["html"].name))
+    if final and target.committed and results_index.update_readme(REPO / "README.md", folder,
+                                                                  results_index.claim_rows(folder)):
+        log.info("README claims table regenerated from %s", sets.relative_to_repo(folder / "index.md"))
+
+
 def reproduce(
     profile: str,
     *,
@@ -205,6 +222,8 @@ def reproduce(
     rebuild: bool = False,
     executor=None,
     wait: bool = False,
+    rerender: bool = False,
+    index_only: bool = False,
 ) -> list[NotebookRun]:
     """Run the notebooks of ``profile`` headless into a results set; see the module docstring.
 
@@ -216,7 +235,11 @@ def reproduce(
     (``micronet_lib.report.results_sets``); the kernels write tables, figures and training runs there through
     ``$MICRONET_RESULTS`` / ``$MICRONET_RUNS``. ``executor`` (``experiments.make_executor("ray")``, say):
     train the grid of the selected study notebooks (02–04) with it first, into the set's runs, so the
-    notebooks only read finished runs back.
+    notebooks only read finished runs back. ``rerender=True``: render the reports of an existing set again
+    from its stored run records, even when the set was made by other code (the manifest then names the
+    commit that trained the records apart from the one that rendered the reports); a run the records lack
+    is an error, never trained. ``index_only=True``: only regenerate the set's landing page
+    (``report.index``) and, for the set the README's claims table names, that table.
 
     The set is locked for the whole build (``set_writers.set_lock``): another ``reproduce``, ``sweep`` or
     notebook writing it makes this call wait (``wait=True``) or stop with an error naming the holder.
@@ -231,28 +254,41 @@ def reproduce(
         raise ValueError(f"--rebuild with --only {only_text}: a rebuild starts the set from nothing, so the reports and runs "
                          "of every other notebook would be deleted; drop --only to rebuild the whole set, or drop --rebuild "
                          f"to rerun only {only_text} into the existing set")
+    from micronet_lib.train.profiles import profile_execution
+
     folder = Path(notebooks or notebooks_dir())
     params = notebook_params(profile, data=data, folder=folder)
+    profile_execution(params["profile"], params["device"])  # a mode this machine cannot run: one line, before work
     selected = select_notebooks(list_notebooks(folder), only)
     if not selected:
         raise FileNotFoundError(f"no NN_*.ipynb notebooks in {folder}")
     target = sets.results_set(profile, params["data"], publish=publish, base=results_dir)
+    if rerender and (rebuild or not (target.folder / "runs").is_dir()):
+        raise ValueError(f"--rerender renders {sets.relative_to_repo(target.folder)} again from its run records: "
+                         + ("it cannot go with --rebuild (which starts from nothing)" if rebuild else
+                            "that set has no runs/ folder; drop --rerender to build it"))
     with set_lock(target, wait=wait), storage_errors(target):
-        return _build(target, params, selected, profile=profile, folder=folder, rebuild=rebuild, executor=executor)
+        if index_only:
+            _write_index(target, final=True)
+            return []
+        return _build(target, params, selected, profile=profile, folder=folder, rebuild=rebuild, executor=executor,
+                      rerender=rerender)
 
 
 def _build(target, params: Mapping[str, Any], selected: list[Path], *, profile: str, folder: Path, rebuild: bool,
-           executor) -> list[NotebookRun]:
+           executor, rerender: bool) -> list[NotebookRun]:
     """``reproduce`` with the set locked: stage, train the grid (``executor``), run the notebooks, swap in."""
     import nbformat
 
     from micronet_lib.report import results_sets as sets
     from micronet_lib.cli import resolve_device
     from micronet_lib.report.results import DEST_ENV, KIND_ENV
-    from micronet_lib.train.runs import RUNS_ENV
+    from micronet_lib.train.runs import NO_TRAINING_ENV, RUNS_ENV
 
     identity = sets.code_identity()
-    sets.check_publish(target, profile=profile, data=params["data"], rebuild=rebuild, identity=identity)
+    # A re-render reuses the set's records whatever code trained them; the manifest keeps that commit apart.
+    same = (lambda a, b: True) if rerender else sets.same_code
+    sets.check_publish(target, profile=profile, data=params["data"], rebuild=rebuild, identity=identity, same=same)
     previous = None if rebuild else sets.read_manifest(target.folder)
 
     seed = None if rebuild else sets.committed_runs_for(target, identity)
@@ -267,7 +303,7 @@ def _build(target, params: Mapping[str, Any], selected: list[Path], *, profile: 
     # A run store named by the user ($MICRONET_RUNS, e.g. shared storage of a cluster) is used as it is;
     # its runs are then not copied into the set's runs/ (docs/cluster.md).
     env = {RESULTS_ENV: str(stage), RUNS_ENV: os.environ.get(RUNS_ENV) or str(stage / "runs"), DEST_ENV: shown,
-           KIND_ENV: target.kind, "TQDM_DISABLE": "1"}
+           KIND_ENV: target.kind, "TQDM_DISABLE": "1", NO_TRAINING_ENV: "1" if rerender else ""}
     if executor is not None:
         from micronet_lib.experiments.sweeps import sweep
         from micronet_lib.experiments.studies import STUDIES
@@ -295,10 +331,14 @@ def _build(target, params: Mapping[str, Any], selected: list[Path], *, profile: 
             log.info("%s done in %.1f s", name, seconds)
             runs.append(NotebookRun(name=name, executed=target.folder / "executed" / f"{name}.ipynb",
                                     html=target.folder / "html" / f"{name}.html", seconds=seconds))
+    runs_commit = ((previous or {}).get("runs") or {}).get("commit") or (previous or {}).get("commit") if rerender else None
     manifest = sets.build_manifest(target, params=params, device=resolve_device(params["device"]),
-                                   notebooks={r.name: r.seconds for r in runs}, previous=previous, identity=identity)
+                                   notebooks={r.name: r.seconds for r in runs}, previous=previous, identity=identity,
+                                   runs_commit=runs_commit)
     atomic_write_json(stage / sets.MANIFEST, manifest)
+    _write_index(target, final=False)
     sets.swap_in(target)
+    _write_index(target, final=True, readme_only=True)
     log.info("results set %s (%s) updated: %s", shown, target.kind, ", ".join(r.name for r in runs))
     return runs
 
