@@ -381,7 +381,7 @@ def run_or_load(
     if summary is not None and not (history_incomplete(run_dir, summary) and (run_dir / runs.LAST).exists()):
         warn_other_threads(summary)
         return summary
-    if os.environ.get(runs.NO_TRAINING_ENV):
+    if summary is None and os.environ.get(runs.NO_TRAINING_ENV):  # a finished run's repair from last.pt is no training
         raise RuntimeError(f"run {run_dir.name} is not among the finished run records in {run_dir.parent}, and a "
                            "re-render (--rerender) never trains; drop --rerender to train it")
     return fit(config, run_dir, progress=progress, wait=True)  # trains, resumes, or repairs from last.pt
