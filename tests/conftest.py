@@ -112,3 +112,28 @@ def follow():
     """``follow(call, mults=, adds=)`` does a scorer suggestion literally; ``follow.calls(message)`` lists them."""
     _follow.calls = _suggestions
     return _follow
+
+
+@pytest.fixture(scope="session")
+def interrupt_training():
+    """``interrupt_training(config, run_dir, after=N)``: ``fit`` killed (Ctrl-C) right after epoch N's metrics
+    line is written, before that epoch's checkpoint; returns ``run_dir`` (an unfinished run that resumes)."""
+    from micronet_lib.runstore import store
+    from micronet_lib.train import fit, runs
+
+    def run(config, run_dir: Path, *, after: int) -> Path:
+        original, calls = runs.append_metrics, []
+
+        def dying(run_dir_, record):
+            original(run_dir_, record)
+            calls.append(record)
+            if len(calls) == after:
+                raise KeyboardInterrupt
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(runs, "append_metrics", dying)
+            with pytest.raises(store.TrainingInterrupted, match=f"interrupted after epoch {after - 1} of "):
+                fit(config, run_dir, progress=False)
+        return run_dir
+
+    return run

@@ -245,8 +245,8 @@ def test_imagefolder_cache_reused_and_invalidated(tmp_path, monkeypatch):
     _image_tree(tmp_path / "tree")
     spec = f"imagefolder:{tmp_path / 'tree'}"
     first = data.load_dataset(spec)
-    cached = list((tmp_path / "cache" / "imagefolder").iterdir())
-    assert len(cached) == 1 and cached[0].suffix == ".pt"
+    cached = list((tmp_path / "cache" / "imagefolder").glob("*.pt"))  # beside each: its <name>.pt.sha256.json
+    assert len(cached) == 1 and (cached[0].parent / f"{cached[0].name}.sha256.json").is_file()
 
     real_decode = data.imagefolder.decode_image
     monkeypatch.setattr(data.imagefolder, "decode_image", lambda p: pytest.fail(f"cache not used: decoded {p}"))
@@ -260,7 +260,7 @@ def test_imagefolder_cache_reused_and_invalidated(tmp_path, monkeypatch):
     monkeypatch.setattr(data.imagefolder, "decode_image", real_decode)
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "tree" / "test" / "ant" / "9999.png")
     assert len(data.load_dataset(spec).test) == 7
-    assert len(list((tmp_path / "cache" / "imagefolder").iterdir())) == 2
+    assert len(list((tmp_path / "cache" / "imagefolder").glob("*.pt"))) == 2
 
 
 def test_imagefolder_corrupt_file_named_and_nothing_cached(tmp_path):

@@ -169,7 +169,8 @@ def test_reproduce_stops_at_first_failure_and_shows_the_cell(tmp_path):
         pipeline.reproduce("smoke", results_dir=out, notebooks=folder)
     msg = str(info.value)
     assert "notebook 01_boom failed" in msg
-    assert "raise ValueError('boom: ' + profile)" in msg  # the failing cell's source
+    assert "\n" not in msg  # one line: the traceback is in the saved notebook (and the -v log)
+    assert "raise ValueError('boom: ' + profile)" in msg  # the failing line of the cell
     assert "ValueError: boom: smoke" in msg  # and its error, with the injected profile
     assert (folder / "ran_00").read_text() == "synthetic"  # cwd = notebooks folder, params injected
     assert not (folder / "ran_02").exists()  # stopped at the first failure

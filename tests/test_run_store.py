@@ -56,22 +56,9 @@ def finished(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def killed(tmp_path_factory) -> Path:
+def killed(tmp_path_factory, interrupt_training) -> Path:
     """Killed after epoch 3 was logged but before its checkpoint: last.pt = epoch 2, last.prev.pt = epoch 1."""
-    run_dir = tmp_path_factory.mktemp("killed") / "run"
-    original, calls = runs.append_metrics, []
-
-    def dying(run_dir_, record):
-        original(run_dir_, record)
-        calls.append(record)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runs, "append_metrics", dying)
-        with pytest.raises(store.TrainingInterrupted, match="interrupted after epoch 2 of 3"):
-            fit(tiny(), run_dir, progress=False)
-    return run_dir
+    return interrupt_training(tiny(), tmp_path_factory.mktemp("killed") / "run", after=3)
 
 
 def copy(run_dir: Path, tmp_path: Path) -> Path:
@@ -217,7 +204,9 @@ def test_corrupt_text_file_names_the_file_and_the_fix(finished, tmp_path, capsys
     for pt in run_dir.glob("*.pt"):
         pt.unlink()
     (run_dir / name).write_text("{not json\n")
-    with pytest.raises(store.RunStoreError, match=rf"{run_dir / name}( line 1)? is corrupt.*git checkout"):
+    # a folder git does not track (this temp folder, a scratch set): no `git checkout` advice that cannot work
+    with pytest.raises(store.RunStoreError, match=rf"{run_dir / name}( line 1)? is corrupt.*train the run again \(it is "
+                       "not under version control"):
         read(run_dir)
 
 

@@ -177,6 +177,8 @@ def calibrate(make_runner: Callable[[ExecutionMode], Callable[[], None]], modes:
         runners[mode.name] = runner
     if not runners:
         reasons = "; ".join(f"{name}: {why}" for name, why in (failures or {}).items())
+        if failures and all("out of memory" in why.lower() or "DefaultCPUAllocator" in why for why in failures.values()):
+            raise RuntimeError(f"out of memory in every execution mode ({reasons}); use a smaller batch size")
         raise RuntimeError(f"no execution mode ran on this machine: {reasons}")
     return time_alternating(runners, steps=steps, warmup=max(warmup - 1, 0), rounds=rounds, reduce=min)
 

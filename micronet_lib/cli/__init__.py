@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # Ctrl-C: no traceback; training says how to resume (store.TrainingInterrupted)
-        print(f"{exc or 'interrupted'}", file=sys.stderr)
+        print(str(exc).strip() or "interrupted (Ctrl-C)", file=sys.stderr)
         return 130
 
 

@@ -34,7 +34,8 @@ def register(subparsers) -> None:
                    help="write the committed set results/<profile>-<data>/ instead of the scratch set; refused when "
                    "that set was made by other code, profile or data (see --rebuild) or the tree has uncommitted changes")
     p.add_argument("--rebuild", action="store_true",
-                   help="build the set whole, from nothing (needed to replace a committed set made by another commit)")
+                   help="build the set whole, from nothing (needed to replace a committed set made by another commit); "
+                   "not with --only")
     p.add_argument("--rerender", action="store_true",
                    help="render the reports of an existing set again from its stored run records, never training "
                    "(allowed for a committed set made by another commit; its manifest then names both commits)")
@@ -45,6 +46,9 @@ def register(subparsers) -> None:
     p.add_argument("--execution", metavar="MODE",
                    help="override the profile's execution mode, e.g. fp32+channels_last on a CPU without native bf16 "
                    "(sets $MICRONET_EXECUTION; the tables then differ from the committed set's by rounding)")
+    p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=False,
+                   help="if another reproduce, sweep or notebook is writing the same set, wait for it (default: stop "
+                   "with an error naming it)")
     from micronet_lib.cli.sweep import add_executor_options
 
     add_executor_options(p, default=None)  # given: train the grid first (`micronet sweep`), then render
@@ -65,9 +69,15 @@ def _run(args: argparse.Namespace) -> int:
         parse_execution(args.execution)  # a bad name: one line before any work
         os.environ[EXECUTION_ENV] = args.execution  # the notebook kernels inherit it
 
-    runs = reproduce(args.profile, only=args.only, data=args.data, results_dir=args.results, publish=args.publish,
-                     rebuild=args.rebuild, executor=executor_from_args(args), rerender=args.rerender,
-                     index_only=args.index_only)
+    try:
+        runs = reproduce(args.profile, only=args.only, data=args.data, results_dir=args.results, publish=args.publish,
+                         rebuild=args.rebuild, executor=executor_from_args(args), rerender=args.rerender,
+                         index_only=args.index_only, wait=args.wait)
+    except KeyboardInterrupt as exc:
+        if str(exc).strip():  # a training run says how to resume it
+            raise
+        raise KeyboardInterrupt("interrupted (Ctrl-C): the results set is unchanged (a set is swapped in whole) and "
+                                "finished training runs are kept; run the same command again to continue") from None
     if args.index_only:
         from micronet_lib.pipeline import notebook_params
         from micronet_lib.report.results_sets import results_set

@@ -58,6 +58,9 @@ def register(subparsers) -> None:
     p.add_argument("--publish", action="store_true",
                    help="train into the committed set results/<profile>-<data>/ (as `reproduce --publish`), not the scratch set")
     add_executor_options(p, default="inprocess")
+    p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=False,
+                   help="if a reproduce, another sweep or a notebook is writing the same results set, wait for it "
+                   "(default: stop with an error naming it)")
     p.add_argument("--dry-run", action="store_true", help="list the first round of runs and their state, train nothing")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="the overall tqdm bar")
     p.set_defaults(func=_run)
@@ -68,8 +71,12 @@ def _run(args: argparse.Namespace) -> int:
     from micronet_lib.experiments.studies import parse_studies, study_configs
     from micronet_lib.pipeline import notebook_params
 
+    from micronet_lib.report import results_sets as sets
+    from micronet_lib.report.set_writers import set_lock, storage_errors
+
     studies = parse_studies(args.study)
     params = notebook_params(args.profile, data=args.data)
+    target = sets.results_set(args.profile, params["data"], publish=args.publish, base=args.results)
     runs_dir = runs_dir_from_args(args, params)
     if args.dry_run:
         for s in studies:
@@ -78,6 +85,14 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{s} {c.config_hash()} {state}")
         return 0
     executor = executor_from_args(args)
+    # The set is held while its runs train: a reproduce swapping the set (or a second sweep) waits or stops.
+    with set_lock(target, wait=args.wait), storage_errors(target):
+        return _sweep(args, studies, params, runs_dir, executor)
+
+
+def _sweep(args: argparse.Namespace, studies, params, runs_dir, executor) -> int:
+    from micronet_lib.experiments.sweeps import sweep
+
     print(f"sweep: profile {args.profile}, studies {', '.join(studies)}, runs in {runs_dir}, executor {executor.name}")
     report = sweep(studies, params, executor=executor, runs_dir=runs_dir, progress=args.progress, echo=print)
     print(f"sweep done: {len(report.summaries)} run(s) finished ({report.loaded} read back, {report.ran} run now), "

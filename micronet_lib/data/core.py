@@ -89,7 +89,8 @@ def normalize(images_uint8: torch.Tensor, mean, std) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------ subsets
 
-def _stratified_indices(labels: torch.Tensor, n_per_class: int, seed: int) -> torch.Tensor:
+def _stratified_indices(labels: torch.Tensor, n_per_class: int, seed: int, classes: tuple[str, ...] = (),
+                        what: str = "n_per_class") -> torch.Tensor:
     """Exactly ``n_per_class`` indices per class present, seeded; prefixes of one permutation per class,
     so a smaller subset with the same seed is contained in a larger one."""
     if isinstance(n_per_class, bool) or not isinstance(n_per_class, int) or n_per_class < 1:
@@ -99,7 +100,8 @@ def _stratified_indices(labels: torch.Tensor, n_per_class: int, seed: int) -> to
     for c in torch.unique(labels).tolist():
         idx = torch.nonzero(labels == c).flatten()
         if len(idx) < n_per_class:
-            raise ValueError(f"class {c} has {len(idx)} examples, fewer than n_per_class={n_per_class}")
+            name = f"class {classes[c]!r} ({c})" if c < len(classes) else f"class {c}"
+            raise ValueError(f"{name} has {len(idx)} examples, fewer than {what}={n_per_class}; lower {what}")
         chosen.append(idx[torch.randperm(len(idx), generator=gen)[:n_per_class]])
     return torch.sort(torch.cat(chosen)).values
 
@@ -108,16 +110,20 @@ def _take(split: Split, idx: torch.Tensor) -> Split:
     return Split(split.images[idx].contiguous(), split.labels[idx].contiguous())
 
 
-def stratified_subset(split: Split, n_per_class: int, *, seed: int) -> Split:
-    """``n_per_class`` examples of every class in ``split`` (original order kept), deterministic in ``seed``."""
-    return _take(split, _stratified_indices(split.labels, n_per_class, seed))
+def stratified_subset(split: Split, n_per_class: int, *, seed: int, classes: tuple[str, ...] = (),
+                      what: str = "n_per_class") -> Split:
+    """``n_per_class`` examples of every class in ``split`` (original order kept), deterministic in ``seed``;
+    ``classes`` and ``what`` (the option that set the count) name them in errors."""
+    return _take(split, _stratified_indices(split.labels, n_per_class, seed, classes, what))
 
 
 def subset(ds: Dataset, *, train_per_class: int | None = None, test_per_class: int | None = None,
            seed: int = 0) -> Dataset:
     """Budgeted copy of ``ds``: stratified train/test subsets (None keeps a split whole; val is kept)."""
-    train = ds.train if train_per_class is None else stratified_subset(ds.train, train_per_class, seed=seed)
-    test = ds.test if test_per_class is None else stratified_subset(ds.test, test_per_class, seed=seed + 1)
+    train = ds.train if train_per_class is None else stratified_subset(
+        ds.train, train_per_class, seed=seed, classes=ds.classes, what="train_per_class (+ val_per_class)")
+    test = ds.test if test_per_class is None else stratified_subset(
+        ds.test, test_per_class, seed=seed + 1, classes=ds.classes, what="test_per_class")
     return replace(ds, train=train, test=test)
 
 
@@ -125,7 +131,7 @@ def with_validation(ds: Dataset, *, val_per_class: int, seed: int) -> Dataset:
     """Carve a stratified validation split out of train; the remaining train and val are disjoint."""
     if ds.val is not None:
         raise ValueError(f"dataset {ds.name!r} already has a val split ({len(ds.val)} examples)")
-    val_idx = _stratified_indices(ds.train.labels, val_per_class, seed)
+    val_idx = _stratified_indices(ds.train.labels, val_per_class, seed, ds.classes, "val_per_class")
     keep = torch.ones(len(ds.train), dtype=torch.bool)
     keep[val_idx] = False
     return replace(ds, train=_take(ds.train, torch.nonzero(keep).flatten()), val=_take(ds.train, val_idx))

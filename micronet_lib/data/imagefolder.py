@@ -1,4 +1,9 @@
-"""Image-folder datasets: ``train/<class>/*`` + ``test/<class>/*`` trees, decoded once and cached as one ``.pt``."""
+"""Image-folder datasets: ``train/<class>/*`` + ``test/<class>/*`` trees, decoded once and cached as one ``.pt``.
+
+The cache carries its sha256 in a file beside it (``<cache>.sha256.json``, written after the cache): a
+cache that does not match it (flipped bytes on disk, a foreign file) or has none is decoded again with a
+warning, never trained on (a flipped byte in a pixel tensor loads without any error).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..fileio import atomic_torch_save
+from ..runstore.checksums import file_digest
+from ..fileio import atomic_torch_save, atomic_write_json
 from .core import Dataset, Split, channel_stats
 from .files import IMAGE_EXTENSIONS, IMAGEFOLDER_ROOT_ENV, decode_image, find_image_folder
 
@@ -74,6 +80,33 @@ def _decode_split(entries: list[tuple[Path, int]], workers: int) -> Split:
     return Split(images, torch.tensor([lab for _, lab in entries], dtype=torch.int64))
 
 
+def _digest_path(cache: Path) -> Path:
+    return cache.with_name(cache.name + ".sha256.json")
+
+
+def _read_cache(cache: Path) -> dict | None:
+    """The cached arrays if ``cache`` matches its recorded sha256 and loads; else None (decode again), with a warning."""
+    import json
+
+    try:
+        recorded = json.loads(_digest_path(cache).read_text())
+    except (OSError, ValueError):
+        recorded = None
+    found = file_digest(cache)
+    if not isinstance(recorded, dict) or recorded.get("sha256") != found["sha256"]:
+        why = ("has no recorded checksum" if not isinstance(recorded, dict)
+               else f"fails its checksum ({found['bytes']} bytes, sha256 {found['sha256'][:12]}…; recorded "
+                    f"{recorded.get('bytes')} bytes, {str(recorded.get('sha256'))[:12]}…)")
+        log.warning("image folder cache %s %s; decoding the images again", cache, why)
+        return None
+    log.info("image folder cache %s (sha256 verified)", cache)
+    try:
+        return torch.load(cache, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unreadable cache (another torch version): rebuild it
+        log.warning("image folder cache %s unreadable (%s: %s); decoding again", cache, type(exc).__name__, exc)
+        return None
+
+
 def load_imagefolder(path: str, *, workers: int) -> Dataset:
     from ..assets import cache_dir
 
@@ -81,13 +114,7 @@ def load_imagefolder(path: str, *, workers: int) -> Dataset:
     classes, files, digest = _listing(root)
     cache = cache_dir() / "imagefolder" / f"{root.name}-{digest[:20]}.pt"
     description = "CIFAR-10 (JPEG) stand-in" if root.name == "cifar10-jpeg" else f"image folder {root.name}"
-    blob = None
-    if cache.is_file():
-        log.info("image folder %s: cached arrays %s", root, cache)
-        try:
-            blob = torch.load(cache, map_location="cpu", weights_only=True)
-        except Exception as exc:  # unreadable cache (another torch version, damaged disk): rebuild it
-            log.warning("image folder cache %s unreadable (%s: %s); decoding again", cache, type(exc).__name__, exc)
+    blob = _read_cache(cache) if cache.is_file() else None
     if blob is None:
         log.info("image folder %s: decoding %d images once (cache %s)", root, sum(map(len, files.values())), cache)
         train, test = _decode_split(files["train"], workers), _decode_split(files["test"], workers)
@@ -96,6 +123,7 @@ def load_imagefolder(path: str, *, workers: int) -> Dataset:
                 "train_images": train.images, "train_labels": train.labels,
                 "test_images": test.images, "test_labels": test.labels}
         atomic_torch_save(blob, cache)
+        atomic_write_json(_digest_path(cache), file_digest(cache))
     return Dataset(f"imagefolder:{path}", description, tuple(blob["classes"]), tuple(blob["mean"]), tuple(blob["std"]),
                    Split(blob["train_images"], blob["train_labels"]), Split(blob["test_images"], blob["test_labels"]))
 

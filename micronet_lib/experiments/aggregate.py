@@ -138,14 +138,30 @@ def mean_std(df: pd.DataFrame, by: str | Sequence[str], metrics: Sequence[str] =
 
 
 def curves_frame(summaries: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> pd.DataFrame:
-    """Per-epoch metrics of each run (``metrics.jsonl``), long format with ``label`` and ``seed`` columns."""
+    """Per-epoch metrics of each run (``metrics.jsonl``), long format with ``label`` and ``seed`` columns.
+
+    A run whose ``metrics.jsonl`` is missing, corrupt or shorter than its summary's ``epochs`` is named in a
+    visible note (``results.note``): a figure never loses a curve silently."""
     if len(labels) != len(summaries):
         raise ValueError(f"got {len(summaries)} summaries but {len(labels)} labels")
-    frames = []
+    frames, missing = [], []
     for s, label in zip(summaries, labels):
-        records = read_metrics(s["run_dir"])
+        try:
+            records = read_metrics(s["run_dir"])
+        except ValueError as exc:  # a corrupt line (RunStoreError): the curve is left out, and the note says why
+            records, why = [], str(exc).split(";")[0]
+        else:
+            why = f"its metrics.jsonl holds {len(records)} of {s.get('epochs')} epochs"
+        if len(records) != s.get("epochs"):
+            missing.append(f"{s['run_id']} ({label}: {why})")
         if records:
             frames.append(pd.DataFrame(records).assign(label=label, seed=s["config"]["seed"], run=s["run_id"]))
+    if missing:
+        from micronet_lib.report.results import note
+
+        note("Learning curves incomplete for run(s) " + "; ".join(missing) + ". A run with its last.pt rebuilds "
+             "metrics.jsonl when read back; in a committed set, restore the file with `git checkout`, or retrain "
+             "with `micronet reproduce` of this profile (scratch set).")
     if not frames:
         return pd.DataFrame(columns=["label", "seed", "run", "global_epoch"])
     return pd.concat(frames, ignore_index=True)

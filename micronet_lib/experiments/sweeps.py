@@ -35,7 +35,7 @@ from micronet_lib.train import runs
 from micronet_lib.train.runs import RUNS_ENV, RunSummary, read_summary, run_dir_for, runs_root
 
 __all__ = ["InProcess", "RayExecutor", "SweepReport", "finished_summary", "make_executor", "run_configs", "sweep",
-           "EXECUTORS", "RAY_MISSING"]
+           "torch_threads", "worker_threads", "EXECUTORS", "RAY_MISSING"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,36 @@ def run_store_at(runs_dir: str | os.PathLike, workdir: str | os.PathLike | None 
         yield
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run with ``threads`` torch threads (0: leave the count as it is), restored afterwards.
+
+    The thread count is not part of a run's config hash, yet float sums (and so pruning masks) depend on
+    it: every executor trains with the profile's ``threads``, as the notebooks do, so one hash means one
+    set of numbers whichever executor trained it.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def worker_threads(threads: int, cpus_per_run: int, *, gpu: bool) -> int:
+    """Torch threads of one Ray task: the profile's ``threads`` when it sets one, else the CPUs the task
+    reserved (``cpus_per_run``; 0 = torch's default on a GPU task)."""
+    if threads:
+        if not gpu and threads != cpus_per_run:
+            log.warning("runs train with the profile's %d torch thread(s) on %d reserved CPU(s) per run: pass "
+                        "--cpus-per-run %d to reserve as many CPUs as threads", threads, cpus_per_run, threads)
+        return threads
+    return 0 if gpu else cpus_per_run
+
+
 # ---------------------------------------------------------------------- executors
 class InProcess:
     """``run_or_load`` each config in this process, in order (today's behaviour; no extra imports)."""
@@ -88,10 +118,10 @@ class InProcess:
     name = "inprocess"
 
     def execute(self, configs: Sequence[TrainConfig], *, runs_dir: Path, workdir: Path | None,
-                progress: bool) -> Iterator[tuple[TrainConfig, RunSummary | BaseException]]:
+                progress: bool, threads: int = 0) -> Iterator[tuple[TrainConfig, RunSummary | BaseException]]:
         for config in configs:
             try:
-                with run_store_at(runs_dir, workdir):
+                with run_store_at(runs_dir, workdir), torch_threads(threads):
                     yield config, run_or_load(config, runs_dir=runs_dir, progress=progress)
             except Exception as exc:  # the run's own failure: reported once by run_configs
                 yield config, exc
@@ -160,7 +190,7 @@ class RayExecutor:
             self._owned = False
 
     def execute(self, configs: Sequence[TrainConfig], *, runs_dir: Path, workdir: Path | None,
-                progress: bool) -> Iterator[tuple[TrainConfig, RunSummary | BaseException]]:
+                progress: bool, threads: int = 0) -> Iterator[tuple[TrainConfig, RunSummary | BaseException]]:
         if not configs:
             return
         ray = self._connect()  # stays connected across the rounds of a sweep; sweep() calls close()
@@ -174,7 +204,7 @@ class RayExecutor:
                                num_gpus=1 if wants_gpu else 0, max_retries=self.max_retries,
                                retry_exceptions=False).remote(
                 config.to_dict(), str(runs_dir), None if workdir is None else str(workdir),
-                0 if wants_gpu else self.cpus_per_run)
+                worker_threads(threads, self.cpus_per_run, gpu=wants_gpu))
             refs[ref] = config
         pending = list(refs)
         while pending:
@@ -253,13 +283,13 @@ class _Progress:
 
 def run_configs(configs: Sequence[TrainConfig], *, executor=None, runs_dir: str | os.PathLike | None = None,
                 workdir: str | os.PathLike | None = None, progress: bool = False, retry_stopped: bool = True,
-                echo: Callable[[str], None] | None = None, _bar: _Progress | None = None) -> SweepReport:
+                echo: Callable[[str], None] | None = None, threads: int = 0, _bar: _Progress | None = None) -> SweepReport:
     """Finished runs are read back; the others go to ``executor`` (default ``InProcess()``).
 
     Configs are deduplicated by hash. ``retry_stopped=False`` leaves runs that stopped for a reason of
     their own (a non-finite loss, recorded in their summary) as failures instead of running them again.
     ``workdir`` is the directory runs execute in (a relative ``imagefolder:`` dataset path is taken from
-    it); None: the current one.
+    it); None: the current one. ``threads``: torch threads of every run (0: as the process has them).
     """
     for c in configs:
         if not isinstance(c, TrainConfig):
@@ -288,7 +318,7 @@ def run_configs(configs: Sequence[TrainConfig], *, executor=None, runs_dir: str 
     start = time.perf_counter()
     try:
         for config, outcome in executor.execute(todo, runs_dir=root, workdir=None if workdir is None else Path(workdir),
-                                                progress=progress and executor.name == "inprocess"):
+                                                progress=progress and executor.name == "inprocess", threads=threads):
             key = config.config_hash()
             if isinstance(outcome, BaseException):
                 message = f"{type(outcome).__name__}: {str(outcome).strip().splitlines()[-1] if str(outcome).strip() else ''}"
@@ -316,7 +346,8 @@ def sweep(studies: Sequence[str], params: Mapping[str, Any], *, executor=None,
     until a round adds nothing (04's pruning runs appear once their dense runs are finished). Runs
     that stopped earlier are reported, not resubmitted. ``workdir`` (default: the notebooks folder) is
     where the runs execute: ``pipeline.notebook_params`` writes an ``imagefolder:`` dataset path relative
-    to the notebooks folder, as the notebooks see it, so the runs find their data there.
+    to the notebooks folder, as the notebooks see it, so the runs find their data there. Every run trains
+    with the profile's ``threads`` (``torch_threads``), whichever executor runs it.
     """
     from micronet_lib.experiments.studies import study_configs
     from micronet_lib.pipeline.notebooks import notebooks_dir
@@ -332,7 +363,7 @@ def sweep(studies: Sequence[str], params: Mapping[str, Any], *, executor=None,
             if not new:
                 break
             total.merge(run_configs(new, executor=executor, runs_dir=runs_dir, workdir=workdir, progress=progress,
-                                    retry_stopped=False, echo=echo, _bar=bar))
+                                    retry_stopped=False, echo=echo, threads=int(params.get("threads") or 0), _bar=bar))
     finally:
         bar.close()
         if hasattr(executor, "close"):

@@ -88,6 +88,10 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     Loading uses ``weights_only=True``: a file needing arbitrary pickled objects is rejected.
     """
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.pt"))
+        raise ValueError(f"checkpoint {str(path)!r} is a folder, not a checkpoint file; name a file in it"
+                         + (f" ({', '.join(found[:4])})" if found else "") + f", e.g. {path / 'best.pt'}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist (give a file path or one of: {', '.join(RELEASED_CHECKPOINTS)})")
     obj = checksums.torch_load(path)

@@ -146,10 +146,24 @@ def load_profile(profile: str, *, folder: str | os.PathLike | None = None) -> di
     path = Path(folder or notebooks_dir()) / "params" / f"{profile}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"profile file {path} not found (profiles: {', '.join(PROFILES)})")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        from micronet_lib.runstore.folder import tracked_by_git
+
+        restore = f", or restore the file with `git checkout -- {path}`" if tracked_by_git(path) else ""
+        raise ValueError(f"{path} is not a valid parameters file ({_yaml_problem(exc)}); fix that line (plain "
+                         f"`name: value` lines, no tags such as !!python){restore}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path} must hold a mapping of parameter names to values, got {type(raw).__name__}")
     return raw
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """One line out of a (multi-line) YAML error: what is wrong and where."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    what = " ".join(str(getattr(exc, "problem", None) or exc).split())[:160]
+    return f"line {mark.line + 1}: {what}" if mark is not None else what
 
 
 def check_params(

@@ -38,16 +38,23 @@ class NotebookRun:
 
 
 def _failure_message(name: str, exc: BaseException, saved: Path | None) -> str:
+    """One line: the notebook, the cell and its failing line, the error; the full traceback is in ``saved``
+    (the partly executed notebook) and in the debug log (``micronet -v``)."""
     from papermill.exceptions import PapermillExecutionError
 
-    where = f"; the partly executed notebook is {saved}" if saved else ""
+    where = (f"; the partly executed notebook, with the traceback, is {saved}" if saved
+             else "; run with -v for the traceback")
     if isinstance(exc, PapermillExecutionError):
-        tb = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(exc.traceback[-3:]))
-        return (
-            f"notebook {name} failed in cell {exc.cell_index} (In [{exc.exec_count}]){where}\n"
-            f"--- failing cell ---\n{exc.source}\n--- error ---\n{exc.ename}: {exc.evalue}\n{tb}"
-        )
-    return f"notebook {name} failed: {type(exc).__name__}: {exc}{where}"
+        tb = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(exc.traceback))
+        log.debug("notebook %s, cell %s:\n%s\n%s", name, exc.cell_index, exc.source, tb)
+        arrow = re.search(r"^-+> *\d+ (.+)$", tb, flags=re.MULTILINE)  # IPython marks the failing line of the cell
+        lines = [line.strip() for line in exc.source.splitlines() if line.strip()]
+        at = arrow.group(1).strip() if arrow else (lines[-1] if lines else "")
+        evalue = (str(exc.evalue).strip().splitlines() or [""])[0]
+        return (f"notebook {name} failed in cell {exc.cell_index} (In [{exc.exec_count}]) at `{at[:160]}`: "
+                f"{exc.ename}: {evalue[:1000]}{where}")
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return f"notebook {name} failed: {type(exc).__name__}: {text[:1000]}{where}"
 
 
 _VOLATILE = ("start_time", "end_time", "duration")
@@ -214,6 +221,7 @@ def reproduce(
     publish: bool = False,
     rebuild: bool = False,
     executor=None,
+    wait: bool = False,
     rerender: bool = False,
     index_only: bool = False,
 ) -> list[NotebookRun]:
@@ -232,14 +240,20 @@ def reproduce(
     commit that trained the records apart from the one that rendered the reports); a run the records lack
     is an error, never trained. ``index_only=True``: only regenerate the set's landing page
     (``report.index``) and, for the set the README's claims table names, that table.
+
+    The set is locked for the whole build (``set_writers.set_lock``): another ``reproduce``, ``sweep`` or
+    notebook writing it makes this call wait (``wait=True``) or stop with an error naming the holder.
+    ``rebuild`` with ``only`` is refused: a rebuild starts the set from nothing, so it would delete the
+    reports and runs of every notebook not named.
     """
-    import nbformat
-
     from micronet_lib.report import results_sets as sets
-    from micronet_lib.cli import resolve_device
-    from micronet_lib.report.results import DEST_ENV, KIND_ENV
-    from micronet_lib.train.runs import NO_TRAINING_ENV, RUNS_ENV
+    from micronet_lib.report.set_writers import set_lock, storage_errors
 
+    if rebuild and only is not None:
+        only_text = only if isinstance(only, str) else ",".join(only)
+        raise ValueError(f"--rebuild with --only {only_text}: a rebuild starts the set from nothing, so the reports and runs "
+                         "of every other notebook would be deleted; drop --only to rebuild the whole set, or drop --rebuild "
+                         f"to rerun only {only_text} into the existing set")
     from micronet_lib.train.profiles import profile_execution
 
     folder = Path(notebooks or notebooks_dir())
@@ -249,13 +263,28 @@ def reproduce(
     if not selected:
         raise FileNotFoundError(f"no NN_*.ipynb notebooks in {folder}")
     target = sets.results_set(profile, params["data"], publish=publish, base=results_dir)
-    if index_only:
-        _write_index(target, final=True)
-        return []
     if rerender and (rebuild or not (target.folder / "runs").is_dir()):
         raise ValueError(f"--rerender renders {sets.relative_to_repo(target.folder)} again from its run records: "
                          + ("it cannot go with --rebuild (which starts from nothing)" if rebuild else
                             "that set has no runs/ folder; drop --rerender to build it"))
+    with set_lock(target, wait=wait), storage_errors(target):
+        if index_only:
+            _write_index(target, final=True)
+            return []
+        return _build(target, params, selected, profile=profile, folder=folder, rebuild=rebuild, executor=executor,
+                      rerender=rerender)
+
+
+def _build(target, params: Mapping[str, Any], selected: list[Path], *, profile: str, folder: Path, rebuild: bool,
+           executor, rerender: bool) -> list[NotebookRun]:
+    """``reproduce`` with the set locked: stage, train the grid (``executor``), run the notebooks, swap in."""
+    import nbformat
+
+    from micronet_lib.report import results_sets as sets
+    from micronet_lib.cli import resolve_device
+    from micronet_lib.report.results import DEST_ENV, KIND_ENV
+    from micronet_lib.train.runs import NO_TRAINING_ENV, RUNS_ENV
+
     identity = sets.code_identity()
     # A re-render reuses the set's records whatever code trained them; the manifest keeps that commit apart.
     same = (lambda a, b: True) if rerender else sets.same_code

@@ -3,6 +3,7 @@
 - :mod:`.results`: ``publish`` / ``note`` / ``announce``: atomic, byte-stable tables and figures.
 - :mod:`.formatting`: one formatter for tables and figures shown to a reader.
 - :mod:`.results_sets`: one folder per (profile, data), its manifest, clobber guard and staging swap.
+- :mod:`.set_writers`: one lock per results set; a full or read-only disk as one line.
 - :mod:`.claims`: the paper's claims a report tests and the boxes that state them.
 - :mod:`.stats`: intervals and verdicts.
 - :mod:`.run_records`: what a report needs from a run's checkpoint, kept in the run's committed record.

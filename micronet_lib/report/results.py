@@ -322,8 +322,9 @@ def announce(params: Mapping[str, Any]) -> OutputsInfo:
     Called from every notebook's check cell. Under ``micronet reproduce`` the environment names the set
     being built. Run interactively (Jupyter, nbclient) with no ``$MICRONET_RESULTS``, the notebook
     writes the git-ignored scratch set of its profile and data: this sets ``$MICRONET_RESULTS`` and
-    ``$MICRONET_RUNS`` of the kernel to it, so ``publish`` and ``train.run_or_load`` follow. In a
-    notebook, Python warnings from then on are shown as notes of the report (``note``).
+    ``$MICRONET_RUNS`` of the kernel to it, so ``publish`` and ``train.run_or_load`` follow, and holds that
+    set's lock until the kernel ends (``set_writers.hold_for_process``; in IPython only). In a notebook,
+    Python warnings from then on are shown as notes of the report (``note``).
     """
     from micronet_lib.report.results_sets import relative_to_repo, results_set
     from micronet_lib.train.runs import RUNS_ENV  # here, not at the top: this module imports no torch
@@ -337,6 +338,10 @@ def announce(params: Mapping[str, Any]) -> OutputsInfo:
         kind = os.environ.get(KIND_ENV) or "chosen by $MICRONET_RESULTS"
     else:
         target = results_set(profile, data)
+        if _in_kernel():  # a reproduce or sweep of this set and this kernel never write it at once
+            from micronet_lib.report.set_writers import hold_for_process
+
+            hold_for_process(target)
         folder, shown = target.folder, relative_to_repo(target.folder)
         if chosen_here or not os.environ.get(RUNS_ENV):
             os.environ[RUNS_ENV] = str(folder / "runs")
@@ -354,6 +359,14 @@ def announce(params: Mapping[str, Any]) -> OutputsInfo:
         display(Markdown(info.line))
         warnings.showwarning = _warning_as_note
     return info
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return False
+    return get_ipython() is not None
 
 
 def _warning_as_note(message, category, filename, lineno, file=None, line=None) -> None:

@@ -65,6 +65,7 @@ SCRATCH = "scratch"
 STAGING = ".staging"
 MANIFEST = "manifest.json"
 SUBFOLDERS = ("tables", "figures", "html", "executed", "runs")
+BUILD_SOURCES = ("notebooks", "micronet_lib")  # an untracked file here changes what a build runs
 
 
 class SetConflictError(ValueError):
@@ -107,6 +108,11 @@ class ResultsSet:
     def trash(self) -> Path:
         return self.folder.parent / STAGING / f"{self.name}.old"
 
+    @property
+    def lock_folder(self) -> Path:
+        """Where the set's lock lives: beside the set, not in it (the set folder itself is swapped)."""
+        return self.folder.parent / STAGING / f"{self.name}.lock"
+
 
 def results_set(profile: str, data: str, *, publish: bool = False, base: str | os.PathLike | None = None) -> ResultsSet:
     """The committed (``publish=True``) or scratch set of ``profile`` on ``data`` under ``base``."""
@@ -133,15 +139,19 @@ def _git(*args: str) -> subprocess.CompletedProcess:
 
 @functools.lru_cache(maxsize=1)
 def code_identity() -> dict[str, Any]:
-    """``{"commit": <full sha or None>, "dirty": <uncommitted changes outside results/>}``."""
+    """``{"commit": <full sha or None>, "dirty": <uncommitted changes outside results/>}``.
+
+    Untracked files the build runs (``notebooks/``, ``micronet_lib/``; not git-ignored) count as changes:
+    a set made with them names a commit that does not contain them."""
     try:
         head = _git("rev-parse", "HEAD")
         status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+        untracked = _git("ls-files", "--others", "--exclude-standard", "--", *BUILD_SOURCES)
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     if head.returncode != 0:
         return {"commit": None, "dirty": None}
-    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip() or untracked.stdout.strip())}
 
 
 def same_code(commit_a: str | None, commit_b: str | None) -> bool:
@@ -162,10 +172,24 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SetConflictError(f"{path} is not valid JSON ({exc}); restore it with git checkout or rebuild the set "
-                               "with --rebuild") from exc
+        data = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        data, why = None, f"is not valid JSON ({type(exc).__name__}: {str(exc)[:80]})"
+    else:
+        why = None if isinstance(data, dict) else f"holds a JSON {type(data).__name__}, not a manifest (a mapping)"
+    if why is not None:
+        raise SetConflictError(f"{path} {why}; {_restore_fix(path)}")
+    return data
+
+
+def _restore_fix(path: Path) -> str:
+    """How to get a damaged file of a set back: from git where the set is committed, else by rebuilding it."""
+    from micronet_lib.runstore.folder import tracked_by_git
+
+    where = relative_to_repo(path)
+    if tracked_by_git(path):
+        return f"restore it with `git checkout -- {where}`, or rebuild the set with `micronet reproduce ... --rebuild`"
+    return f"delete {path} and rebuild the set with `micronet reproduce ... --rebuild` (it is not under version control)"
 
 
 def check_publish(
@@ -190,8 +214,9 @@ def check_publish(
                                "could not name its commit; run from a clone, or drop --publish (scratch set)")
     if identity.get("dirty"):
         raise SetConflictError(f"cannot publish {where} from a working tree with uncommitted changes outside "
-                               "results/: a committed set is produced by one commit. Commit or stash them first, "
-                               "or drop --publish to write the scratch set")
+                               "results/ (untracked files under notebooks/ or micronet_lib/ count): a committed set is "
+                               "produced by one commit. Commit or stash them first (`git status` lists them; "
+                               "`git stash -u` includes untracked files), or drop --publish to write the scratch set")
     if rebuild or not target.folder.exists():
         return
     manifest = read_manifest(target.folder)

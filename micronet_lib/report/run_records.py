@@ -49,18 +49,38 @@ def derived(summary: Mapping[str, Any], name: str, compute: Callable[[Path], Any
     run_dir = Path(summary["run_dir"])
     key = json.loads(json.dumps(dict(key or {}), sort_keys=True, default=str))
     record = run_dir / DERIVED / f"{name}.json"
-    if record.is_file():
-        stored = json.loads(record.read_text())
-        if stored.get("key") == key:
-            return stored["value"]
+    stored, corrupt = _read_record(record)
+    if stored is not None and stored.get("key") == key:
+        return stored["value"]
     try:
         path = _checkpoint(run_dir, checkpoint)
     except CheckpointAbsent as exc:
+        if corrupt:
+            from micronet_lib.runstore.folder import tracked_by_git
+
+            fix = (f"restore it with `git checkout -- {record}`" if tracked_by_git(record) else
+                   f"delete it and retrain the run (`micronet reproduce` of this profile) to compute it again")
+            raise ValueError(f"{record} is corrupt ({corrupt}) and {exc}, so it cannot be recomputed; {fix}") from None
         raise CheckpointAbsent(f"run {summary.get('run_id', run_dir.name)}: {exc}, and its record has no "
                                f"{name!r} for {key}") from None
+    if corrupt:
+        log.warning("%s is corrupt (%s); recomputing it from %s", record, corrupt, path)
     value = compute(path)
     atomic_write_json(record, {"key": key, "value": value})
     return value
+
+
+def _read_record(record: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """``(stored record, None)``, ``(None, None)`` when absent, ``(None, why)`` when unreadable or of the wrong shape."""
+    if not record.is_file():
+        return None, None
+    try:
+        stored = json.loads(record.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, f"{type(exc).__name__}: {str(exc)[:80]}"
+    if not isinstance(stored, dict) or "value" not in stored:
+        return None, "not a {\"key\", \"value\"} record"
+    return stored, None
 
 
 def _note_absent(what: str, runs: Sequence[str]) -> None:

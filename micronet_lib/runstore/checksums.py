@@ -48,11 +48,11 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ChecksumError(f"{path} is corrupt ({type(exc).__name__}); delete it to load the checkpoints beside "
-                            "it unverified") from None
+        raise ChecksumError(f"{path} is corrupt ({type(exc).__name__}); delete it: the checkpoints beside it then load "
+                            "unverified, with a warning (and a training run records it)") from None
     if not isinstance(data, dict):
-        raise ChecksumError(f"{path} holds a {type(data).__name__}, not a mapping; delete it to load the checkpoints "
-                            "beside it unverified")
+        raise ChecksumError(f"{path} holds a {type(data).__name__}, not a mapping; delete it: the checkpoints beside it "
+                            "then load unverified, with a warning (and a training run records it)")
     return data
 
 

@@ -34,7 +34,7 @@ from micronet_lib.runstore import checksums
 from micronet_lib.fileio import atomic_write_bytes
 from micronet_lib.runstore.folder import (HOLDER, LOCK, CheckpointMissingError, RunLockedError, RunStoreError,
                                            TrainingInterrupted, clean_stale_temps, lock, make_run_dir,
-                                           resume_command)
+                                           resume_command, tracked_by_git)
 
 __all__ = [
     "RunStoreError", "RunLockedError", "CheckpointMissingError", "TrainingInterrupted",
@@ -87,8 +87,10 @@ def repair_hint(path: Path) -> str:
     run_dir = path.parent
     if (run_dir / LAST).exists():
         return f"run `{resume_command(run_dir)}`: it is rebuilt from {LAST}"
-    return ("restore it from version control (`git checkout -- " + shlex.quote(str(path)) + "`) or delete "
-            f"{run_dir} and train the run again")
+    if tracked_by_git(path):
+        return ("restore it from version control (`git checkout -- " + shlex.quote(str(path)) + "`) or delete "
+                f"{run_dir} and train the run again")
+    return f"delete {run_dir} and train the run again (it is not under version control, so git cannot restore it)"
 
 
 def read_json(path: str | os.PathLike, *, fix: str | None = None) -> Any:
@@ -187,18 +189,33 @@ def verify_file(path: str | os.PathLike) -> bool:
     """Check ``path`` against its folder's manifest: ``True`` verified, ``False`` no entry; else ``RunStoreError``."""
     path = Path(path)
     try:
+        checksums.read_manifest(path.parent)
+    except checksums.ChecksumError as exc:  # the manifest itself: --from-previous would read it too
+        raise RunStoreError(str(exc)) from None
+    try:
         return checksums.verify(path)
     except checksums.ChecksumError as exc:
         raise RunStoreError(f"{exc}; {_checkpoint_fix(path)}") from None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load one of our checkpoints on CPU, weights-only, after checking its sha256 (STYLE.md point 10)."""
+    """Load one of our checkpoints on CPU, weights-only, after checking its sha256 (STYLE.md point 10).
+
+    A checkpoint with no entry in ``checkpoints.json`` (the manifest deleted, or a run older than it) loads
+    with a loud warning, and the returned dict says so (``verified`` False; ``fit`` records it in the run's
+    ``run.json``); a verified one has ``verified`` True.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise RunStoreError(f"{path} is a folder, not a checkpoint file; name the file, e.g. {path / BEST}")
     if not path.is_file():
         raise CheckpointMissingError(f"no checkpoint at {path} (checkpoints are not committed: train the run, "
                                      f"or resume it with `{resume_command(path.parent)}`)")
-    verify_file(path)
+    verified = verify_file(path)
+    if not verified:
+        log.warning("%s has no checksum in %s (deleted, or never written): it is loaded UNVERIFIED, so a corrupt file "
+                    "would go unnoticed; the run records this. If in doubt, start over with `%s`", path,
+                    path.parent / checksums.MANIFEST, resume_command(path.parent, "--restart"))
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch.load fails with many types on garbage (EOFError, UnpicklingError, RuntimeError)
@@ -207,6 +224,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise RunStoreError(f"{path} is not a micronet training checkpoint (format {CHECKPOINT_FORMAT}); "
                             f"{_checkpoint_fix(path)}")
+    ckpt["verified"] = verified
     return ckpt
 
 

@@ -34,12 +34,14 @@ from micronet_lib.train.records import (
     config_diff,
     execution_record,
     fork_command,
+    history_incomplete,
     mark_stopped,
     percent,
     process_runtime,
     repair_finished,
     restore_history,
     run_summary,
+    warn_other_threads,
 )
 from micronet_lib.train.schedule import lr_at
 from micronet_lib.train.step import make_step
@@ -136,6 +138,9 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
     model = build_training_model(config, ds.num_classes)
     loss_fn = make_loss(config.loss, num_classes=ds.num_classes, epsilon=config.loss_epsilon)  # the stage's ε (§6.2)
     runtime = process_runtime(run_dir, device, resumed=ckpt is not None)
+    if ckpt is not None and not ckpt["verified"]:  # store.load_checkpoint warned; the run keeps the fact
+        runtime = dict(runtime, unverified_checkpoint=f"{runs.LAST} of global epoch {ckpt['global_epoch']} was resumed "
+                       f"without a checksum ({store.checksums.MANIFEST} had no entry for it)")
     store.write_record(run_dir, config, runtime)
 
     # --- state: fresh, or from the checkpoint (strict, masks re-attached from the saved buffers)
@@ -156,7 +161,8 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
     elif (run_dir / "metrics.jsonl").exists():
         (run_dir / "metrics.jsonl").unlink()  # a run killed before its first checkpoint starts over
     model.to(device)
-    st["execution"] = execution_record(config, run_dir, model, ds, device)
+    st["execution"] = execution_record(config, run_dir, model, ds, device,
+                                       checkpointed=ckpt.get("execution") if ckpt is not None else None)
     mode = execution.ExecutionMode.from_dict(st["execution"]["train"]["mode"])
     if mode.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -317,10 +323,12 @@ def resume(run_dir: str | Path, *, progress: bool = True, wait: bool = True, sta
     run_dir = Path(run_dir)
     path = run_dir / "config.json"
     last = run_dir / runs.LAST
-    if not path.is_file():
+    if not path.is_file() and not last.is_file():
         raise store.RunStoreError(f"{run_dir} is not a run folder (no config.json); give the folder printed by "
                                   "`micronet train`, e.g. results/runs/<hash>")
     try:
+        if not path.is_file():
+            raise store.RunStoreError(f"{path} is missing")
         data = store.read_json(path, fix=f"restore it, or delete {run_dir} and train the run again")
     except store.RunStoreError as exc:
         if not last.exists():
@@ -350,7 +358,9 @@ def run_or_load(
 
     Safe when several processes call it on the same config at once (e.g. a cluster executor): one
     takes the run's lock and trains, the others wait for the lock (with a message naming the holder)
-    and then load the finished run, or resume it if the holder died.
+    and then load the finished run, or resume it if the holder died. A finished run whose
+    ``metrics.jsonl`` is missing or short is repaired from ``last.pt`` first (``fit``); read back under
+    another torch thread count than it trained with, it says so (``warn_other_threads``).
     """
     run_dir = runs.run_dir_for(config, runs_dir)
     try:
@@ -359,9 +369,10 @@ def run_or_load(
         if not (run_dir / runs.LAST).exists():
             raise
         summary = None  # fit rebuilds a corrupt summary from the checkpoint
-    if summary is not None:
+    if summary is not None and not (history_incomplete(run_dir, summary) and (run_dir / runs.LAST).exists()):
+        warn_other_threads(summary)
         return summary
-    if os.environ.get(runs.NO_TRAINING_ENV):
+    if summary is None and os.environ.get(runs.NO_TRAINING_ENV):  # a finished run's repair from last.pt is no training
         raise RuntimeError(f"run {run_dir.name} is not among the finished run records in {run_dir.parent}, and a "
                            "re-render (--rerender) never trains; drop --rerender to train it")
-    return fit(config, run_dir, progress=progress, wait=True)
+    return fit(config, run_dir, progress=progress, wait=True)  # trains, resumes, or repairs from last.pt

@@ -5,7 +5,9 @@ how to fork an edited config."""
 
 from __future__ import annotations
 
+import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,6 @@ import torch.nn as nn
 
 import micronet_lib
 from micronet_lib.accel import allocator, execution
-from micronet_lib.fileio import atomic_write_json
 from micronet_lib.accel.tf32 import tf32_flags
 from micronet_lib.train import runs
 from micronet_lib.runstore import store
@@ -22,7 +23,8 @@ from micronet_lib.train.config import TrainConfig
 from micronet_lib.train.setup import model_options
 
 __all__ = ["EXECUTION_FILE", "run_summary", "mark_stopped", "checkpointed_epochs", "execution_record", "arch_record",
-           "process_runtime", "restore_history", "repair_finished", "config_diff", "fork_command", "percent"]
+           "process_runtime", "warn_other_threads", "history_incomplete", "restore_history", "repair_finished",
+           "config_diff", "fork_command", "percent"]
 
 log = logging.getLogger(__name__)
 
@@ -98,16 +100,23 @@ def resolve_train_mode(config: TrainConfig, model: nn.Module, num_classes: int, 
                              model_key=execution.model_key(model, num_classes), batch_size=config.batch_size)
 
 
-def execution_record(config: TrainConfig, run_dir: Path, model: nn.Module, ds, device: torch.device) -> dict:
-    """The run's execution modes: read from ``execution.json`` when the run has one (resume), else resolved
-    (explicit, cached, or calibrated now) and written there before the first step. Applies the allocator."""
+def execution_record(config: TrainConfig, run_dir: Path, model: nn.Module, ds, device: torch.device, *,
+                     checkpointed: dict | None = None) -> dict:
+    """The run's execution modes: on resume those its checkpoint recorded (``checkpointed``; ``execution.json``
+    is rewritten from it when deleted or edited, with a warning), else read from ``execution.json``, else
+    resolved (explicit, cached, or calibrated now) and written there before the first step. Applies the allocator."""
     from micronet_lib.evaluate import resolve_eval_mode
 
     alloc = allocator.configure() if device.type == "cpu" else allocator.state()
     path = run_dir / EXECUTION_FILE
-    if path.is_file():
+    if checkpointed is not None:
+        record = _from_checkpoint(path, checkpointed)
+    elif path.is_file():
         record = store.read_json(path, fix=f"delete {path} to choose the modes again (the run then continues in the "
                                            "modes chosen now), or restore it from version control")
+    else:
+        record = None
+    if record is not None:
         record["train"]["source"], record["eval"]["source"] = "recorded", "recorded"
         record["allocator_now"] = alloc
         now = norm_kernel_state(device, record["train"]["mode"])
@@ -125,7 +134,30 @@ def execution_record(config: TrainConfig, run_dir: Path, model: nn.Module, ds, d
                               memory_format=memory_format, num_classes=ds.num_classes)
     record = dict(train=train, eval=eval_, allocator=alloc, device=str(device), machine=execution.machine_key(device),
                   torch=str(torch.__version__), norm_kernel=norm_kernel_state(device, train_mode))
-    atomic_write_json(path, record)
+    store.write_json(path, record)  # through the store: a full disk is one line naming the file
+    return record
+
+
+def _modes(record: Any) -> tuple | None:
+    """(train mode, eval mode) of an execution record; None for anything else."""
+    if isinstance(record, dict) and isinstance(record.get("train"), dict) and isinstance(record.get("eval"), dict):
+        return record["train"].get("mode"), record["eval"].get("mode")
+    return None
+
+
+def _from_checkpoint(path: Path, checkpointed: dict) -> dict:
+    """The execution record a resumed run's ``last.pt`` holds; ``execution.json`` made to match it."""
+    record = json.loads(json.dumps(checkpointed))  # a copy: the sources are overwritten by the caller
+    try:
+        on_disk = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        on_disk = "unreadable"
+    if _modes(on_disk) != _modes(record):
+        why = "is missing" if on_disk is None else "is unreadable" if on_disk == "unreadable" else "disagrees with it"
+        log.warning("%s %s; the run continues in the execution modes its checkpoint %s recorded (train %s, eval %s) "
+                    "and the file is rewritten from it", path, why, runs.LAST, record["train"]["mode"],
+                    record["eval"]["mode"])
+        store.write_json(path, {k: v for k, v in record.items() if not k.endswith("_now")})
     return record
 
 
@@ -164,6 +196,25 @@ def process_runtime(run_dir: Path, device: torch.device, *, resumed: bool) -> di
     if not differs:
         return recorded
     return dict(recorded, resumed_with=list(recorded.get("resumed_with", [])) + [differs])
+
+
+def warn_other_threads(summary: dict[str, Any]) -> None:
+    """A finished run read back (re-rendered) under another torch thread count than it trained with says so:
+    its numbers are those of its own thread count, which a retrain here would not reproduce bit for bit."""
+    trained = (summary.get("runtime") or {}).get("threads")
+    now = torch.get_num_threads()
+    if trained is not None and trained != now:
+        warnings.warn(f"run {summary.get('run_id')} was trained with {trained} torch thread(s), this process has {now}: "
+                      f"its numbers are those of {trained} thread(s); a retrain here would round differently",
+                      RuntimeWarning, stacklevel=3)
+
+
+def history_incomplete(run_dir: Path, summary: dict[str, Any]) -> bool:
+    """True when ``metrics.jsonl`` of a finished run is missing, corrupt, or holds fewer epochs than its summary."""
+    try:
+        return len(store.read_metrics(run_dir)) != summary.get("epochs")
+    except store.RunStoreError:
+        return True
 
 
 def restore_history(run_dir: Path, ckpt: dict[str, Any]) -> list[dict[str, Any]]:

@@ -78,8 +78,14 @@ def _repo_results() -> Path | None:
 
 
 def runs_root(root: str | os.PathLike | None = None) -> Path:
-    """``root``, else ``$MICRONET_RUNS``, else ``<repo>/results/runs`` (``./results/runs`` if not a checkout)."""
+    """``root``, else ``$MICRONET_RUNS``, else ``<repo>/results/runs`` (``./results/runs`` if not a checkout).
+
+    An empty ``root`` (``--runs-dir ""``) is refused: ``Path("")`` is the current folder, where runs
+    would land among whatever else lives there."""
     if root is not None:
+        if not str(root).strip():
+            raise store.RunStoreError('--runs-dir is empty ("" would train into the current folder); give a folder, '
+                                      "e.g. --runs-dir results/runs, or leave the option out")
         return Path(root)
     env = os.environ.get(RUNS_ENV)
     if env:
