@@ -353,7 +353,7 @@ def test_strided_depthwise_conv_under_cpu_autocast_takes_the_stride_1_input_grad
     at stride 1 on the spread-out output gradient (oneDNN's own strided one is ~30× slower): outputs and
     both gradients equal float64 autograd of the same bf16-rounded input and weight to bf16 rounding, in
     autocast's dtypes and the input's memory format."""
-    from micronet_lib.models.blocks import _StridedDepthwiseLowPrecision, depthwise_conv
+    from micronet_lib.accel.kernel_blocks import _StridedDepthwiseLowPrecision, depthwise_conv
 
     gen = torch.Generator().manual_seed(size * stride)
     conv = torch.nn.Conv2d(12, 12, 3, stride=stride, padding=1, groups=12, bias=False)
@@ -380,7 +380,7 @@ def test_strided_depthwise_conv_under_cpu_autocast_takes_the_stride_1_input_grad
 
 
 def test_strided_depthwise_conv_is_the_module_outside_cpu_autocast_training():
-    from micronet_lib.models.blocks import depthwise_conv
+    from micronet_lib.accel.kernel_blocks import depthwise_conv
 
     torch.manual_seed(0)
     strided = torch.nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8, bias=False)

@@ -35,6 +35,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from micronet_lib.accel import OFF_NOTE, enabled
 from micronet_lib.accel.cpuinfo import SPEED_FLAGS, cpu_flags  # re-exported: the flags are part of the cache key
 
 __all__ = ["ExecutionMode", "PRECISIONS", "MEMORY_FORMATS", "cpu_flags", "bf16_native", "machine_key", "candidates",
@@ -46,8 +47,9 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
 # 2: strided-depthwise and SE-gradient fixes; 3: conv+hard-swish fusion in evaluation; 4: the BatchNorm +
 # hard-swish training kernel (accel/norm_kernel.py), which changes which training mode is fastest;
-# 5: the squeeze-excitation + residual training kernel (accel/se_kernel.py), channels-last only again
-CACHE_VERSION = 5
+# 5: the squeeze-excitation + residual training kernel, channels-last only again; 6: that kernel removed
+# (issue #30: ~3 % of a step on one thread, nothing on two)
+CACHE_VERSION = 6
 # One file per version: an older checkout run beside a newer one keeps its own choices instead of
 # wiping the other's (each would otherwise re-calibrate after the other ran).
 CACHE_FILE = f"execution-modes-v{CACHE_VERSION}.json"
@@ -249,6 +251,10 @@ def resolve(kind: str, device: torch.device, make_runner: Callable[[ExecutionMod
     if precision != "auto" and memory_format != "auto":
         mode = ExecutionMode(precision, memory_format, bool(compile))
         return {"mode": mode.to_dict(), "name": mode.name, "source": "config"}
+    if not enabled():  # the accel layer off: the plain mode, no calibration, no cache
+        mode = ExecutionMode("fp32" if precision == "auto" else precision,
+                             "contiguous" if memory_format == "auto" else memory_format, bool(compile))
+        return {"mode": mode.to_dict(), "name": mode.name, "source": OFF_NOTE}
     options = candidates(device, precision=precision, memory_format=memory_format, compile=compile)
     key = f"{kind}|{machine_key(device)}|torch {torch.__version__}|{model_key}|batch {batch_size}"
     if kind == "train" and device.type == "cpu" and any(m.channels_last for m in options):

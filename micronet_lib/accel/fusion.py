@@ -28,6 +28,8 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from micronet_lib.accel import enabled
+
 __all__ = ["ConvHardswish", "fusion_available", "fuse_conv_hardswish"]
 
 log = logging.getLogger(__name__)
@@ -66,9 +68,14 @@ class ConvHardswish(nn.Module):
                 f"stride={tuple(self.stride)}, groups={self.groups}, dtype={self.weight.dtype}")
 
 
-@functools.lru_cache(maxsize=None)
 def fusion_available(dtype: torch.dtype = torch.float32) -> bool:
-    """True where the fused op exists here and matches ``hardswish(conv2d(x))`` in ``dtype`` on a probe."""
+    """True where the accel layer is on and the fused op exists here and matches ``hardswish(conv2d(x))``
+    in ``dtype`` on a probe."""
+    return enabled() and _probe(dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(dtype: torch.dtype) -> bool:
     if dtype not in FUSABLE_DTYPES or _pointwise_op() is None or not torch.backends.mkldnn.is_available():
         return False
     gen = torch.Generator().manual_seed(0)

@@ -49,8 +49,12 @@ class AuthorsSqueezeExcite(nn.Module):
 
 
 def authors_style(model: nn.Module) -> nn.Module:
-    """``model`` (in place) with every activation and SE module swapped for the authors' spelling."""
+    """``model`` (in place) with every activation and SE module swapped for the authors' spelling, on the
+    plain PyTorch layers (no training kernel: the authors had none)."""
+    from micronet_lib.accel.kernel_blocks import plain_layers
     from micronet_lib.models.blocks import HSwish
+
+    plain_layers(model)
 
     for module in list(model.modules()):
         for name, child in list(module.named_children()):

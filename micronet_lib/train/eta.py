@@ -76,6 +76,7 @@ def measure_images_per_second(config: TrainConfig, num_classes: int, *, steps: i
     (``train.records.resolve_train_mode``: cached, or calibrated now and cached for ``fit``): median of
     ``steps`` timed steps after one warm-up, on random inputs, with its batch size and orthogonality term."""
     from micronet_lib.accel import allocator, execution
+    from micronet_lib.accel.kernel_blocks import accelerate
     from micronet_lib.models import build_model
     from micronet_lib.train.records import resolve_train_mode, train_step_runner
     from micronet_lib.train.setup import model_options, resolve_device
@@ -83,7 +84,7 @@ def measure_images_per_second(config: TrainConfig, num_classes: int, *, steps: i
     device = resolve_device(config.device)
     if device.type == "cpu":
         allocator.configure()  # as fit does: without it a fresh process's steps page-fault their activations
-    model = build_model(config.model, **model_options(config, num_classes)).to(device).train()
+    model = accelerate(build_model(config.model, **model_options(config, num_classes))).to(device).train()
     mode = execution.ExecutionMode.from_dict(resolve_train_mode(config, model, num_classes, device)["mode"])
     step = train_step_runner(config, model, num_classes, device)(mode)
     seconds = execution.time_alternating({"step": step}, steps=1, warmup=1, rounds=steps)["step"]

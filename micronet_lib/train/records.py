@@ -112,7 +112,7 @@ def execution_record(config: TrainConfig, run_dir: Path, model: nn.Module, ds, d
         record["allocator_now"] = alloc
         now = norm_kernel_state(device, record["train"]["mode"])
         if "norm_kernel" in record and now != record["norm_kernel"]:
-            log.warning("%s trained its BatchNorm and squeeze-excitation layers with %s, this process has %s: the resumed epochs round "
+            log.warning("%s trained its BatchNorm layers with %s, this process has %s: the resumed epochs round "
                         "differently from an uninterrupted run", run_dir, record["norm_kernel"], now)
         record["norm_kernel_now"] = now
         return record
@@ -130,8 +130,7 @@ def execution_record(config: TrainConfig, run_dir: Path, model: nn.Module, ds, d
 
 
 def norm_kernel_state(device: torch.device, train_mode: dict) -> str:
-    """Which BatchNorm and squeeze-excitation the training step runs: our kernels, or ATen and why
-    (accel/norm_kernel.py, accel/se_kernel.py)."""
+    """Which BatchNorm the training step runs: our kernel, or ATen and why (accel/norm_kernel.py)."""
     from micronet_lib.accel import norm_kernel
 
     if device.type != "cpu":

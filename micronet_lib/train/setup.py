@@ -97,7 +97,9 @@ def checkpoint_path(init_from: str) -> Path:
 
 
 def build_training_model(config: TrainConfig, num_classes: int) -> nn.Module:
-    """The model at init (seeded), with ``init_from`` weights and masks loaded strictly if given."""
+    """The model at init (seeded), with ``init_from`` weights and masks loaded strictly if given, on the
+    accel layer's faster training path (``accel.kernel_blocks.accelerate``: same function and keys)."""
+    from micronet_lib.accel.kernel_blocks import accelerate
     from micronet_lib.models import build_model
     from micronet_lib.models.checkpoints import RELEASED_CHECKPOINTS, load_into, load_released, read_state_dict
 
@@ -109,7 +111,7 @@ def build_training_model(config: TrainConfig, num_classes: int) -> nn.Module:
         else:
             state, _ = read_state_dict(checkpoint_path(config.init_from))
         load_into(model, state, source=str(config.init_from))
-    return model
+    return accelerate(model)
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
