@@ -23,8 +23,9 @@ from micronet_lib.augment import (
     policy_set,
 )
 from micronet_lib.augment.pil_ops import PilFastAAPipeline, pil_apply_op
+from micronet_lib.data import CIFAR100_MEAN, CIFAR100_STD
 
-MEAN, STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)  # PAPER.md §2
+MEAN, STD = CIFAR100_MEAN, CIFAR100_STD  # docs/method.md §2
 # Sharpness may differ from PIL by one grey level (torchvision's float smoothing filter vs PIL's
 # integer one). Every other op (geometric ones, Contrast, Color and AutoContrast included) matches
 # PIL exactly.

@@ -216,3 +216,47 @@ def test_a_module_that_fails_alone_is_reported(tmp_path):
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert results["circ.ok"] == [0, ""]
     assert results["circ.a"][0] == 1 and "ImportError" in results["circ.a"][1] and "partially initialized" in results["circ.a"][1]
+
+
+# ---------------------------------------------------------------------- layers (issue #30)
+LAYOUT = REPO / "docs" / "layout.md"
+
+
+def layer_order(text: str) -> dict[str, int]:
+    """Unit -> height, from the ```layers block of docs/layout.md (top line = highest)."""
+    block = text.split("```layers\n", 1)[1].split("```", 1)[0]
+    lines = [line.split() for line in block.strip().splitlines() if line.strip()]
+    return {unit: len(lines) - i for i, units in enumerate(lines) for unit in units}
+
+
+def unit_of(module: str, order: dict[str, int]) -> str | None:
+    """The longest unit of ``order`` that ``module`` (dotted, ``micronet_lib.`` stripped) is or lies in."""
+    rel = module.split(".", 1)[1] if "." in module else ""
+    parts = rel.split(".")
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in order:
+            return ".".join(parts[:n])
+    return None
+
+
+def test_every_module_has_a_layer_and_no_import_goes_up():
+    order = layer_order(LAYOUT.read_text())
+    modules = module_files(REPO)
+    missing = sorted(m for m in modules if m != PACKAGE and unit_of(m, order) is None)
+    assert not missing, f"{missing} belong to no unit of the ```layers block in docs/layout.md: add them there"
+    upward = []
+    for module, targets in import_graph(modules).items():
+        here = unit_of(module, order)
+        for target in targets:
+            there = unit_of(target, order)
+            if target == PACKAGE or here is None or there is None or there == here:
+                continue
+            if order[there] >= order[here]:
+                upward.append(f"{module} -> {target} ({here} imports {there}, not below it)")
+    assert not upward, "imports that do not go down the layers of docs/layout.md:\n" + "\n".join(sorted(upward))
+
+
+def test_the_layer_check_sees_an_upward_lazy_import():
+    order = layer_order("```layers\ntop\nlow.part\nbottom\n```\n")
+    assert order == {"top": 3, "low.part": 2, "bottom": 1}
+    assert unit_of("micronet_lib.low.part.x", order) == "low.part" and unit_of("micronet_lib.low.other", order) is None

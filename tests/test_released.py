@@ -12,7 +12,7 @@ import torch
 from conftest import unavailable
 from micronet_lib.models import RELEASED_CHECKPOINTS, build_model, load_checkpoint, load_released
 from micronet_lib.models.checkpoints import read_state_dict
-from micronet_lib.pruning.masks import masked_modules
+from micronet_lib.models.masks import masked_modules
 
 LOGIT_ATOL = 1e-4  # issue #3 acceptance: max |Δ| ≤ 1e-4 vs the authors' logits (PAPER.md §4.7)
 NAMES = list(RELEASED_CHECKPOINTS)

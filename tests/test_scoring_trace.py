@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from micronet_lib.pruning.masks import attach_mask
+from micronet_lib.models.masks import attach_mask
 from micronet_lib.scoring import UnsupportedOpError, count, list_conventions, register_convention, register_op_cost
 from micronet_lib.scoring.conventions import Convention
 

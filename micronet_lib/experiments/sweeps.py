@@ -319,7 +319,7 @@ def sweep(studies: Sequence[str], params: Mapping[str, Any], *, executor=None,
     to the notebooks folder, as the notebooks see it, so the runs find their data there.
     """
     from micronet_lib.experiments.studies import study_configs
-    from micronet_lib.pipeline.notebooks import notebooks_dir
+    from micronet_lib.repo import notebooks_dir
 
     workdir = Path(workdir or notebooks_dir()).resolve()
     total = SweepReport()

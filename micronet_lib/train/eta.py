@@ -75,13 +75,16 @@ def measure_images_per_second(config: TrainConfig, num_classes: int, *, steps: i
     """Training-step speed of ``config``'s model on this machine, in the execution mode ``fit`` will use
     (``train.records.resolve_train_mode``: cached, or calibrated now and cached for ``fit``): median of
     ``steps`` timed steps after one warm-up, on random inputs, with its batch size and orthogonality term."""
+    import torch
+
     from micronet_lib.accel import allocator, execution
     from micronet_lib.accel.kernel_blocks import accelerate
+    from micronet_lib.devices import resolve_device
     from micronet_lib.models import build_model
     from micronet_lib.train.records import resolve_train_mode, train_step_runner
-    from micronet_lib.train.setup import model_options, resolve_device
+    from micronet_lib.train.setup import model_options
 
-    device = resolve_device(config.device)
+    device = torch.device(resolve_device(config.device))
     if device.type == "cpu":
         allocator.configure()  # as fit does: without it a fresh process's steps page-fault their activations
     model = accelerate(build_model(config.model, **model_options(config, num_classes))).to(device).train()

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from micronet_lib.repo import REPO
 from micronet_lib.runstore import store
 from micronet_lib.train.config import TrainConfig
 
@@ -70,7 +71,7 @@ class RunSummary(dict):
 
 
 def _repo_results() -> Path | None:
-    root = Path(__file__).resolve().parents[2]
+    root = REPO
     return root / "results" / "runs" if (root / "pyproject.toml").is_file() else None
 
 

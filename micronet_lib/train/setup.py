@@ -12,20 +12,7 @@ import torch.nn as nn
 from micronet_lib.train.config import TrainConfig
 
 __all__ = ["prepare_data", "data_fingerprint", "build_training_model", "make_optimizer", "model_options", "seed_for",
-           "resolve_device", "check_runtime"]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"TrainConfig.device={name!r} but CUDA is not available; use 'auto' or 'cpu'")
-    return device
+           "check_runtime"]
 
 
 def seed_for(seed: int, *parts: int) -> int:
