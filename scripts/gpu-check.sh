@@ -4,7 +4,7 @@
 #   scripts/gpu-check.sh [OUT_DIR]        (default: gpu-check-<date>/ in the current folder)
 #
 # Writes OUT_DIR/{info.txt, tests.txt, profile.txt, train.json, eval.json, epoch.json, paper-epoch.jsonl, execution.json, *.log}
-# and prints a summary last (OUT_DIR/summary.txt). Put the figures in the README ("Benchmarks") with
+# and prints a summary last (OUT_DIR/summary.txt). Put the figures in docs/performance.md with
 # the GPU's name.
 #
 # Needs: a CUDA GPU, this repository importable (python -m micronet_lib), the released checkpoints

@@ -1,4 +1,4 @@
-"""evaluate / recalibrate_bn (PAPER.md §5.1 test protocol) and the ``micronet eval`` / ``bench eval`` CLIs."""
+"""evaluate / recalibrate_bn (docs/method.md §5.1 test protocol) and the ``micronet eval`` / ``bench eval`` CLIs."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ where compile time (tens of seconds) is small next to a run, and there only the 
 fastest eager mode (compiling all four would cost minutes). On a 2-core CPU compiling takes 1-2.5
 minutes per mode and process, more than a ``cpu``-profile run trains, and the compiled step was faster
 only at two threads (2.45x vs 2.15x the authors-style step; slower at one): ``compile=True`` opts in
-(README "Benchmarks"). Channels-last training on CPU runs BatchNorm (+ hard-swish) through
+(docs/performance.md). Channels-last training on CPU runs BatchNorm (+ hard-swish) through
 ``accel/norm_kernel.py`` where it is built, so the calibration times the modes as ``fit`` runs them,
 and the training cache key says whether the kernel was there. A candidate that raises when built or
 on its first call (a compile without a working toolchain, say) is left out with its reason, which

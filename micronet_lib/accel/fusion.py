@@ -5,7 +5,7 @@ convolutions and, next, in the 49 ``hardswish`` passes over their outputs (each 
 of an activation tensor). oneDNN applies the activation as a *post-op* of the convolution, on the
 accumulator before the result is stored: one pass instead of two. Measured with ``micronet bench eval``
 on a 2-core AMD EPYC with avx512_bf16: 3.6x -> 4.3x the authors-style forward at one thread
-(README "Benchmarks").
+(docs/performance.md).
 
 The call is ``torch.ops.mkldnn._convolution_pointwise``, the op torch.compile's CPU backend emits for
 the same pattern; it is not a documented eager API, so :func:`fusion_available` checks once per

@@ -9,7 +9,7 @@ hardswish=...)`` then runs the kernel instead of ATen's op(s). A model built for
 ``kernel_blocks.norm_act`` (``kernel_blocks.accelerate``); evaluation, NCHW, CUDA, float64, the scorer's and BN folding's fx traces take the
 modules' own forward, unchanged.
 
-Why (issue #13, README "Benchmarks"): ATen's channels-last BatchNorm sums per thread in adjacent rows of
+Why (issue #13, docs/performance.md): ATen's channels-last BatchNorm sums per thread in adjacent rows of
 one buffer, so for the channel counts of MicroNet whose rows are not whole 64-byte lines (20, 50, 90,
 140, 200 ... channels) the two threads of a 2-core machine write the same cache line on every row, and
 the op runs slower on two threads than on one; hard-swish is one more pass over memory each way. The

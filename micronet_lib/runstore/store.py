@@ -193,7 +193,7 @@ def verify_file(path: str | os.PathLike) -> bool:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load one of our checkpoints on CPU, weights-only, after checking its sha256 (STYLE.md point 10)."""
+    """Load one of our checkpoints on CPU, weights-only, after checking its sha256."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointMissingError(f"no checkpoint at {path} (checkpoints are not committed: train the run, "

@@ -1,4 +1,4 @@
-"""``fit(config)``: the training loop, top to bottom (docs/method.md §5, §6, §8.4; STYLE.md points 9-10).
+"""``fit(config)``: the training loop, top to bottom (docs/method.md §5, §6, §8.4).
 
 setup (run folder, device, data, model, loss, augmentation) → resume from ``last.pt`` if present →
 for each cycle: [prune + reload the previous cycle's best weights] → fresh optimiser → for each
