@@ -8,6 +8,7 @@
 - :mod:`.run_records`: what a report needs from a run's checkpoint, kept in the run's committed record.
 - :mod:`.setup_tables`: the tables of ``00_setup``.
 - :mod:`.explore`: small ipywidgets explorers.
+- :mod:`.notebook`: the notebooks' common first step (``prologue``) and shared helpers (``released_models``).
 
 Submodules are imported by name (``from micronet_lib.report import results``): this package imports
 nothing itself, so ``results`` stays free of torch.
