@@ -35,8 +35,10 @@ from typing import Callable, Iterable
 
 import torch
 
-from micronet_lib.accel import OFF_NOTE, enabled
+from micronet_lib.accel import enabled, norm_kernel, OFF_NOTE
 from micronet_lib.accel.cpuinfo import SPEED_FLAGS, cpu_flags  # re-exported: the flags are part of the cache key
+from micronet_lib.assets import cache_dir
+from micronet_lib.fileio import atomic_write_text
 
 __all__ = ["ExecutionMode", "PRECISIONS", "MEMORY_FORMATS", "cpu_flags", "bf16_native", "machine_key", "candidates",
            "resolve", "calibrate", "model_key", "time_alternating", "cache_path", "autocast", "train_runner", "eval_runner", "SPEED_FLAGS"]
@@ -209,8 +211,6 @@ def _calibrate_staged(make_runner: Callable[[ExecutionMode], Callable[[], None]]
 
 
 def cache_path() -> Path:
-    from micronet_lib.assets import cache_dir
-
     return cache_dir() / CACHE_FILE
 
 
@@ -223,8 +223,6 @@ def _read_cache() -> dict:
 
 
 def _write_cache(key: str, entry: dict) -> None:
-    from micronet_lib.fileio import atomic_write_text
-
     data = _read_cache() or {"version": CACHE_VERSION}
     data.setdefault("entries", {})[key] = entry
     try:
@@ -259,7 +257,6 @@ def resolve(kind: str, device: torch.device, make_runner: Callable[[ExecutionMod
     key = f"{kind}|{machine_key(device)}|torch {torch.__version__}|{model_key}|batch {batch_size}"
     if kind == "train" and device.type == "cpu" and any(m.channels_last for m in options):
         # channels-last training is another speed without the kernels (built here, on first use)
-        from micronet_lib.accel import norm_kernel
 
         key += f"|norm kernel {'fused' if norm_kernel.available() else 'aten'}"
     allowed = {m.name: m for m in options}

@@ -45,6 +45,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from micronet_lib.accel import OFF_NOTE, enabled
+from micronet_lib.accel.cpuinfo import cpu_flags
+from micronet_lib.environ import environment
 
 __all__ = ["applies", "batch_norm_train", "aten_only", "stepped_aside", "available", "status", "extension",
            "has_forward_hooks", "ENV_SWITCH", "SOURCE", "FUSED"]
@@ -67,8 +69,6 @@ def _switched_off() -> bool:
 
 
 def _build_name() -> str:
-    from micronet_lib.accel.cpuinfo import cpu_flags
-
     cpu = cpu_flags()
     ident = "|".join([SOURCE.read_text(), torch.__version__, cpu["model"], repr(sorted(cpu["flags"].items())), " ".join(_CFLAGS)])
     return "micronet_train_kernels_" + hashlib.sha256(ident.encode()).hexdigest()[:12]
@@ -91,7 +91,6 @@ def _load():
         from torch.utils import cpp_extension
     finally:
         quiet.setLevel(level)
-    from micronet_lib.environ import environment
 
     name = _build_name()
     path = {}

@@ -27,7 +27,17 @@ from typing import Callable
 
 import torch
 
-from micronet_lib.accel import allocator, execution
+from micronet_lib.accel import allocator, execution, norm_kernel
+from micronet_lib.accel.kernel_blocks import accelerate
+from micronet_lib.bench.authors_style import authors_epoch, authors_step, authors_style
+from micronet_lib.evaluate import inference_copy, resolve_eval_mode
+from micronet_lib.models import build_model
+from micronet_lib.models.checkpoints import load_checkpoint
+from micronet_lib.regularizers import make_loss, orthogonality_penalty
+from micronet_lib.train.config import TrainConfig
+from micronet_lib.train.engine import fit
+from micronet_lib.train.runs import read_metrics
+from micronet_lib.train.setup import build_training_model, prepare_data
 
 __all__ = ["machine_info", "load_weights", "bench_train", "bench_eval", "bench_epoch", "DEFAULT_WEIGHTS"]
 
@@ -45,17 +55,12 @@ def machine_info(device: torch.device) -> dict:
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
     else:
-        from micronet_lib.accel import norm_kernel
-
         out["norm_kernel"] = norm_kernel.status()  # norm_kernel.FUSED, or "aten (why)"
     return out
 
 
 def load_weights(weights: str | None, *, model_name: str = "micronet_v2", num_classes: int = 100) -> torch.nn.Module:
     """A released checkpoint (masks attached) or, with ``weights=None``, a seeded fresh ``model_name``."""
-    from micronet_lib.models import build_model
-    from micronet_lib.models.checkpoints import load_checkpoint
-
     if weights:
         return load_checkpoint(weights)
     torch.manual_seed(0)
@@ -77,9 +82,6 @@ def _result(seconds: dict[str, float], images: int, chosen: dict, device: torch.
 
 
 def _authors_train_step(model, *, batch_size, device: torch.device, num_classes=100) -> Callable[[], None]:
-    from micronet_lib.regularizers import make_loss
-    from micronet_lib.bench.authors_style import authors_step, authors_style
-
     work = authors_style(copy.deepcopy(model)).to(device).train()
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(batch_size, 3, 32, 32, generator=gen).to(device)
@@ -97,10 +99,6 @@ def bench_train(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 128,
     ``aten_bn``: also time every channels-last mode with ATen's BatchNorm and hard-swish instead of the
     training kernel (runner ``"<mode> (ATen BN)"``), in the same alternation: what the kernel contributes.
     """
-    from micronet_lib.accel import norm_kernel
-    from micronet_lib.accel.kernel_blocks import accelerate
-    from micronet_lib.regularizers import orthogonality_penalty
-
     dev = torch.device(device)
     if dev.type == "cpu":
         allocator.configure()
@@ -129,9 +127,6 @@ def _under(context, step: Callable[[], None]) -> Callable[[], None]:
 def bench_eval(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 256, steps: int = 3, rounds: int = 3,
                warmup: int = 1, device: str = "cpu", compile: bool = False) -> dict:
     """Inference images/s and ratios vs the authors-style fp32 NCHW forward (``torch.no_grad``, BN unfolded)."""
-    from micronet_lib.evaluate import inference_copy, resolve_eval_mode
-    from micronet_lib.bench.authors_style import authors_style
-
     dev = torch.device(device)
     if dev.type == "cpu":
         allocator.configure()
@@ -169,12 +164,6 @@ def bench_epoch(*, data: str, train_per_class: int = 20, test_per_class: int = 1
     ``authors_workers``: the authors-style ``DataLoader``'s worker processes; default 4 on a GPU (the
     authors' loader, docs/method.md §5.1) and 0 on a CPU, whose cores the step itself needs.
     """
-    from micronet_lib.bench.authors_style import authors_epoch, authors_style
-    from micronet_lib.train.config import TrainConfig
-    from micronet_lib.train.engine import fit
-    from micronet_lib.train.runs import read_metrics
-    from micronet_lib.train.setup import build_training_model, prepare_data
-
     dev = torch.device(device)
     if dev.type == "cpu":
         allocator.configure()

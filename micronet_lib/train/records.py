@@ -13,11 +13,13 @@ import torch
 import torch.nn as nn
 
 import micronet_lib
-from micronet_lib.accel import allocator, execution
-from micronet_lib.fileio import atomic_write_json
+from micronet_lib.accel import allocator, execution, norm_kernel
 from micronet_lib.accel.tf32 import tf32_flags
-from micronet_lib.train import runs
+from micronet_lib.evaluate import resolve_eval_mode
+from micronet_lib.fileio import atomic_write_json
+from micronet_lib.regularizers import orthogonality_penalty
 from micronet_lib.runstore import store
+from micronet_lib.train import runs
 from micronet_lib.train.config import TrainConfig
 from micronet_lib.train.setup import model_options
 
@@ -81,8 +83,6 @@ def _memory_format(config: TrainConfig) -> str:
 
 def train_step_runner(config: TrainConfig, model: nn.Module, num_classes: int, device: torch.device):
     """``execution.train_runner`` for ``config``'s step: its batch size and orthogonality term."""
-    from micronet_lib.regularizers import orthogonality_penalty
-
     ortho = ((lambda m: config.ortho_coef * orthogonality_penalty(m, layers=config.ortho_layers))
              if config.ortho_coef > 0 else None)
     return execution.train_runner(model, batch_size=config.batch_size, num_classes=num_classes, device=device,
@@ -101,8 +101,6 @@ def resolve_train_mode(config: TrainConfig, model: nn.Module, num_classes: int, 
 def execution_record(config: TrainConfig, run_dir: Path, model: nn.Module, ds, device: torch.device) -> dict:
     """The run's execution modes: read from ``execution.json`` when the run has one (resume), else resolved
     (explicit, cached, or calibrated now) and written there before the first step. Applies the allocator."""
-    from micronet_lib.evaluate import resolve_eval_mode
-
     alloc = allocator.configure() if device.type == "cpu" else allocator.state()
     path = run_dir / EXECUTION_FILE
     if path.is_file():
@@ -131,8 +129,6 @@ def execution_record(config: TrainConfig, run_dir: Path, model: nn.Module, ds, d
 
 def norm_kernel_state(device: torch.device, train_mode: dict) -> str:
     """Which BatchNorm the training step runs: our kernel, or ATen and why (accel/norm_kernel.py)."""
-    from micronet_lib.accel import norm_kernel
-
     if device.type != "cpu":
         return f"aten (device {device.type})"
     if train_mode["memory_format"] != "channels_last":
