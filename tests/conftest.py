@@ -53,3 +53,62 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def scoring_registry():
+    """Undo the scorer registrations a test makes (the registries are process-wide); yields ``restore()``
+    for a test that follows several suggestions one at a time."""
+    from micronet_lib.scoring.handlers import module_handler
+    from micronet_lib.scoring.records import ELEMENTWISE, FUNCTION_ALIASES, MODULE_COSTS
+
+    module_handler(torch.nn.ReLU())  # the built-in activations register on first use: keep them
+    saved = dict(MODULE_COSTS), dict(ELEMENTWISE), dict(FUNCTION_ALIASES)
+
+    def restore():
+        for live, old in zip((MODULE_COSTS, ELEMENTWISE, FUNCTION_ALIASES), saved):
+            live.clear()
+            live.update(old)
+
+    yield restore
+    restore()
+
+
+def _suggestions(message: str) -> list[str]:
+    """The calls a scorer message tells the user to make: backquoted ``micronet_lib.scoring.register_*(...)``
+    and ``count(..., extra_params={...})``."""
+    import re
+
+    return [c for c in re.findall(r"`([^`]+)`", message)
+            if c.startswith("micronet_lib.scoring.register_") or c.startswith("count(")]
+
+
+def _follow(call: str, mults=0, adds=0) -> dict:
+    """Do what ``call`` says, literally: a registration is executed (``...`` filled with the per-element
+    counts); a ``count(..., extra_params=...)`` returns the keyword arguments to add to ``count``."""
+    import ast
+    import importlib
+    import re
+
+    if call.startswith("count("):
+        return {"extra_params": ast.literal_eval(re.search(r"extra_params=(\{.*\})", call).group(1))}
+    code = call.replace("mults=..., adds=...", f"mults={mults}, adds={adds}")
+    namespace = {}
+    for dotted in re.findall(r"[A-Za-z_][\w.]*\.[A-Za-z_]\w*", code):
+        parts = dotted.split(".")
+        for i in range(len(parts), 0, -1):  # import the longest module prefix (a class's own module)
+            try:
+                importlib.import_module(".".join(parts[:i]))
+                break
+            except ImportError:
+                continue
+        namespace[parts[0]] = importlib.import_module(parts[0])
+    exec(code, namespace)
+    return {}
+
+
+@pytest.fixture
+def follow():
+    """``follow(call, mults=, adds=)`` does a scorer suggestion literally; ``follow.calls(message)`` lists them."""
+    _follow.calls = _suggestions
+    return _follow

@@ -140,8 +140,12 @@ def test_without_registration_the_scale_parameters_are_not_silent():
         def forward(self, x):
             return x * self.gain.view(1, -1, 1, 1)
 
-    with pytest.raises(UnsupportedOpError, match="does not act on the batch|register_module"):
-        count(nn.Sequential(nn.Conv2d(3, 4, 1), Scale2()), (1, 3, 4, 4))
+    # A view of a parameter used as an operand is that parameter (issue #31): the product is charged
+    # (1 mult per element, 4·4·4) and the gain is stored dense (4 values), without any registration.
+    r = count(nn.Sequential(nn.Conv2d(3, 4, 1), Scale2()), (1, 3, 4, 4), convention="official", freebie=False)
+    row = r.table[r.table.kind == "tensor_mul"].iloc[0]
+    assert (row.mults, row.adds, row.params) == (64, 0, 4)
+    assert r.summary["params"] == 3 * 4 + 4 + 4
 
 
 # ---------------------------------------------------------------------------------------- early exit

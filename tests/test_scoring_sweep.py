@@ -7,6 +7,10 @@ deterministically, is applied after a conv and counted. It must then either rais
 output is its input or a constant (``ones_like``).
 """
 
+import importlib
+import inspect
+import pkgutil
+import re
 import warnings
 from fractions import Fraction
 
@@ -73,7 +77,7 @@ def test_enumeration_finds_the_common_ops():
 
 
 @pytest.mark.parametrize("convention", ["official", "kaist"])
-def test_no_elementwise_op_is_silently_dropped(convention):
+def test_no_elementwise_op_is_silently_dropped(convention, scoring_registry, follow):
     free, costed, errors, dropped = [], [], [], []
     for key, (fn, arity) in sorted(OPS.items()):
         net = Apply(fn, arity)
@@ -81,8 +85,15 @@ def test_no_elementwise_op_is_silently_dropped(convention):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 table = count(net, (1, 4, 3, 3), convention=convention, freebie=False).table
-        except UnsupportedOpError:
+        except UnsupportedOpError as exc:
             errors.append(key)
+            for call in re.findall(r"`(micronet_lib\.scoring\.register_[^`]+)`", str(exc)):
+                follow(call, mults=1, adds=1)  # the suggestion, literally, makes it count
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    followed = count(net, (1, 4, 3, 3), convention=convention, freebie=False).table
+                assert (followed.mults + followed.adds).sum() > 0, f"{key}: {call} did not make it count"
+                scoring_registry()
             continue
         except Exception:  # the op itself fails on the all-zeros counting input (e.g. inverse): loud too
             continue
@@ -130,3 +141,94 @@ def test_hand_written_swish_and_hswish_cost_as_the_functions(convention):
         n = 4 * 3 * 3
         conv = 4 * n + 0  # 1x1 conv 4->4: K = 4 mults and K adds (bias) per output
         assert (a["mults"] - conv, a["adds"] - conv) == (Fraction(per[0] * n), Fraction(per[1] * n)), name
+
+
+# ------------------------------------------------------------------------------------------------
+# Modules: every torch.nn module class a user can build with default arguments
+
+def _nn_module_classes():
+    classes = {}
+    for info in pkgutil.iter_modules(nn.modules.__path__):
+        mod = importlib.import_module(f"torch.nn.modules.{info.name}")
+        for name, obj in vars(mod).items():
+            if (inspect.isclass(obj) and issubclass(obj, nn.Module) and not name.startswith("_")
+                    and obj.__module__ == mod.__name__):
+                classes[f"{obj.__module__}.{obj.__qualname__}"] = obj
+    return classes
+
+
+MODULE_INPUTS = [(1, 4, 6, 6), (1, 4, 6), (1, 4), (1, 4, 6, 6, 6)]
+
+
+class TwoInputs(nn.Module):
+    """Feeds the one counting input twice, for modules such as losses and distances."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x, x)
+
+
+def _default_modules():
+    """(name, model, input size) for each class that builds with default arguments and runs on one of
+    MODULE_INPUTS (once or twice); the rest need arguments no generic input supplies (targets, sizes)."""
+    found, skipped = [], []
+    for key, cls in sorted(_nn_module_classes().items()):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                module = cls().eval()
+            except Exception:
+                continue  # needs constructor arguments
+            for size, arity in ((s, a) for s in MODULE_INPUTS for a in (1, 2)):
+                model = module if arity == 1 else TwoInputs(module)
+                try:
+                    model(torch.rand(size))  # also materialises lazy modules
+                except Exception:
+                    continue
+                found.append((key, model, size))
+                break
+            else:
+                skipped.append(key)
+    return found, skipped
+
+
+@pytest.mark.parametrize("convention", ["official", "kaist"])
+def test_no_nn_module_is_silently_zero(convention, scoring_registry, follow):
+    """Counted (ops or stored values), declared free (rows with a reason), a pass-through, or refused --
+    and every refusal's suggestion, followed literally, makes it count."""
+    modules, skipped = _default_modules()
+    outcome, dropped = {}, []
+    for key, model, size in modules:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                table = count(model, size, convention=convention, freebie=False).table
+        except UnsupportedOpError as exc:
+            calls = re.findall(r"`(micronet_lib\.scoring\.register_[^`]+)`", str(exc))
+            assert calls or "does not act on the batch" in str(exc), f"{key}: no suggestion in {exc}"
+            for call in calls:
+                follow(call, mults=1, adds=1)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    followed = count(model, size, convention=convention, freebie=False).table
+                assert (followed.mults + followed.adds).sum() > 0, f"{key}: {call} did not make it count"
+                scoring_registry()  # each suggestion on its own
+            outcome[key] = "refused"
+            continue
+        if (table.mults + table.adds + table.params).sum() > 0:
+            outcome[key] = "counted"
+        elif len(table) and (table.note.str.len() > 0).all():
+            outcome[key] = "declared free"
+        elif table.empty and model(x := torch.zeros(size)) is x:
+            outcome[key] = "pass-through"  # e.g. an empty Sequential returns its input object: no op at all
+        else:
+            dropped.append(key)
+    assert not dropped, f"silently zero under {convention}: {dropped}"
+    counts = {k: list(outcome.values()).count(k) for k in ("counted", "declared free", "refused")}
+    assert len(outcome) > 50 and all(n >= 5 for n in counts.values()), counts
+    assert outcome["torch.nn.modules.activation.Softmax"] == "counted"
+    assert outcome["torch.nn.modules.activation.PReLU"] == "refused"
+    assert "torch.nn.modules.transformer.Transformer" in skipped  # two sequences of 512 features: not generic

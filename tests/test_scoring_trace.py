@@ -150,8 +150,11 @@ def test_leaf_with_hidden_parameters_errors():
         def forward(self, x):
             return x @ self.w
 
-    with pytest.raises(UnsupportedOpError, match=r"'matmul' in module '1' \(MatMul\)"):
-        count(nn.Sequential(nn.Conv2d(3, 3, 1), MatMul()), (1, 3, 2, 2))
+    # x @ w is now counted from its shapes (issue #31): (1, 3, 2, 2) @ (2, 2) -> 3·2·2 outputs of k = 2 terms:
+    # 2 mults + 1 add each; w is an operand parameter, stored dense (4 values).
+    r = count(nn.Sequential(nn.Conv2d(3, 3, 1), MatMul()), (1, 3, 2, 2), convention="official", freebie=False)
+    row = r.table[r.table.kind == "matmul"].iloc[0]
+    assert (row.mults, row.adds, row.params) == (24, 12, 4)
 
 
 def test_caller_model_state_unchanged():

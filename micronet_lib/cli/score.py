@@ -89,6 +89,7 @@ def run(args) -> int:
     print(f"params      {s['params']:,.2f} values + {s['mask_bits']:,} mask bits -> params_s {s['params_s']:,.2f}")
     print(f"ops         {s['adds']:,.2f} adds + {s['mults']:,.2f} mults -> ops_s {s['ops_s']:,.2f}")
     print(f"score       {s['score']:.7f}  = {s['params_term']:.7f} (params) + {s['ops_term']:.7f} (ops)")
+    print(f"accounting  {report.accounting()}")
     if s.get("freebie_forfeited"):
         print(f"freebie     off: {s['freebie_forfeited']}")
     print(f"counted in  {seconds:.3f} s")

@@ -1,9 +1,12 @@
 """MicroNet Challenge scorer (docs/scoring.md): exact, traced, explained layer by layer.
 
 ``count(model, input_size=(1, 3, 32, 32), *, convention="kaist"|"official", freebie=True, param_bits=,
-act_bits=, accumulator_bits=, bias=, exit_rates=, ...)`` returns a :class:`ScoreReport` (``.table`` per op, ``.summary`` totals and score). ``ops`` holds the
-official library's per-op formulas (docs/scoring.md §3); ``conventions`` the two counting conventions
-(§5); ``trace`` the graph capture; ``layouts`` fixed op layouts such as WRN-28-10's (§7.2).
+act_bits=, accumulator_bits=, bias=, exit_rates=, extra_params=, ...)`` returns a :class:`ScoreReport`
+(``.table`` per op, ``.summary`` totals and score, ``.accounting()`` what is omitted or declared free).
+Every op and parameter is counted, declared free with a reason, or an error naming the call that makes
+it count. ``ops`` holds the official library's per-op formulas (docs/scoring.md §3); ``conventions`` the
+two counting conventions (§5); ``trace`` the graph capture; ``attention`` matmul/softmax/attention from
+shapes; ``widths`` the bit-width maps and adder trees; ``layouts`` fixed op layouts such as WRN-28-10's (§7.2).
 """
 
 from micronet_lib.scoring import ops

@@ -11,7 +11,7 @@ each weight tensor that has at least one exact zero.
 
 ``kaist`` (docs/scoring.md §5.2): the authors' revised counter, reproduced exactly, omissions included:
 the tensor⊙tensor gate multiply and the tensor+tensor residual add written in the forward of the
-authors' blocks (``KAIST_BLOCKS``) are *not* counted (the same ops elsewhere are); a
+authors' blocks (``kaist_blocks()``, by class identity) are *not* counted (the same ops elsewhere are); a
 global pool costs H·W adds + 1 mult per channel; the classifier costs (C_in−1)·out·d adds (no bias
 add) and stores nnz(bias) values; the mask is B/32 with B the numel of *all* ndim>1 weights,
 charged whenever any weight has an exact zero (none for a fully dense model).
@@ -29,14 +29,14 @@ stores its declared parameters dense and costs its declared mults/adds per outpu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Callable, Sequence
 
 from micronet_lib.registry import Registry
 from micronet_lib.scoring.records import OpRecord
 
-__all__ = ["CONVENTIONS", "Cost", "Convention", "register_convention", "get_convention", "list_conventions"]
+__all__ = ["CONVENTIONS", "OPERAND_KINDS", "kaist_blocks", "Cost", "Convention", "register_convention", "get_convention", "list_conventions"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,12 @@ class Convention:
         handler = getattr(self, f"cost_{r.kind}", None)
         if handler is None:
             raise ValueError(f"convention {self.name!r} has no rule for op kind {r.kind!r} ({r.path})")
-        return handler(r)
+        c = handler(r)
+        if r.kind in OPERAND_KINDS and r.params and r.owns_params:
+            # A parameter used directly as an operand (a layer scale, a position embedding, x @ W) is
+            # stored dense: numel values at the layer's param width.
+            c = replace(c, values=c.values + sum(p.numel for p in r.params))
+        return c
 
     # -- weighted ops ------------------------------------------------------------------------------
     @staticmethod
@@ -85,6 +90,17 @@ class Convention:
         values = Fraction(sum(p.numel for p in r.params)) if r.owns_params else Fraction(0)
         return Cost(values, r.mults_per_element * r.n_out, r.adds_per_element * r.n_out,
                     "declared parameters stored dense")
+
+    def cost_stored(self, r: OpRecord) -> Cost:
+        return Cost()  # the declared values are added by cost() (OPERAND_KINDS)
+
+    def cost_matmul(self, r: OpRecord) -> Cost:
+        # k mults and k − 1 adds per output: FullyConnected without a bias (docs/scoring.md "Attention and matmul").
+        return Cost(mults=Fraction(r.fan_in * r.n_out), adds=Fraction((r.fan_in - 1) * r.n_out))
+
+    def cost_softmax(self, r: OpRecord) -> Cost:
+        # exp and divide per element (2 mults); the row sum: window − 1 adds per row of ``window`` elements.
+        return Cost(mults=Fraction(2 * r.n_out), adds=Fraction((r.window - 1) * r.n_out, r.window))
 
     # -- parameter-free ops ------------------------------------------------------------------------
     def cost_avg_pool(self, r: OpRecord) -> Cost:
@@ -114,6 +130,9 @@ class Convention:
         return [r.weight.numel if (r.weight is not None and r.owns_params and r.weight.nnz < r.weight.numel) else 0
                 for r in records]
 
+
+#: Record kinds whose ``params`` are operands (stored dense); a module/free record charges or folds its own.
+OPERAND_KINDS = frozenset({"tensor_mul", "tensor_add", "elementwise", "matmul", "stored"})
 
 #: One instance of each registered :class:`Convention` subclass.
 CONVENTIONS: Registry[Convention] = Registry("convention")
@@ -150,8 +169,13 @@ class Official(Convention):
 
 # The authors' counter hooked modules only, so it never saw the tensor-tensor ops written in the forward of
 # their blocks: the SE gate (in SqueezeExcite) and the residual add (in MicroBlock) (docs/scoring.md §5.2). The
-# kaist convention omits exactly those; the same ops in any other module are charged as in 'official'.
-KAIST_BLOCKS = frozenset({"MicroBlock", "SqueezeExcite"})
+# kaist convention omits exactly those, matched by class identity (a third-party class that happens to be
+# called SqueezeExcite is charged); the same ops in any other module are charged as in 'official'.
+def kaist_blocks() -> frozenset[type]:
+    """The project's MicroNet block classes whose tensor-tensor ops the authors' counter did not see."""
+    from micronet_lib.models.blocks import MicroBlock, SqueezeExcite
+
+    return frozenset({MicroBlock, SqueezeExcite})
 
 
 @register_convention("kaist")
@@ -171,14 +195,14 @@ class Kaist(Convention):
         return Cost(mults=Fraction(r.n_out), adds=Fraction(r.window * r.n_out), note="kaist pool: H*W adds per channel")
 
     def cost_tensor_mul(self, r: OpRecord) -> Cost:
-        if r.owner not in KAIST_BLOCKS:
+        if r.owner_type not in kaist_blocks():
             # Only the authors' own gate is their omission; any other product, e.g. a hand-written swish
             # x * sigmoid(x), is charged, so it costs what F.silu costs (§3.2).
             return super().cost_tensor_mul(r)
         return Cost(note="not counted in kaist (the authors' counter never saw the SE gate multiply)")
 
     def cost_tensor_add(self, r: OpRecord) -> Cost:
-        if r.owner not in KAIST_BLOCKS:
+        if r.owner_type not in kaist_blocks():
             return super().cost_tensor_add(r)
         return Cost(note="not counted in kaist (the authors' counter never saw residual adds)")
 

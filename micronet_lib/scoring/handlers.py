@@ -13,13 +13,14 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from micronet_lib.scoring import attention
 from micronet_lib.scoring.ops import ACTIVATION_COSTS
 from micronet_lib.scoring.records import (
     ELEMENTWISE, FUNCTION_ALIASES, MODULE_COSTS, DataDependentError, ModuleCost, OpRecord, UnsupportedOpError,
-    how_to_register, register_module,
+    how_to_count, how_to_register, register_call, register_module,
 )
 
-__all__ = ["module_handler", "functional", "FREE_FUNCTIONS", "shape_of", "first_tensor", "data_dependent", "EXIT_HINT"]
+__all__ = ["module_handler", "computes_like", "functional", "FREE_FUNCTIONS", "shape_of", "first_tensor", "data_dependent", "EXIT_HINT"]
 
 
 def shape_of(t) -> tuple[int, ...]:
@@ -64,11 +65,24 @@ def _linear_module(rec, path, m: nn.Linear, inputs, out_shape):
                      fan_in=m.in_features, out_channels=m.out_features, owns_params=fresh))
 
 
-def _bn_module(rec, path, m, inputs, out_shape):
-    stats = tuple(s for s in (rec.stat(getattr(m, "weight", None)), rec.stat(getattr(m, "bias", None))) if s is not None)
+def _batch_norm(rec, path, label, x, weight, bias, out_shape):
+    """Folded into the conv/linear whose output it normalises (free, §4), else charged unfused: with an
+    activation or nothing weighted before it there is no bias to fold into."""
+    stats = tuple(s for s in (rec.stat(weight), rec.stat(bias)) if s is not None)
     fresh = rec.claim(*stats) if stats else True
-    rec.add(OpRecord(path, "free", type(m).__name__, out_shape, params=stats, owns_params=fresh,
-                     note="BN folded into the conv bias (docs/scoring.md §4)"))
+    if rec.fold_target(x) is not None:
+        rec.add(OpRecord(path, "free", label, out_shape, params=stats, owns_params=fresh,
+                         note="BN folded into the conv bias (docs/scoring.md §4)"))
+    else:
+        rec.add(OpRecord(path, "module", f"{label} (unfused)", out_shape, params=stats, owns_params=fresh,
+                         mults_per_element=Fraction(1), adds_per_element=Fraction(1),
+                         note="no conv/linear output to fold into: unfused, 1 mult + 1 add per element (docs/scoring.md §4)"))
+
+
+def _bn_module(rec, path, m, inputs, out_shape):
+    args = rec.call[0]
+    _batch_norm(rec, path, type(m).__name__, args[0] if args else None, getattr(m, "weight", None),
+                getattr(m, "bias", None), out_shape)
 
 
 def _free_module(rec, path, m, inputs, out_shape):
@@ -84,6 +98,11 @@ def _registered_module(mc: ModuleCost):
     """A :func:`register_module` type: one record; its declared parameters are stored (dense)."""
 
     def handler(rec, path, m, inputs, out_shape):
+        if mc.op_cost and any(True for _ in m.parameters()):
+            names = [n for n, _ in m.named_parameters()]
+            raise UnsupportedOpError(
+                f"{type(m).__name__} at {path!r} was registered with register_op_cost, which stores no parameters, "
+                f"but it has {names[:4]}; register it with `{register_call(type(m), True)}`")
         if mc.params is None:
             named = list(m.named_parameters())
         else:
@@ -111,15 +130,15 @@ def _registered_module(mc: ModuleCost):
 
 
 def _hardtanh_module(rec, path, m: nn.Hardtanh, inputs, out_shape):
-    if (m.min_val, m.max_val) != (0.0, 6.0):
-        raise UnsupportedOpError(f"unsupported op 'hardtanh({m.min_val}, {m.max_val})' in {path!r}; {how_to_register('hardtanh')}")
-    _elementwise(rec, path, "relu6", "relu6", out_shape)
+    # clamp(x, lo, hi): two comparisons counted as mults, like ReLU6 = clamp(x, 0, 6) (docs/scoring.md §4).
+    _elementwise(rec, path, "relu6", "relu6" if (m.min_val, m.max_val) == (0.0, 6.0) else "hardtanh (clamp)", out_shape)
 
 
-def _pool_window(in_shape, out_shape, path, op) -> int:
+def _pool_window(in_shape, out_shape, path, op, module=None) -> int:
     (c, h, w), (_, oh, ow) = in_shape[-3:], out_shape[-3:]
     if h % oh or w % ow:
-        raise UnsupportedOpError(f"{op} in {path!r}: {h}x{w} -> {oh}x{ow} has unequal windows; {how_to_register(op)}")
+        how = how_to_register(op) if module is None else f"declare its cost with `{register_call(type(module), False)}`"
+        raise UnsupportedOpError(f"{op} in {path!r}: {h}x{w} -> {oh}x{ow} has unequal windows; {how}")
     return (h // oh) * (w // ow)
 
 
@@ -128,7 +147,7 @@ def _avgpool_module(rec, path, m, inputs, out_shape):
         k = m.kernel_size if isinstance(m.kernel_size, int) else math.prod(m.kernel_size)
         window = k * k if isinstance(m.kernel_size, int) else k
     else:
-        window = _pool_window(inputs[0][1:], out_shape, path, "adaptive_avg_pool2d")
+        window = _pool_window(inputs[0][1:], out_shape, path, "adaptive_avg_pool2d", m)
     label = "GlobalAvgPool" if out_shape[-2:] == (1, 1) and window == math.prod(inputs[0][-2:]) else "AvgPool"
     rec.add(OpRecord(path, "avg_pool", f"{label} {window}->1", out_shape, window=window))
 
@@ -137,14 +156,18 @@ def _maxpool_module(rec, path, m, inputs, out_shape):
     if isinstance(m, nn.MaxPool2d):
         window = m.kernel_size ** 2 if isinstance(m.kernel_size, int) else math.prod(m.kernel_size)
     else:
-        window = _pool_window(inputs[0][1:], out_shape, path, "adaptive_max_pool2d")
+        window = _pool_window(inputs[0][1:], out_shape, path, "adaptive_max_pool2d", m)
     rec.add(OpRecord(path, "max_pool", f"MaxPool {window}->1", out_shape, window=window,
                      note="comparisons counted as mults (docs/scoring.md §4)"))
 
 
 def _upsample_module(rec, path, m: nn.Upsample, inputs, out_shape):
     if m.mode != "nearest":
-        raise UnsupportedOpError(f"unsupported op 'upsample({m.mode})' in {path!r}; {how_to_register('upsample')}")
+        key = f"upsample_{m.mode}"
+        if key not in ELEMENTWISE:
+            raise UnsupportedOpError(f"unsupported op 'upsample({m.mode})' in {path!r}; {how_to_register(key)}")
+        _elementwise(rec, path, key, key, out_shape)
+        return
     rec.add(OpRecord(path, "upsample", "Upsample nearest", out_shape, note="1 mult per output element (docs/scoring.md §4)"))
 
 
@@ -153,12 +176,14 @@ def _base_module_handlers() -> dict[type, Callable]:
         nn.Conv2d: _conv_module,
         nn.Linear: _linear_module,
         nn.modules.batchnorm._BatchNorm: _bn_module,
-        nn.Dropout: _free_module, nn.Dropout2d: _free_module, nn.AlphaDropout: _free_module,
+        nn.Dropout: _free_module, nn.Dropout1d: _free_module, nn.Dropout2d: _free_module, nn.Dropout3d: _free_module,
+        nn.AlphaDropout: _free_module, nn.FeatureAlphaDropout: _free_module,
         nn.Identity: _free_module, nn.Flatten: _free_module,
         nn.Hardtanh: _hardtanh_module,
         nn.AdaptiveAvgPool2d: _avgpool_module, nn.AvgPool2d: _avgpool_module,
         nn.AdaptiveMaxPool2d: _maxpool_module, nn.MaxPool2d: _maxpool_module,
         nn.Upsample: _upsample_module,
+        nn.MultiheadAttention: attention.mha_module,
     }
     return handlers
 
@@ -179,18 +204,43 @@ def _register_builtin_activations() -> None:
 
 
 _HANDLERS_CACHE: dict[type, Callable] | None = None
+# Methods a subclass may redefine and still compute what its base computes (construction, printing,
+# checkpoint loading). Any other override -- ``forward``, ``_conv_forward``, ... -- may change the math.
+_SAFE_OVERRIDES = frozenset({"__init__", "extra_repr", "reset_parameters", "reset_running_stats", "__repr__",
+                             "__setstate__", "_load_from_state_dict", "_save_to_state_dict", "_check_input_dim",
+                             "__annotations__", "__doc__", "__module__", "__qualname__", "__dict__", "__weakref__"})
+
+
+def computes_like(cls: type, base: type) -> bool:
+    """True if instances of ``cls`` compute what ``base`` computes: no class between them redefines a method
+    of ``base`` other than construction and printing (a masked conv subclass does; a conv with a fused
+    activation in ``forward`` does not, so it is traced through instead of counted as a plain conv)."""
+    for c in cls.__mro__:
+        if c is base:
+            return True
+        for name, value in vars(c).items():
+            if name not in _SAFE_OVERRIDES and hasattr(base, name) and (
+                    callable(value) or isinstance(value, (staticmethod, classmethod, property))):
+                return False
+    return True
 
 
 def module_handler(module: nn.Module):
+    """The record builder of ``module``'s class, matched by identity, or of the nearest handled base class
+    when the subclass :func:`computes_like` it; ``None`` means: trace through its ``forward``."""
     global _HANDLERS_CACHE
     if _HANDLERS_CACHE is None:
         _register_builtin_activations()
         _HANDLERS_CACHE = _base_module_handlers()
-    for cls in type(module).__mro__:  # isinstance semantics: masked subclasses are counted
-        if cls in MODULE_COSTS:
-            return _registered_module(MODULE_COSTS[cls])
-        if cls in _HANDLERS_CACHE:
-            return _HANDLERS_CACHE[cls]
+    cls = type(module)
+    for base in cls.__mro__:
+        if base in MODULE_COSTS:
+            handler = _registered_module(MODULE_COSTS[base])
+        elif base in _HANDLERS_CACHE:
+            handler = _HANDLERS_CACHE[base]
+        else:
+            continue
+        return handler if computes_like(cls, base) else None
     return None
 
 
@@ -202,7 +252,8 @@ __get__ __getitem__ __setitem__ view view_as reshape reshape_as flatten unflatte
 to cpu cuda float double half bfloat16 type type_as detach clone expand expand_as permute transpose t cat
 concat concatenate stack chunk split narrow select dropout dropout1d dropout2d dropout3d alpha_dropout
 feature_alpha_dropout identity zeros ones empty full zeros_like ones_like empty_like full_like arange tensor
-as_tensor requires_grad_ new_zeros new_ones new_empty new_full new_tensor
+as_tensor requires_grad_ new_zeros new_ones new_empty new_full new_tensor unbind movedim moveaxis swapaxes swapdims
+tensor_split split_with_sizes
 """.split())
 # Format conversions between formats FP32 represents exactly are free (docs/scoring.md §2.3): fake quantisation.
 _CONVERSIONS = frozenset({"fake_quantize_per_tensor_affine", "fake_quantize_per_channel_affine",
@@ -239,6 +290,11 @@ def _is_activation_tensor(x) -> bool:
     return isinstance(x, torch.Tensor) and x.numel() > 1
 
 
+def _operand_params(rec, args) -> tuple:
+    """Parameters (or views of them) used directly as operands: stored dense by the op that uses them."""
+    return tuple(s for s in (rec.stat(a) for a in args[:2] if isinstance(a, torch.Tensor)) if s is not None)
+
+
 def functional(rec, raw_name: str, args, kwargs, out: torch.Tensor) -> None:
     name = raw_name.rstrip("_") if not raw_name.startswith("__") else raw_name
     if name in FREE_FUNCTIONS or raw_name in FREE_FUNCTIONS:
@@ -247,27 +303,38 @@ def functional(rec, raw_name: str, args, kwargs, out: torch.Tensor) -> None:
     idx = rec.fn_counter.get(f"{path}:{name}", 0)
     rec.fn_counter[f"{path}:{name}"] = idx + 1
     fpath = f"{path}:{name}" + (f"#{idx}" if idx else "")
+    owner = rec.stack[-1].module if rec.stack else None
+    shape = shape_of(out) if out.dim() else ()
+    if name in FUNCTION_ALIASES and FUNCTION_ALIASES[name] in ELEMENTWISE:  # a registered cost wins
+        key = FUNCTION_ALIASES[name]
+        _elementwise(rec, fpath, key, key, shape)
+        return
     if out.dim() == 0 or out.shape[0] != rec.batch:
         raise UnsupportedOpError(
             f"unsupported op {raw_name!r} in {rec.describe_where()}: it does not act on the batch "
             f"(output shape {tuple(out.shape)}), so its per-example cost is undefined. If it feeds a decision "
-            f"(e.g. how many examples exit early), {EXIT_HINT}; otherwise {how_to_register(name)}")
-    shape = shape_of(out)
+            f"(e.g. how many examples exit early), {EXIT_HINT}; otherwise {how_to_count(rec.stack[-1].module if rec.stack else None, name)}")
     if name in _CONVERSIONS:
         rec.add(OpRecord(fpath, "free", name, shape, note="format conversion FP32 represents exactly: free (docs/scoring.md §2.3)"))
         return
+    if name in attention.FUNCTIONS:
+        attention.functional(rec, fpath, name, args, kwargs, out, _operand_params(rec, args))
+        return
     if name in _ADD_NAMES or name in _MUL_NAMES:
+        params = _operand_params(rec, args)
+        fresh = rec.claim(*params) if params else True
         tensors = [a for a in args[:2] if _is_activation_tensor(a)]
         is_add = name in _ADD_NAMES
         if len(tensors) >= 2:
             kind = "tensor_add" if is_add else "tensor_mul"
             broadcast = tensors[0].shape != tensors[1].shape
             label = ("add" if is_add else ("scale" if broadcast else "mul")) + f" ({raw_name})"
-            owner = type(rec.stack[-1].module).__name__ if rec.stack else ""
-            rec.add(OpRecord(fpath, kind, label, shape, broadcast=broadcast, owner=owner))
+            rec.add(OpRecord(fpath, kind, label, shape, broadcast=broadcast, owner=type(owner).__name__ if owner else "",
+                             owner_type=type(owner) if owner is not None else None, params=params, owns_params=fresh))
         else:
             m, a = (Fraction(0), Fraction(1)) if is_add else (Fraction(1), Fraction(0))
-            rec.add(OpRecord(fpath, "elementwise", f"{raw_name} scalar", shape, mults_per_element=m, adds_per_element=a))
+            rec.add(OpRecord(fpath, "elementwise", f"{raw_name} scalar", shape, mults_per_element=m, adds_per_element=a,
+                             params=params, owns_params=fresh))
         return
     binary_minmax = name in ("max", "min") and len(args) > 1 and isinstance(args[1], torch.Tensor)
     if name in _COMPARISONS or name in _CLAMPS or binary_minmax:
@@ -285,16 +352,9 @@ def functional(rec, raw_name: str, args, kwargs, out: torch.Tensor) -> None:
         window = math.prod(int(args[0].shape[d]) for d in dims)
         rec.add(OpRecord(fpath, "max_pool", f"{name} {window}->1", shape, window=window))
         return
-    if name in FUNCTION_ALIASES and FUNCTION_ALIASES[name] in ELEMENTWISE:
-        key = FUNCTION_ALIASES[name]
-        _elementwise(rec, fpath, key, key, shape)
+    if name == "hardtanh":  # clamp(x, lo, hi): two comparisons, like relu6 (docs/scoring.md §4)
+        _elementwise(rec, fpath, "relu6", "relu6" if args[1:3] in ((0.0, 6.0), (0, 6)) else "hardtanh (clamp)", shape)
         return
-    if name == "hardtanh":
-        lo = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
-        hi = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
-        if (float(lo), float(hi)) == (0.0, 6.0):
-            _elementwise(rec, fpath, "relu6", "relu6", shape)
-            return
     if name == "mean":
         inp = args[0]
         dims = args[1] if len(args) > 1 else kwargs.get("dim")
@@ -318,7 +378,7 @@ def functional(rec, raw_name: str, args, kwargs, out: torch.Tensor) -> None:
         if w is None:
             raise UnsupportedOpError(
                 f"unsupported op {raw_name!r} in {rec.describe_where()}: its weight is not a model parameter "
-                "(computed weights cannot be scored); count the module itself or register a convention handler")
+                f"(computed in the forward); {how_to_count(owner, name)}")
         fresh = rec.claim(w, b)
         c_out = int(weight.shape[0])
         kind = "conv" if name == "conv2d" else "linear"
@@ -326,13 +386,12 @@ def functional(rec, raw_name: str, args, kwargs, out: torch.Tensor) -> None:
                          out_channels=c_out, owns_params=fresh))
         return
     if name == "batch_norm":
-        for i, key in ((3, "weight"), (4, "bias")):
-            rec.claim(rec.stat(args[i] if len(args) > i else kwargs.get(key)))
-        rec.add(OpRecord(fpath, "free", "batch_norm", shape, note="BN folded into the conv bias (docs/scoring.md §4)"))
+        weight, bias = (args[i] if len(args) > i else kwargs.get(key) for i, key in ((3, "weight"), (4, "bias")))
+        _batch_norm(rec, fpath, "batch_norm", args[0], weight, bias, shape)
         return
     if name == "interpolate":
         mode = kwargs.get("mode", args[3] if len(args) > 3 else "nearest")
         if mode == "nearest":
             rec.add(OpRecord(fpath, "upsample", "interpolate nearest", shape))
             return
-    raise UnsupportedOpError(f"unsupported op {raw_name!r} in {rec.describe_where()}; {how_to_register(name)}")
+    raise UnsupportedOpError(f"unsupported op {raw_name!r} in {rec.describe_where()}; {how_to_count(rec.stack[-1].module if rec.stack else None, name)}")

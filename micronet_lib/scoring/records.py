@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Callable, Sequence
 
@@ -18,7 +18,7 @@ import torch.nn as nn
 from micronet_lib.scoring.ops import ACTIVATION_COSTS
 
 __all__ = ["OpRecord", "ParamStat", "UnsupportedOpError", "DataDependentError", "ModuleCost", "register_module",
-           "register_op_cost", "param_stats", "how_to_register", "ELEMENTWISE", "MODULE_COSTS", "FUNCTION_ALIASES"]
+           "register_op_cost", "param_stats", "how_to_register", "how_to_count", "register_call", "class_path", "ELEMENTWISE", "MODULE_COSTS", "FUNCTION_ALIASES"]
 
 
 class UnsupportedOpError(ValueError):
@@ -37,6 +37,7 @@ class ParamStat:
     numel: int
     nnz: int  # exact nonzeros (docs/scoring.md §5.1: density from exact zeros)
     mask_nnz: int | None  # ones in the module's ``mask`` buffer, if masked
+    row_nnz: tuple[int, ...] = ()  # nonzeros per output channel (dim 0) of an ndim > 1 tensor: adder-tree sizes
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,10 @@ class OpRecord:
 
     ``bn_follows``: a BatchNorm consumed this conv/linear's output (the bias policy ``"present"`` folds
     it into a bias); ``broadcast``: a tensor product whose operands differ in shape (an SE-style gate);
-    ``params``: parameters stored by a registered module (charged dense, at the layer's param width).
+    ``params``: parameters stored by a registered module, or used directly as an operand of a product,
+    sum or matmul (charged dense, at the layer's param width); ``stored``: a parameter declared through
+    ``count(extra_params=)``; ``matmul``: a product of two tensors (``fan_in`` inner terms per output);
+    ``softmax``: exp and divide per element, a sum per row of ``window`` elements.
     """
 
     path: str
@@ -70,6 +74,9 @@ class OpRecord:
     bn_follows: bool = False
     broadcast: bool = False
     owner: str = ""  # class name of the module whose forward ran this functional op
+    owner_type: type | None = None  # that module's class (conventions match classes by identity, never by name)
+    declared_bits: int | None = None  # a parameter declared through ``count(extra_params=)``: its own width
+    terms: int = 0  # terms of one sum (matmul inner size, softmax row): sets the adder-tree depth
     bias_charged: bool = True  # set by the bias policy (report.py); True = every conv/FC has a (folded-BN) bias
 
     @property
@@ -96,6 +103,7 @@ class ModuleCost:
     adds: Fraction
     params: tuple[str, ...] | None
     cost: Callable | None = None
+    op_cost: bool = False  # registered through register_op_cost: the class must have no parameters
 
 
 MODULE_COSTS: dict[type, ModuleCost] = {}
@@ -141,25 +149,82 @@ def register_op_cost(target: str | type, *, mults: float | Fraction, adds: float
     """Define the per-element cost of an element-wise op that the rules leave open.
 
     ``target`` is a function name as torch reports it (``"tanh"``, ``"gelu"``; in-place ``_`` suffix
-    ignored) or an ``nn.Module`` subclass (instances of it and its subclasses become one record; a
-    parameter-free :func:`register_module`). The cost applies in every convention.
+    ignored) or a *parameter-free* ``nn.Module`` subclass (instances of it and its subclasses that keep its
+    ``forward`` become one record). A class with parameters is refused: it needs :func:`register_module`,
+    which stores them. The cost applies in every convention.
     Example: ``register_op_cost("tanh", mults=3, adds=1)``.
     """
     m, a = _count(mults, "mults"), _count(adds, "adds")
     if isinstance(target, str):
-        key = name or target.rstrip("_")
+        bare = target if target.startswith("__") else target.rstrip("_")  # dunders keep their name, as traced
+        if not bare or bare[0].isupper() or "." in bare:
+            # A class name as a string matched nothing and used to be accepted (issue #31, case 1).
+            found = sorted({class_path(c) for c in _module_classes() if c.__name__ == bare.rpartition(".")[2]})
+            how = (f"pass the class itself: `{register_call(found[0], None)}`" if len(found) == 1 else
+                   f"pass the class itself to micronet_lib.scoring.register_module (classes of that name: {found})")
+            raise ValueError(f"register_op_cost({target!r}): {target!r} looks like a class name, not a torch function "
+                             f"name; {how}")
+        key = name or bare
         ELEMENTWISE[key] = (m, a)
-        FUNCTION_ALIASES[target.rstrip("_")] = key
+        FUNCTION_ALIASES[bare] = key
     elif isinstance(target, type) and issubclass(target, nn.Module):
+        try:  # a class that builds with default arguments shows its parameters now; others at trace time
+            has_params = any(True for _ in target().parameters())
+        except Exception:
+            has_params = False
+        if has_params:
+            raise ValueError(f"register_op_cost({target.__name__}): it has parameters, which an op cost does not "
+                             f"store; register it with `{register_call(target, True)}`")
         register_module(target, mults=m, adds=a, params=(), name=name)
+        MODULE_COSTS[target] = replace(MODULE_COSTS[target], op_cost=True)
     else:
         raise ValueError(f"register_op_cost: target={target!r} must be a function name or an nn.Module subclass")
 
 
+def _module_classes():
+    """Every nn.Module subclass defined so far (to resolve a class given by name)."""
+    seen, todo = set(), [nn.Module]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in seen:
+                seen.add(sub)
+                todo.append(sub)
+    return seen
+
+
+def class_path(cls: type | str) -> str:
+    """``module.QualName`` of a class, the form an error message tells the user to pass."""
+    if isinstance(cls, str):
+        return cls
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_call(cls: type | str, has_params: bool | None) -> str:
+    """The exact registration call for a module class (``...`` = per-output-element counts to fill in)."""
+    if has_params is False:
+        return f"micronet_lib.scoring.register_module({class_path(cls)}, mults=..., adds=..., params=())"
+    return f"micronet_lib.scoring.register_module({class_path(cls)}, mults=..., adds=...)"
+
+
 def how_to_register(op: str) -> str:
-    return (f"register its per-element cost with micronet_lib.scoring.register_op_cost({op!r}, mults=..., adds=...), "
-            "or, for a module with parameters, declare its storage and cost with "
-            "micronet_lib.scoring.register_module(<its class>, mults=..., adds=..., params=None)")
+    """Advice for a parameter-free function without a cost: the exact call, in backquotes."""
+    return (f"register its per-element cost with `micronet_lib.scoring.register_op_cost({op!r}, mults=..., adds=...)` "
+            "(mults and adds per output element; docs/scoring.md 'Every op is costed or an error')")
+
+
+def how_to_count(module: nn.Module | None, op: str) -> str:
+    """Advice for an op without a cost, by the module it ran in: the exact call(s) that make it count.
+
+    Inside a leaf module with parameters only ``register_module`` helps (an op cost would leave them
+    unstored); inside a parameter-free leaf, registering the op or the whole module as one unit (e.g. a
+    quantiser: round and clamp together) both work; elsewhere the op's cost."""
+    if module is None or any(True for _ in module.children()):
+        return how_to_register(op)
+    if any(True for _ in module.parameters()):
+        return (f"count the whole {type(module).__name__} as one unit, storing its parameters: "
+                f"`{register_call(type(module), True)}` (mults and adds per output element)")
+    return (f"{how_to_register(op)}; or count the whole {type(module).__name__} as one unit (e.g. a quantiser): "
+            f"`{register_call(type(module), False)}`")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -178,5 +243,6 @@ def param_stats(model: nn.Module) -> dict[str, ParamStat]:
             mask_nnz = None
             if pname == "weight" and isinstance(mask, torch.Tensor) and mask.shape == p.shape:
                 mask_nnz = int(torch.count_nonzero(mask))
-            stats[name] = ParamStat(name, p.numel(), int(torch.count_nonzero(p)), mask_nnz)
+            rows = tuple(int(n) for n in torch.count_nonzero(p.reshape(p.shape[0], -1), dim=1)) if p.dim() > 1 else ()
+            stats[name] = ParamStat(name, p.numel(), int(torch.count_nonzero(p)), mask_nnz, rows)
     return stats

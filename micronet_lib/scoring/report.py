@@ -10,10 +10,9 @@ All sums are exact Fractions; the table and the summary show float64 views of th
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Iterable, Mapping, Sequence, Union
+from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 import torch.nn as nn
@@ -22,6 +21,9 @@ from micronet_lib.scoring.conventions import Convention, get_convention
 from micronet_lib.scoring.ops import as_fraction
 from micronet_lib.scoring.layouts import LAYOUTS, list_layouts, register_layout
 from micronet_lib.scoring.trace import OpRecord, trace
+from micronet_lib.scoring.widths import (
+    BIT_ATTRIBUTES, FROM_MODEL, TREE, BitSpec, accumulator_width, bits_for, bits_from_model, check_patterns,
+)
 
 __all__ = [
     "PARAMS_NORMALIZER",
@@ -66,58 +68,25 @@ class ScoreReport:
         cols = ["params", "mask_bits", "mults", "adds"]
         return self.table.groupby("group", sort=False)[cols].sum()
 
+    def accounting(self) -> str:
+        """One line: what the convention omits and what is declared free, so nothing is dropped unseen."""
+        def listing(d: dict) -> str:
+            return ", ".join(f"{k} x{v}" for k, v in sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))
+
+        s = self.summary
+        omitted, free = s.get("omitted", {}), s.get("declared_free", {})
+        parts = [f"omitted by {s['convention']}: {sum(omitted.values())} op(s) ({listing(omitted)})" if omitted
+                 else f"omitted by {s['convention']}: none"]
+        parts.append(f"declared free: {sum(free.values())} row(s) ({listing(free)})" if free else "declared free: none")
+        return "; ".join(parts)
+
     def __str__(self) -> str:
         s = self.summary
         return (f"{s['convention']}: params_s {s['params_s']:,.2f} (P {s['params']:,.0f}, mask bits {s['mask_bits']:,}), "
                 f"ops_s {s['ops_s']:,.2f} (adds {s['adds']:,.2f}, mults {s['mults']:,.2f}), score {s['score']:.7f}")
 
 
-BitSpec = Union[int, Mapping[str, int], str, None]
-BIT_ATTRIBUTES = ("param_bits", "act_bits", "accumulator_bits", "bias_bits")
 BIAS_POLICIES = ("folded", "present", "own")
-FROM_MODEL = "model"
-
-
-def _bits_for(spec: BitSpec, path: str, what: str, default: int | None = 32) -> int | None:
-    """Width of ``path`` under ``spec``: an int, ``{path or glob: bits}`` (first match wins), or None."""
-    if spec is None:
-        return default
-    if isinstance(spec, Mapping):
-        for pattern, bits in spec.items():
-            if path == pattern or fnmatch.fnmatchcase(path, pattern):
-                return _check_bits(bits, f"{what}[{pattern!r}]")
-        return default
-    if isinstance(spec, str):
-        raise ValueError(f"{what}={spec!r}: {FROM_MODEL!r} reads widths from the model's attributes and needs "
-                         "count(model, ...); score_records takes an int or a {glob: bits} dict")
-    return _check_bits(spec, what)
-
-
-def _check_bits(bits, what) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 32:
-        raise ValueError(f"{what}={bits!r} must be an integer bit width in [1, 32]")
-    return bits
-
-
-def bits_from_model(model: nn.Module, records: Sequence[OpRecord], attribute: str) -> dict[str, int]:
-    """``{record path: bits}`` read from ``attribute`` on the op's module or its nearest ancestor that has it.
-
-    A quantised model declares its widths where they apply, e.g. ``conv.param_bits = 4`` or
-    ``block.act_bits = 8``; ops with no such attribute up the tree stay at the default (32).
-    """
-    modules = dict(model.named_modules())
-    found: dict[str, int] = {}
-    for r in records:
-        owner = r.path.split(":")[0]
-        while True:
-            value = getattr(modules.get(owner), attribute, None)
-            if value is not None:
-                found[r.path] = _check_bits(value, f"{owner or '<root>'}.{attribute}")
-                break
-            if not owner:
-                break
-            owner = owner.rpartition(".")[0]
-    return found
 
 
 def _group(path: str, r: OpRecord) -> str:
@@ -206,12 +175,18 @@ def score_records(records: Sequence[OpRecord], *, convention: str | Convention =
         raise ValueError(f"normalizers={normalizers!r} must be two positive numbers (params, ops)")
     records = _apply_bias_policy(records, bias)
     reach = exit_reach(records, exit_rates)
-    widths = []
+    paths = [r.path for r in records]
+    for what, spec in (("param_bits", param_bits), ("act_bits", act_bits), ("accumulator_bits", accumulator_bits),
+                       ("bias_bits", bias_bits)):
+        check_patterns(spec, paths, what)
+    widths, declared = [], []
     for r in records:
-        pb = _bits_for(param_bits, r.path, "param_bits")
-        widths.append((pb, _bits_for(act_bits, r.path, "act_bits"), _bits_for(accumulator_bits, r.path, "accumulator_bits"),
-                       _bits_for(bias_bits, r.path, "bias_bits", default=pb)))
-    low = sorted({w for ws in widths for w in ws if w < 16})
+        pb = r.declared_bits or bits_for(param_bits, r.path, "param_bits")
+        acc = bits_for(accumulator_bits, r.path, "accumulator_bits")
+        declared.append((pb, bits_for(act_bits, r.path, "act_bits"), int(str(acc).removeprefix(TREE)),
+                         bits_for(bias_bits, r.path, "bias_bits", default=pb)))
+        widths.append(declared[-1][:2] + (accumulator_width(acc, r),) + declared[-1][3:])
+    low = sorted({w for ws in declared for w in ws if w < 16})
     forfeited = ""
     if freebie and low:
         # Quantising any part below 16 bits forfeits the 16-bit freebie (docs/scoring.md §2.2).
@@ -222,10 +197,11 @@ def score_records(records: Sequence[OpRecord], *, convention: str | Convention =
     masks = conv.mask_bits(records)
     rows, tot = [], dict(values=Fraction(0), mask_bits=0, mults=Fraction(0), adds=Fraction(0), params_s=Fraction(0),
                           ops_s=Fraction(0))
-    omitted = 0
+    omitted: dict[str, int] = {}  # op label -> rows the convention does not charge
+    free: dict[str, int] = {}  # op label -> rows declared free (BN folded, dropout, conversions, zero-cost registrations)
     for r, mbits, (pb, ab, acc, bb), share in zip(records, masks, widths, reach):
         c = conv.cost(r)
-        weighted = r.weight is not None or (r.kind == "module" and bool(r.params))  # a folded BN stores nothing
+        weighted = r.weight is not None or (r.kind != "free" and bool(r.params))  # a folded BN stores nothing
         if freebie:
             pb = bb = mult_bits = 16
             acc = 32
@@ -235,7 +211,10 @@ def score_records(records: Sequence[OpRecord], *, convention: str | Convention =
         mults, adds = c.mults * share, c.adds * share
         params_s = (c.values - c.bias_values) * pb / 32 + c.bias_values * bb / 32 + Fraction(mbits, 32)
         ops_s = adds * acc / 32 + mults * mult_bits / 32
-        omitted += int("not counted" in c.note)
+        if "not counted" in c.note:
+            omitted[r.op] = omitted.get(r.op, 0) + 1
+        elif r.kind == "free" or (r.kind in ("module", "elementwise") and not (c.values or c.mults or c.adds)):
+            free[r.op] = free.get(r.op, 0) + 1
         for k, v in (("values", c.values), ("mask_bits", mbits), ("mults", mults), ("adds", adds),
                      ("params_s", params_s), ("ops_s", ops_s)):
             tot[k] += v
@@ -245,7 +224,7 @@ def score_records(records: Sequence[OpRecord], *, convention: str | Convention =
             params=float(c.values), numel=w.numel if w else 0, nonzeros=w.nnz if w else 0,
             mask_nonzeros=(w.mask_nnz if w and w.mask_nnz is not None else float("nan")), mask_bits=mbits,
             mults=float(mults), adds=float(adds), param_bits=pb if weighted else 0, act_bits=16 if freebie else ab,
-            mult_bits=mult_bits, add_bits=acc, reach=float(share),
+            mult_bits=mult_bits, add_bits=float(acc), reach=float(share),
             params_s=float(params_s), ops_s=float(ops_s), note="; ".join(x for x in (c.note, r.note) if x)))
     table = pd.DataFrame(rows, columns=["path", "op", "kind", "group", "out_shape", "params", "numel", "nonzeros",
                                         "mask_nonzeros", "mask_bits", "mults", "adds", "param_bits", "act_bits",
@@ -258,7 +237,7 @@ def score_records(records: Sequence[OpRecord], *, convention: str | Convention =
     summary = {k: float(v) for k, v in exact.items()}
     summary["mask_bits"] = int(tot["mask_bits"])
     summary.update(convention=conv.name, freebie=bool(freebie), normalizers=tuple(float(n) for n in normalizers),
-                   bias=bias, omitted_ops=omitted)
+                   bias=bias, omitted_ops=sum(omitted.values()), omitted=omitted, declared_free=free)
     if forfeited:
         summary["freebie_forfeited"] = forfeited
     if exit_rates:
@@ -271,7 +250,7 @@ def count(model: nn.Module, input_size: Iterable[int] = (1, 3, 32, 32), *, conve
           freebie: bool = True, param_bits: BitSpec = None, act_bits: BitSpec = None, accumulator_bits: BitSpec = None,
           bias_bits: BitSpec = None, bias: str = "folded", exit_rates: Mapping[str, float] | None = None,
           normalizers: tuple[float, float] = (PARAMS_NORMALIZER, OPS_NORMALIZER), layout: str | None = None,
-          device: str = "cpu") -> ScoreReport:
+          device: str = "cpu", extra_params: Mapping[str, int | str | None] | None = None) -> ScoreReport:
     """Score ``model`` under the MicroNet Challenge rules (docs/scoring.md §1–§5).
 
     * ``convention``: ``"kaist"`` (authors' revised count, §5.2) or ``"official"`` (library, §5.3).
@@ -290,6 +269,11 @@ def count(model: nn.Module, input_size: Iterable[int] = (1, 3, 32, 32), *, conve
     * ``layout``: a registered fixed op layout (e.g. ``"wrn_standard"``, docs/scoring.md §7.2) instead of the
       traced forward; ``None`` traces the model (one eval-mode forward, ``device`` "cpu" or "meta").
     * ``normalizers``: (params, ops), default WRN-28-10's 36.5e6 / 10.49e9.
+    * ``accumulator_bits`` also takes ``"tree:N"`` (alone or as a dict value): N-bit terms summed in an
+      adder tree one bit wider per level (:func:`tree_width`, docs/scoring.md).
+    * ``extra_params``: ``{parameter name or glob: bits}`` for parameters no counted op uses (a class
+      token): stored dense at ``bits`` (``None``: the layer's ``param_bits``), or ``{name: "reason"}``
+      declares one free, not stored. Glob maps of the bit widths must each match an op (else an error).
 
     Counts are per example; the caller's model is left unchanged.
     """
@@ -299,11 +283,13 @@ def count(model: nn.Module, input_size: Iterable[int] = (1, 3, 32, 32), *, conve
         raise ValueError(f"bias={bias!r} is not known; allowed: {', '.join(BIAS_POLICIES)}")
     specs = dict(param_bits=param_bits, act_bits=act_bits, accumulator_bits=accumulator_bits, bias_bits=bias_bits)
     for name, spec in specs.items():
-        if isinstance(spec, str) and spec != FROM_MODEL:
+        if isinstance(spec, str) and spec != FROM_MODEL and not (name == "accumulator_bits" and spec.startswith(TREE)):
             raise ValueError(f"{name}={spec!r} must be an int, a {{glob: bits}} dict or {FROM_MODEL!r}")
     if layout is None:
-        records = trace(model, size, device=device)
+        records = trace(model, size, device=device, extra_params=extra_params)
     else:
+        if extra_params:
+            raise ValueError("extra_params declares parameters of a traced model; a fixed layout lists its own")
         records = LAYOUTS.get(layout)(model, size)
     for name, spec in specs.items():
         if spec == FROM_MODEL:

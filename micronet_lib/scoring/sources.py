@@ -18,7 +18,7 @@ import torch.nn as nn
 
 __all__ = ["model_from_factory", "read_options_file", "OPTION_KEYS"]
 
-OPTION_KEYS = ("param_bits", "act_bits", "accumulator_bits", "bias_bits", "bias", "exit_rates")
+OPTION_KEYS = ("param_bits", "act_bits", "accumulator_bits", "bias_bits", "bias", "exit_rates", "extra_params")
 
 
 def _state_dict(blob: Any, path: Path) -> dict:
@@ -62,7 +62,14 @@ def model_from_factory(spec: str, *, weights: str | os.PathLike | None = None) -
         except Exception as exc:  # torch raises several types for a file it cannot read
             raise ValueError(f"--weights {path}: cannot be read as a torch file ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0]})") from None
-        result = model.load_state_dict(_state_dict(blob, path), strict=False)
+        state = _state_dict(blob, path)
+        own = model.state_dict()
+        wrong = [f"{k} {tuple(v.shape)} in the file, {tuple(own[k].shape)} in the model"
+                 for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        if wrong:  # torch's own message lists every tensor on hundreds of lines
+            raise ValueError(f"--weights {path} does not fit the model: {len(wrong)} shape mismatch(es), first "
+                             f"{wrong[0]}; build the model the weights were trained with (e.g. its number of classes)")
+        result = model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
             raise ValueError(f"--weights {path} does not fit the model: missing {result.missing_keys[:4]}, "
                              f"unexpected {result.unexpected_keys[:4]}")
@@ -71,7 +78,8 @@ def model_from_factory(spec: str, *, weights: str | os.PathLike | None = None) -
 
 def read_options_file(path: str | os.PathLike) -> dict:
     """The ``count`` options stored in a YAML file: ``param_bits``, ``act_bits``, ``accumulator_bits``,
-    ``bias_bits`` (an int, ``{glob: bits}`` or ``model``), ``bias`` and ``exit_rates``."""
+    ``bias_bits`` (an int, ``{glob: bits}`` or ``model``; ``accumulator_bits`` also ``tree:N``), ``bias``,
+    ``exit_rates`` and ``extra_params``."""
     import yaml
 
     path = Path(path)

@@ -18,16 +18,18 @@ caller's tensors, and the caller's model (weights, modes, hooks) is left as it w
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import fnmatch
 import weakref
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
-from micronet_lib.scoring.handlers import _DATA_DEPENDENT, _INT_CASTS, data_dependent, first_tensor, functional, module_handler, shape_of
+from micronet_lib.scoring.handlers import _DATA_DEPENDENT, _INT_CASTS, FREE_FUNCTIONS, data_dependent, first_tensor, functional, module_handler, shape_of
 from micronet_lib.scoring.records import (
-    ELEMENTWISE, OpRecord, ParamStat, UnsupportedOpError, how_to_register, param_stats, register_op_cost,
+    ELEMENTWISE, OpRecord, ParamStat, UnsupportedOpError, param_stats, register_call, register_op_cost,
 )
 
 __all__ = ["OpRecord", "ParamStat", "UnsupportedOpError", "register_op_cost", "trace", "param_stats"]
@@ -55,15 +57,28 @@ class _Recorder(TorchFunctionMode):
         self.param_names = {id(p): n for n, p in model.named_parameters()}
         self.fn_counter: dict[str, int] = {}
         self.produced: dict[int, tuple] = {}  # id(output) -> (weakref(output), index of its conv/linear record)
+        self.views: dict[int, tuple] = {}  # id(view of a parameter) -> (weakref(view), its ParamStat)
+        self.call = ((), {}, None)  # (args, kwargs, output) of the module being recorded, for handlers that need them
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def stat(self, param) -> ParamStat | None:
+        """The parameter ``param`` is, or is a view of (``w.view(1, -1, 1, 1)``, ``w[None]``, ``w.t()``)."""
         if param is None:
             return None
         name = self.param_names.get(id(param))
         if name is None:
-            return None
+            ref, derived = self.views.get(id(param), (None, None))
+            return derived if ref is not None and ref() is param else None
         return self.stats[name]
+
+    def note_view(self, args, out) -> None:
+        """A layout op on a parameter yields the same stored values: remember which (no math, no copy)."""
+        source = next((s for s in (self.stat(a) for a in args[:1] if isinstance(a, torch.Tensor)) if s is not None), None)
+        if source is None:
+            return
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.views[id(t)] = (weakref.ref(t), source)
 
     def claim(self, *stats: ParamStat | None) -> bool:
         """Mark parameters as consumed; False if the first was charged before (shared weight)."""
@@ -96,7 +111,7 @@ class _Recorder(TorchFunctionMode):
         finally:
             self.paused = False
 
-    def post_hook(self, path: str, module: nn.Module, args, output):
+    def post_hook(self, path: str, module: nn.Module, args, kwargs, output):
         self.paused = True
         try:
             frame = self.stack.pop()
@@ -105,6 +120,7 @@ class _Recorder(TorchFunctionMode):
                 self.out_shapes[path] = shape_of(out)
             if frame.handled and out is not None:
                 before = len(self.records)
+                self.call = (args, kwargs, output)
                 module_handler(module)(self, path, module, frame.inputs, shape_of(out))
                 self._link_bias(module, args, out, before)
         finally:
@@ -115,10 +131,16 @@ class _Recorder(TorchFunctionMode):
         new = self.records[before:]
         if len(new) == 1 and new[0].kind in ("conv", "linear") and isinstance(out, torch.Tensor):
             self.produced[id(out)] = (weakref.ref(out), before)
-        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and args and isinstance(args[0], torch.Tensor):
-            ref, idx = self.produced.get(id(args[0]), (None, None))
-            if ref is not None and ref() is args[0]:
+        elif (isinstance(module, nn.modules.batchnorm._BatchNorm) or (new and new[-1].op == "batch_norm")) \
+                and args and isinstance(args[0], torch.Tensor):
+            idx = self.fold_target(args[0])  # a folded BatchNorm (module or F.batch_norm)
+            if idx is not None:
                 self.records[idx] = dataclasses.replace(self.records[idx], bn_follows=True)
+
+    def fold_target(self, tensor) -> int | None:
+        """Index of the conv/linear record whose output ``tensor`` is (a BatchNorm on it can fold into it)."""
+        ref, idx = self.produced.get(id(tensor), (None, None))
+        return idx if ref is not None and ref() is tensor else None
 
     # -- functional ops ---------------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -134,10 +156,14 @@ class _Recorder(TorchFunctionMode):
         out = func(*args, **kwargs)
         if self.paused or any(f.handled or f.suppressed for f in self.stack):
             return out
+        if name in FREE_FUNCTIONS or name.rstrip("_") in FREE_FUNCTIONS:
+            self.note_view(args, out)
         result = first_tensor(out)
         if result is None or not isinstance(out, torch.Tensor) and not isinstance(out, (tuple, list)):
             return out  # metadata queries (size, dim, shape, ...) return no tensor: no math
+        before = len(self.records)
         functional(self, name, args, kwargs, result)
+        self._link_bias(None, args, result, before)
         return out
 
 
@@ -165,12 +191,14 @@ def _skipped_se_records(rec: _Recorder, path: str, block: nn.Module) -> list[OpR
     return recs
 
 
-def trace(model: nn.Module, input_size: Iterable[int] = (1, 3, 32, 32), *, device: str = "cpu") -> list[OpRecord]:
+def trace(model: nn.Module, input_size: Iterable[int] = (1, 3, 32, 32), *, device: str = "cpu",
+          extra_params: Mapping[str, int | str | None] | None = None) -> list[OpRecord]:
     """Run one eval-mode forward on a copy of ``model`` and return the executed ops in order.
 
     ``device="cpu"`` runs real (cloned) tensors; ``"meta"`` propagates shapes only (no arithmetic, so a
     10-GFLOP model costs no more than a small one, but the first meta call pays a one-off set-up).
-    The caller's model (mode, weights, hooks) is unchanged.
+    The caller's model (mode, weights, hooks) is unchanged. ``extra_params`` declares parameters no
+    counted op uses (see :func:`micronet_lib.scoring.count`).
     """
     size = tuple(int(s) for s in input_size)
     if len(size) < 2 or any(s < 1 for s in size):
@@ -198,7 +226,8 @@ def trace(model: nn.Module, input_size: Iterable[int] = (1, 3, 32, 32), *, devic
         for path, module in work.named_modules():
             handles.append(module.register_forward_pre_hook(
                 lambda m, a, _p=path: rec.pre_hook(_p, m, a), prepend=True))  # before a mask hook: it runs inside
-            handles.append(module.register_forward_hook(lambda m, a, o, _p=path: rec.post_hook(_p, m, a, o)))
+            handles.append(module.register_forward_hook(lambda m, a, k, o, _p=path: rec.post_hook(_p, m, a, k, o),
+                                                        with_kwargs=True))
         x = torch.zeros(size, device=device)
         with torch.no_grad(), rec:
             torch.func.functional_call(model, substitutes, (x,), tie_weights=True, strict=False)
@@ -215,13 +244,56 @@ def trace(model: nn.Module, input_size: Iterable[int] = (1, 3, 32, 32), *, devic
             last = max((i for i, r in enumerate(records) if r.path.startswith(path + ".") or r.path.startswith(path + ":")),
                        default=len(records) - 1)
             records = records[: last + 1] + _skipped_se_records(rec, path, module) + records[last + 1:]
-    unused = [n for n in stats if n not in rec.consumed]
+    records += _declared_records(stats, rec.consumed, extra_params)
+    unused = [n for n in stats if n not in rec.consumed and n not in _declared_names(stats, extra_params)]
     if unused:
-        owners = dict(work.named_modules())
-        described = ", ".join(
-            f"{n} ({type(owners.get(n.rpartition('.')[0], work)).__name__})" for n in unused[:6])
-        raise UnsupportedOpError(
-            f"{len(unused)} parameter(s) are not used by any counted op, so their storage and ops would be a silent "
-            f"zero: {described}{', ...' if len(unused) > 6 else ''}. If a leaf module computes with them in a way "
-            f"the tracer cannot see, {how_to_register(type(owners.get(unused[0].rpartition('.')[0], work)).__name__)}")
+        raise UnsupportedOpError(_unused_message(work, unused))
     return records
+
+
+def _declared_names(stats, extra_params) -> set[str]:
+    return {n for pattern in (extra_params or {}) for n in stats if fnmatch.fnmatchcase(n, pattern)}
+
+
+def _declared_records(stats: dict[str, ParamStat], consumed: set[str], extra_params) -> list[OpRecord]:
+    """One row per parameter declared through ``count(extra_params=)``: stored (an int width or None) or
+    declared free with the reason given (a string). Names are exact or globs; each must name a parameter
+    that no counted op stores already."""
+    recs = []
+    for pattern, value in (extra_params or {}).items():
+        names = [n for n in stats if fnmatch.fnmatchcase(n, pattern)]
+        if not names:
+            close = difflib.get_close_matches(pattern, list(stats), n=5, cutoff=0.3)
+            raise ValueError(f"extra_params: {pattern!r} names no parameter of the model; closest: {close or list(stats)[:5]}")
+        if not (value is None or (isinstance(value, str) and value.strip())
+                or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 32)):
+            raise ValueError(f"extra_params[{pattern!r}]={value!r} must be a bit width in [1, 32], None (the layer's "
+                             "param_bits) or a non-empty reason why inference does not need it")
+        for n in names:
+            if n in consumed:
+                raise ValueError(f"extra_params: {n!r} is already stored by a counted op; declaring it would count it twice")
+            if isinstance(value, str):
+                recs.append(OpRecord(n, "free", "parameter not stored", (), params=(stats[n],),
+                                     note=f"declared free: {value}"))
+            else:
+                recs.append(OpRecord(n, "stored", "declared parameter", (), params=(stats[n],), declared_bits=value,
+                                     note="declared through extra_params: stored dense"))
+    return recs
+
+
+def _unused_message(model: nn.Module, unused: list[str]) -> str:
+    """Which parameters no counted op used, and the exact declarations that make them count."""
+    owners = dict(model.named_modules())
+    owner_of = {n: owners.get(n.rpartition(".")[0], model) for n in unused}
+    described = ", ".join(f"{n} ({type(owner_of[n]).__name__})" for n in unused[:6])
+    declare = "{" + ", ".join(f"{n!r}: 32" for n in unused) + "}"
+    msg = (f"{len(unused)} parameter(s) are not used by any counted op, so their storage would be a silent zero: "
+           f"{described}{', ...' if len(unused) > 6 else ''}. If inference needs them (a class token, a table), "
+           f"declare them stored: `count(..., extra_params={declare})` (bits each; a string instead of the width "
+           "declares one free, with that reason)")
+    leaves = {type(m) for n, m in owner_of.items() if m is not model and not any(True for _ in m.children())}
+    if len(leaves) == 1:
+        cls = leaves.pop()
+        msg += (f"; or, if {cls.__name__} computes with them in a way the tracer cannot see, count it as one unit: "
+                f"`{register_call(cls, True)}`")
+    return msg
