@@ -255,14 +255,14 @@ def test_fusion_falls_back_where_the_op_is_missing(monkeypatch):
     from micronet_lib.evaluate import inference_copy
     from micronet_lib.accel import fusion
 
-    fusion.fusion_available.cache_clear()
+    fusion._probe.cache_clear()
     monkeypatch.setattr(fusion, "_pointwise_op", lambda: None)
     try:
         assert not fusion.fusion_available(torch.float32)
         work, info = inference_copy(_trained_tiny_micronet(), execution.ExecutionMode("fp32", "channels_last"), CPU)
         assert info == {"bn_folded": True, "activations_fused": 0} and _hardswish_calls(work) > 0
     finally:
-        fusion.fusion_available.cache_clear()
+        fusion._probe.cache_clear()
 
 
 def test_evaluate_records_the_fusion(cache):
