@@ -317,12 +317,17 @@ def parse_policy_source(source: str) -> dict[str, list[SubPolicy]]:
     return validate_policies(found)
 
 
-def load_policies() -> dict[str, list[SubPolicy]]:
+def load_policies(path: str | os.PathLike | None = None) -> dict[str, list[SubPolicy]]:
     """The four Fast-AutoAugment CIFAR-100 policy sets (docs/method.md §7), keyed by upstream function name.
 
     Uses the JSON copy when a mirror or the cache holds it, else fetches the upstream ``.py`` and parses
     it with ``ast``. Both are sha256-verified; set sizes are checked against docs/method.md §7.4.
+
+    ``path``: a policy file of the same format instead (JSON ``{set: [...]}`` or the ``.py`` layout), e.g.
+    one written by the augmentation search (docs/method.md §7.6); its sets are validated, any size.
     """
+    if path is not None:
+        return _load_policy_file(Path(path))
     try:
         path = fetch("cifar100_fast_aug.json")
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -332,3 +337,18 @@ def load_policies() -> dict[str, list[SubPolicy]]:
     path = fetch("cifar100_fast_aug.py")
     parsed = parse_policy_source(path.read_text(encoding="utf-8"))
     return validate_policies(parsed, expected_sizes=POLICY_SET_SIZES)
+
+
+def _load_policy_file(path: Path) -> dict[str, list[SubPolicy]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"policy file {path} does not exist; give the path of a policy .json "
+                                "(e.g. written by `micronet search-augment`)")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".py":
+        return parse_policy_source(text)
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"policy file {path} is not valid JSON ({exc}); expected {{set name: [[[op, p, level], "
+                         "[op, p, level]], ...]}}") from None
+    return validate_policies(raw)

@@ -50,10 +50,14 @@ class EvalResult:
     bn_folded: bool = False
     activations_fused: int = 0  # conv + hard-swish pairs run as one oneDNN op (accel/fusion.py)
     mode_source: str = "config"  # config | cache | calibrated (precision/memory_format "auto")
+    # The top-1 class of every evaluated image, in split order (int16): the per-image outcomes a paired
+    # comparison of two models on the same images needs (stats.paired_effect, issue #28).
+    predicted: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["per_class"] = [None if np.isnan(v) else float(v) for v in self.per_class]
+        d.pop("predicted")  # per-image arrays go to run records (train.outcomes), not into summaries
         return d
 
 
@@ -238,6 +242,7 @@ def _evaluate_copy(work: nn.Module, mode, dataset: Dataset, split: str, *, devic
     correct5 = torch.zeros((), dtype=torch.int64, device=device)
     class_correct = torch.zeros(num_classes, dtype=torch.int64, device=device)
     class_total = torch.bincount(labels, minlength=num_classes)[:num_classes]
+    predicted = torch.empty(n, dtype=torch.int16, device=device)
     with torch.inference_mode(), fp32_mode(allow_tf32=allow_tf32):
         bar = tqdm(total=n, desc=f"eval {split}", unit="img", disable=not progress, leave=False)
         for start in range(0, n, batch_size):
@@ -257,6 +262,7 @@ def _evaluate_copy(work: nn.Module, mode, dataset: Dataset, split: str, *, devic
             loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
             top = logits.topk(min(5, num_classes), dim=1).indices
             hit1 = top[:, 0] == y
+            predicted[start:start + batch_size] = top[:, 0]
             correct5 += (top == y[:, None]).any(dim=1).sum()
             class_correct += torch.bincount(y[hit1], minlength=num_classes)[:num_classes]
             bar.update(int(y.shape[0]))
@@ -269,6 +275,7 @@ def _evaluate_copy(work: nn.Module, mode, dataset: Dataset, split: str, *, devic
     result = EvalResult(
         top1=100.0 * correct1 / n, top5=100.0 * correct5 / n, loss=float(loss_sum) / n,
         per_class=per_class.astype(np.float64), n=n, correct=correct1, split=split, **described,
+        predicted=predicted.cpu().numpy(),
     )
     log.info("%s %s: top-1 %.2f %%, top-5 %.2f %%, loss %.4f (n=%d)", dataset.name, split, result.top1, result.top5, result.loss, n)
     return result

@@ -1,4 +1,4 @@
-"""The CUDA path (issue #13): augmentation on the device, a paper-recipe fit, compiled training.
+"""The CUDA path (issues #13, #33): augmentation on the device, a paper-recipe fit, the captured training step.
 
 These run only where a CUDA GPU is present (``scripts/gpu-check.sh`` runs them first on the lent GPU;
 the project's CI has none, so pytest reports them as skipped there, not passed). The first GPU check
@@ -69,3 +69,66 @@ def test_paper_recipe_fit_on_cuda_records_a_cuda_mode(tmp_path, monkeypatch):
     assert record["machine"].startswith("cuda:") and record["train"]["source"] == "calibrated", record
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 1 and math.isfinite(json.loads(lines[0])["loss"])
+
+
+# ---------------------------------------------------------------------- issue #33: grouped FastAA, the captured step
+@pytest.mark.parametrize("grouped", [True, False])
+def test_fastaa_grouped_and_per_image_on_cuda_match_the_cpu_loop(grouped):
+    from micronet_lib.augment import FASTAA_4X_ORDER, FastAAStage, policy_set
+
+    images = torch.randint(0, 256, (128, 3, 32, 32), generator=torch.Generator().manual_seed(4), dtype=torch.uint8)
+    for k, name in enumerate(FASTAA_4X_ORDER):
+        on_cpu = FastAAStage(policy_set(name), grouped=False)(images, torch.Generator().manual_seed(k))
+        on_gpu = FastAAStage(policy_set(name), grouped=grouped)(images.to(CUDA), torch.Generator().manual_seed(k))
+        assert on_gpu.device.type == "cuda"
+        # integer kernels agree exactly; Sharpness' float blur may round one level apart (as per op above)
+        assert (on_gpu.cpu().int() - on_cpu.int()).abs().max() <= 1, name
+
+
+def _recipe_steps(kind: str, n_steps: int):
+    """Parameters and BN statistics after ``n_steps`` paper-recipe steps of ``kind`` from the same start."""
+    import copy
+
+    from micronet_lib.accel.execution import ExecutionMode
+    from micronet_lib.models import build_model
+    from micronet_lib.pruning import prune_to_rate
+    from micronet_lib.regularizers import cutmix, make_loss
+    from micronet_lib.train import TrainConfig
+    from micronet_lib.train.step import make_step
+
+    torch.manual_seed(0)
+    model = build_model("micronet_v2", num_classes=100)
+    prune_to_rate(model, 30.0)
+    model = copy.deepcopy(model).to(CUDA).train()
+    loss_fn = make_loss("wls", num_classes=100, epsilon=0.3).to(CUDA)
+    loss_fn.update_similarity(model)
+    config = TrainConfig(batch_size=64)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-5)
+    step = make_step(kind, model, model, loss_fn, optimizer, config=config, mode=ExecutionMode(), device=CUDA, scaler=None)
+    step.set_lr(0.05)
+    gen = torch.Generator().manual_seed(1)
+    for i in range(n_steps):
+        x = torch.randn(64, 3, 32, 32, generator=gen)
+        y = torch.randint(0, 100, (64,), generator=gen)
+        x, y_a, y_b, lam = cutmix(x, y, generator=gen)
+        torch.cuda.manual_seed(10 + i)  # dropout and the orthogonality start vectors
+        step(x.to(CUDA), y_a.to(CUDA), y_b.to(CUDA), lam)
+    torch.cuda.synchronize()
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("kind", ["graph", "compile"])
+def test_captured_step_matches_the_eager_step_after_n_steps(kind, monkeypatch):
+    """8 steps: 3 eager warm-up steps, the capture, then replays; fused SGD (device lr) rounds within tolerance.
+    Dropout and the orthogonality vectors must draw the eager step's numbers (a graph replays the generator's
+    offsets; inductor is told to use the eager random functions)."""
+    if kind == "compile":
+        import torch._inductor.config as inductor_config
+
+        monkeypatch.setattr(inductor_config, "fallback_random", True)
+    eager, captured = _recipe_steps("off", 8), _recipe_steps(kind, 8)
+    for key, value in eager.items():
+        if value.is_floating_point():
+            assert torch.allclose(captured[key], value, rtol=1e-3, atol=1e-5), key
+        else:
+            assert torch.equal(captured[key], value), key

@@ -16,9 +16,9 @@ from micronet_lib.regularizers import orthogonality_penalty
 from micronet_lib.train import TrainConfig, fit, runs
 
 CPU = torch.device("cpu")
-# A tiny auto-mode run: 1 cycle × 2 epochs of the smoke recipe.
+# A tiny auto-mode run: 1 cycle × 2 epochs of the smoke recipe (whose own mode is named, fp32 contiguous).
 TINY = dict(cycles=1, epochs_per_cycle=2, prune_rates=None, train_per_class=8, val_per_class=4, test_per_class=4,
-            bn_recalibrate_images=0)
+            bn_recalibrate_images=0, precision="auto", memory_format="auto")
 # Top-1 agreement of bf16 vs fp32 evaluation on CIFAR-10 JPEGs: these are not the nets' classes, so
 # many predictions are near-ties that bf16 rounding flips (measured: 94.2 % ver1, see the test).
 BF16_AGREEMENT_FLOOR = 0.90

@@ -195,18 +195,32 @@ def test_cpu_profile_compares_every_cell_over_three_seeds():
     assert len(cpu["seeds"]) >= 3 and cpu["comparison_seeds"] >= 3
 
 
+def test_decisive_profiles_train_only_the_cells_that_test_a_claim():
+    cpu, smoke = check_params({}, profile="cpu"), check_params({}, profile="smoke")
+    assert [c.label for c in ex.ablation_cells(cpu)] == ["CE", "CE + ortho", "weighted LS + ortho",
+                                                         "uniform LS (ε 0.3) + ortho"]
+    assert ex.ablation_cells(smoke) == ex.ABLATION_CELLS and ex.ablation_cells(check_params({}, profile="gpu")) == ex.CLAIM_CELLS
+    assert cpu["augment_pipelines"] == ["baseline", "baseline+cutmix", "fastaa+cutmix"] and not ex.randaugment_grid(cpu)
+    # shared where the recipe allows: the ablation's CE + ortho is 03's baseline+cutmix and 04's dense parent
+    configs = {c.config_hash() for study in ("02", "03") for c in ex.study_configs(study, cpu)}
+    new_in_03 = len(ex.available_settings(cpu)) - 1  # fastaa+cutmix needs the policy asset
+    assert len(configs) == (4 + new_in_03) * len(cpu["seeds"])
+
+
 def test_00_deviations_state_the_values_the_runs_use_with_reasons_that_apply():
     from micronet_lib.report.setup_tables import deviations_table
 
     table = deviations_table(check_params({}, profile="cpu"))
     used = {(r.setting, r._2): r for r in table.itertuples()}  # _2: "value used"
-    assert used[("train_per_class", "120")].runs.startswith("all ") and ("epochs_per_cycle", "5") in used
+    assert used[("train_per_class", "200")].runs.startswith("all ") and ("epochs_per_cycle", "16") in used
     assert used[("augment", "'baseline'")].reason.startswith("crop + flip")
     fastaa = used[("augment", "'fastaa'")]
     assert "crop + flip" not in fastaa.reason and fastaa.runs.startswith("03:")  # not the baseline's reason
     assert "…" not in "".join(table["reason"])
     ortho = used[("ortho_coef", "0.0")]
-    assert ortho.runs.startswith("02:") and "of 21" in ortho.runs  # only the ortho-off ablation cells
+    # only the claim cells (issue #28): CE is the one ortho-off cell of 4, over 9 seeds
+    assert ortho.runs == "02: 9 of 36"
+    assert ("precision", "'bf16'") in used and used[("precision", "'bf16'")].reason.startswith("execution mode named")
 
 
 def test_oneshot_curve_accuracy_comes_with_a_wilson_interval(one_thread):

@@ -34,9 +34,10 @@ def test_every_profile_is_valid_and_complete(profile):
 
 
 def test_profiles_use_the_data_the_spec_asks_for():
-    smoke, cpu, paper = (check_params({}, profile=p) for p in PROFILES)
+    smoke, cpu, gpu, paper = (check_params({}, profile=p) for p in PROFILES)
     assert smoke["data"] == "synthetic"
-    assert cpu["data"] == "cifar100" and paper["data"] == "cifar100"  # real CIFAR-100 unless --data says otherwise
+    # real CIFAR-100 unless --data says otherwise
+    assert cpu["data"] == "cifar100" and gpu["data"] == "cifar100" and paper["data"] == "cifar100"
     assert paper["prune_rates"] == [15.0, 30.0, 45.0, 60.0]  # the (0, 60) schedule, docs/method.md §8.3
     assert paper["val_per_class"] == 0  # authors select on the test set (docs/method.md §5.7)
 
@@ -57,7 +58,7 @@ def test_missing_parameter_is_rejected():
 @pytest.mark.parametrize(
     "name, value, match",
     [
-        ("profile", "fast", "one of 'smoke', 'cpu', 'paper'"),
+        ("profile", "fast", "one of 'smoke', 'cpu', 'gpu', 'paper'"),
         ("data", "cifar1000", "imagefolder:<path"),
         ("data", "imagefolder:", "imagefolder:<path"),
         ("device", "gpu", "auto, cpu, cuda"),

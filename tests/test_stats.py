@@ -79,8 +79,11 @@ def test_separated_best_only_when_clear_of_every_other():
 @pytest.mark.parametrize("lo,hi,direction,paper,expected", [
     (0.5, 2.0, +1, False, "reproduced"),
     (-2.0, -0.5, -1, False, "reproduced"),           # the claim predicts a decrease
-    (-1.0, 2.0, +1, False, "consistent but inconclusive"),
-    (-1.0, 2.0, +1, True, "consistent but inconclusive"),
+    (-1.0, 2.0, +1, False, "inconclusive, leaning for"),     # estimate +0.5
+    (-1.0, 2.0, +1, True, "inconclusive, leaning for"),
+    (-2.0, 1.0, +1, False, "inconclusive, leaning against"),  # estimate −0.5: never read as support
+    (-2.0, 1.0, -1, False, "inconclusive, leaning for"),      # the claim predicts a decrease
+    (-1.0, 1.0, +1, False, "inconclusive"),                   # estimate exactly 0
     (-3.0, -0.1, +1, False, "not reproduced at this budget"),
     (-3.0, -0.1, +1, True, "contradicted"),
     (0.1, 3.0, -1, True, "contradicted"),
@@ -88,11 +91,13 @@ def test_separated_best_only_when_clear_of_every_other():
 def test_verdict_rules_on_constructed_intervals(lo, hi, direction, paper, expected):
     v = verdict(_iv(lo, hi), direction=direction, paper_setup=paper)
     assert v.label == expected and v.label in VERDICTS
+    assert "consistent" not in v.label + v.reason  # issue #32: the estimate's sign is never hidden behind it
     assert f"[{lo:.2f}, {hi:.2f}]" in v.reason
 
 
 def test_verdict_one_seed_is_inconclusive_and_bad_direction_raises():
-    assert verdict(Interval(3.0, math.nan, math.nan, 1, "one seed")).label == "consistent but inconclusive"
+    assert verdict(Interval(3.0, math.nan, math.nan, 1, "one seed")).label == "inconclusive, leaning for"
+    assert verdict(Interval(-3.0, math.nan, math.nan, 1, "one seed")).label == "inconclusive, leaning against"
     with pytest.raises(ValueError, match="direction"):
         verdict(_iv(0, 1), direction=2)
 
@@ -111,4 +116,4 @@ def test_value_verdict_reported_number_inside_or_outside_the_interval():
     assert value_verdict(measured, 80.07).label == "reproduced"
     assert value_verdict(measured, 95.0).label == "not reproduced at this budget"
     assert value_verdict(measured, 95.0, paper_setup=True).label == "contradicted"
-    assert value_verdict(mean_interval([80.0]), 80.07).label == "consistent but inconclusive"
+    assert value_verdict(mean_interval([80.0]), 80.07).label == "inconclusive"

@@ -89,8 +89,8 @@ def test_bad_values_raise_naming_field_value_and_allowed(field, value, words):
 def test_unknown_keyword_and_profile_raise():
     with pytest.raises(ValueError, match="unknown TrainConfig key 'epochs'"):
         TrainConfig.from_profile("paper", epochs=3)
-    with pytest.raises(ValueError, match="unknown training profile 'gpu'.*cpu, paper, smoke"):
-        TrainConfig.from_profile("gpu")
+    with pytest.raises(ValueError, match="unknown training profile 'tpu'.*cpu, gpu, paper, smoke"):
+        TrainConfig.from_profile("tpu")
     with pytest.raises(ValueError, match="select_on='val' needs a validation split"):
         TrainConfig.from_profile("paper", select_on="val")
 

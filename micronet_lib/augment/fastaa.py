@@ -10,13 +10,14 @@ fixed order); only the ops that fire run per image.
 from __future__ import annotations
 
 import functools
+import os
 from typing import Sequence
 
 import torch
 
 from micronet_lib.augment.ops import OPS, apply_op, op_magnitude, warm_geometric_cache
 
-__all__ = ["CUTOUT_CENTRES", "FASTAA_4X_ORDER", "FASTAA_DEFAULT_SET", "FastAAStage", "policy_set", "policy_set_names", "resolve_set_name"]
+__all__ = ["CUTOUT_CENTRES", "FASTAA_4X_ORDER", "FASTAA_DEFAULT_SET", "FastAAStage", "is_policy_file", "policy_set", "policy_set_names", "resolve_set_name"]
 
 # The paper's 4× epoch: copy k of the training set uses set k (docs/method.md §5.2).
 FASTAA_4X_ORDER = (
@@ -50,8 +51,24 @@ def resolve_set_name(name: str) -> str:
     raise ValueError(f"unknown FastAA policy set {name!r}; use one of {', '.join(FASTAA_4X_ORDER)} or {', '.join(short_names)}")
 
 
+def is_policy_file(name: str) -> bool:
+    """A ``fastaa:`` argument that names a policy file (a ``.json`` / ``.py`` path) rather than a released set."""
+    return name.endswith((".json", ".py")) or os.sep in name or "/" in name
+
+
 def policy_set(name: str) -> list:
-    """The sub-policies of one set: a list of ((op, p, level), (op, p, level))."""
+    """The sub-policies of one set: a list of ((op, p, level), (op, p, level)).
+
+    ``name`` is a released set (``resolve_set_name``) or the path of a policy file holding exactly one set
+    (``assets.load_policies(path)``, e.g. a searched policy, docs/method.md §7.6).
+    """
+    if is_policy_file(name):
+        from micronet_lib import assets
+
+        sets = assets.load_policies(name)
+        if len(sets) != 1:
+            raise ValueError(f"policy file {name} holds {len(sets)} sets ({', '.join(sets)}); 'fastaa:<file>' needs exactly one")
+        return list(next(iter(sets.values())))
     return list(_policies()[resolve_set_name(name)])
 
 
@@ -73,15 +90,19 @@ class FastAAStage:
 
     ``cutout_centre="authors"`` (default) draws the Cutout centre on (1, W] per coordinate as the
     authors' ``np.random.uniform(w)`` does; ``"uniform"`` draws it on [0, W) (docs/method.md §7.3).
+    ``grouped``: apply each op once to all images that drew it (:mod:`.grouped`, the same result bit for bit)
+    instead of image by image; ``None`` groups on CUDA tensors only.
     """
 
-    def __init__(self, subpolicies: Sequence, *, name: str = "custom", cutout_centre: str = "authors") -> None:
+    def __init__(self, subpolicies: Sequence, *, name: str = "custom", cutout_centre: str = "authors",
+                 grouped: bool | None = None) -> None:
         if not subpolicies:
             raise ValueError(f"policy set {name!r} is empty")
         if cutout_centre not in CUTOUT_CENTRES:
             raise ValueError(f"cutout_centre={cutout_centre!r} is not one of {', '.join(CUTOUT_CENTRES)}")
         self.name = name
         self.cutout_centre = cutout_centre
+        self.grouped = grouped
         rows = []
         for i, sub in enumerate(subpolicies):
             if len(sub) != 2:
@@ -105,6 +126,10 @@ class FastAAStage:
         coin = torch.rand(n, 2, generator=generator).tolist()
         flip_sign = torch.rand(n, 2, generator=generator).tolist()
         centre = _cutout_centres(torch.rand(n, 2, 2, generator=generator), width, height, self.cutout_centre).tolist()
+        if self.grouped or (self.grouped is None and images.is_cuda):
+            from micronet_lib.augment.grouped import apply_grouped
+
+            return apply_grouped(self._subs, images, pick, coin, flip_sign, centre)
         out = images.clone()
         for i in range(n):
             img = None

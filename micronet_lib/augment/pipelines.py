@@ -12,7 +12,7 @@
 | ``randaugment[:N[:M]]`` | crop + flip + RandAugment(N ops, magnitude M; default 2, 9) |
 | ``trivialaugment`` | crop + flip + TrivialAugmentWide |
 | ``augmix`` | crop + flip + AugMix |
-| ``fastaa[:set]`` | one FastAA policy set (default: the first of the 4× order), then crop + flip (§5.1) |
+| ``fastaa[:set]`` | one FastAA policy set (default: the first of the 4× order), then crop + flip (§5.1); ``fastaa:<file>.json``: a searched policy file (§7.6) |
 | ``fastaa4x`` | the paper's 4× epoch: ``copies_per_epoch = 4``, copy k uses set k of §5.2 |
 
 Randomness comes only from the passed ``torch.Generator``. torchvision's v2 policy transforms draw from
@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as nnF
 
-from micronet_lib.augment.fastaa import FASTAA_4X_ORDER, FASTAA_DEFAULT_SET, FastAAStage, policy_set, resolve_set_name
+from micronet_lib.augment.fastaa import FASTAA_4X_ORDER, FASTAA_DEFAULT_SET, FastAAStage, is_policy_file, policy_set, resolve_set_name
 from micronet_lib.regularizers.mixing import cutout
 from micronet_lib.registry import Registry, UnknownNameError
 
@@ -212,6 +212,8 @@ def _augmix(args):
 def _fastaa(args):
     if len(args) > 1:
         raise ValueError(f"fastaa takes one policy set name ('fastaa:<set>'), got {':'.join(args)!r}")
+    if args and is_policy_file(args[0]):  # a searched policy file (docs/method.md §7.6)
+        return [[FastAAStage(policy_set(args[0]), name=args[0]), CropFlipStage()]]
     set_name = resolve_set_name(args[0]) if args else FASTAA_DEFAULT_SET
     return [[FastAAStage(policy_set(set_name), name=set_name), CropFlipStage()]]
 

@@ -38,6 +38,7 @@ from micronet_lib.train.config import TrainConfig
 from micronet_lib.train.engine import fit
 from micronet_lib.train.runs import read_metrics
 from micronet_lib.train.setup import build_training_model, prepare_data
+from micronet_lib.bench.step_capture import capture_runners
 
 __all__ = ["machine_info", "load_weights", "bench_train", "bench_eval", "bench_epoch", "DEFAULT_WEIGHTS"]
 
@@ -93,8 +94,12 @@ def _authors_train_step(model, *, batch_size, device: torch.device, num_classes=
 
 
 def bench_train(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 128, steps: int = 3, rounds: int = 3,
-                warmup: int = 1, device: str = "cpu", compile: bool = False, aten_bn: bool = False) -> dict:
+                warmup: int = 1, device: str = "cpu", compile: bool = False, aten_bn: bool = False,
+                capture: bool = False) -> dict:
     """Training-step images/s and ratios vs the authors-style fp32 NCHW step on the same device.
+
+    ``capture``: also time the paper-recipe step eager, as one CUDA graph and under reduce-overhead compile
+    (runners ``"step eager|graph|compile"``, :mod:`.step_capture`), in the same alternation.
 
     ``aten_bn``: also time every channels-last mode with ATen's BatchNorm and hard-swish instead of the
     training kernel (runner ``"<mode> (ATen BN)"``), in the same alternation: what the kernel contributes.
@@ -112,6 +117,8 @@ def bench_train(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 128,
         runners[mode.name] = project_step(mode)
         if aten_bn and mode.channels_last and dev.type == "cpu" and norm_kernel.available():
             runners[f"{mode.name} (ATen BN)"] = _under(norm_kernel.aten_only, project_step(mode))
+    if capture:
+        runners.update(capture_runners(model, batch_size=batch_size, device=dev))
     seconds = execution.time_alternating(runners, steps=steps, warmup=warmup, rounds=rounds)
     return _result(seconds, batch_size, chosen, dev, weights=weights, batch_size=batch_size, steps=steps, rounds=rounds)
 
@@ -154,7 +161,8 @@ def bench_eval(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 256, 
 
 
 def bench_epoch(*, data: str, train_per_class: int = 20, test_per_class: int = 10, rounds: int = 2,
-                device: str = "cpu", seed: int = 0, authors_workers: int | None = None) -> dict:
+                device: str = "cpu", seed: int = 0, authors_workers: int | None = None,
+                capture_step: str = "off") -> dict:
     """Images/s of whole epochs (training pass + test pass) of ``fit`` under the paper recipe vs authors-style.
 
     The paper recipe: FastAA 4× epoch, CutMix every batch, weighted label smoothing, 0.7·orthogonality,
@@ -163,6 +171,7 @@ def bench_epoch(*, data: str, train_per_class: int = 20, test_per_class: int = 1
     alternate epoch by epoch, ``rounds`` times each; images/s = training samples / epoch seconds.
     ``authors_workers``: the authors-style ``DataLoader``'s worker processes; default 4 on a GPU (the
     authors' loader, docs/method.md §5.1) and 0 on a CPU, whose cores the step itself needs.
+    ``capture_step``: ``fit``'s step eager ("off") or captured ("graph", "compile"; train/step.py).
     """
     dev = torch.device(device)
     if dev.type == "cpu":
@@ -172,7 +181,7 @@ def bench_epoch(*, data: str, train_per_class: int = 20, test_per_class: int = 1
     config = TrainConfig.from_profile(
         "paper", dataset=data, train_per_class=train_per_class, test_per_class=test_per_class, cycles=1,
         epochs_per_cycle=1, loss="wls", epsilon=0.1, precision="auto", memory_format="auto", device=device,
-        seed=seed, select_on="last")
+        seed=seed, select_on="last", capture_step=capture_step)
     ds = prepare_data(config)
     times: dict[str, list[float]] = {"authors": [], "project": []}
     images = 0
@@ -199,4 +208,5 @@ def bench_epoch(*, data: str, train_per_class: int = 20, test_per_class: int = 1
                      samples_per_epoch=images, rounds=rounds, authors_workers=authors_workers,
                      epoch_seconds={k: [round(t, 2) for t in v] for k, v in times.items()})
     result["eval_mode"] = execution_record["eval"]["name"] if execution_record else None
+    result["capture_step"] = capture_step
     return result

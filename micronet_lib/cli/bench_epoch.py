@@ -23,6 +23,8 @@ def register(targets) -> None:
     parser.add_argument("--rounds", type=int, default=2, help="epochs per side, alternating (default 2; median)")
     parser.add_argument("--authors-workers", type=int, default=None,
                         help="DataLoader workers of the authors-style side (default: 4 on a GPU, as the authors; 0 on a CPU)")
+    parser.add_argument("--capture-step", choices=("off", "graph", "compile"), default="off",
+                        help="fit's training step: eager (off, default), one CUDA graph, or reduce-overhead compile")
     add_machine_options(parser)
     parser.set_defaults(func=_run)
 
@@ -45,8 +47,10 @@ def _run(args) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     result = bench_epoch(data=data, train_per_class=args.train_per_class, test_per_class=args.test_per_class,
-                         rounds=args.rounds, device=resolve_device(args.device), authors_workers=args.authors_workers)
+                         rounds=args.rounds, device=resolve_device(args.device), authors_workers=args.authors_workers,
+                         capture_step=args.capture_step)
     print_result(result, title=f"fit epochs, paper recipe, {result['samples_per_epoch']} samples/epoch "
-                               f"(FastAA 4x of {result['train_images']} images), eval mode {result['eval_mode']}",
+                               f"(FastAA 4x of {result['train_images']} images), eval mode {result['eval_mode']}, "
+                               f"step capture {args.capture_step}",
                  as_json=args.json)
     return 0

@@ -13,6 +13,9 @@ def register(subparsers) -> None:
     parser.add_argument("--aten-bn", action="store_true",
                         help="also time each channels-last mode with ATen's BatchNorm and squeeze-excitation "
                              "instead of the training kernels")
+    parser.add_argument("--capture", action="store_true",
+                        help="also time the paper-recipe step eager, as one CUDA graph and under reduce-overhead "
+                             "compile (TrainConfig.capture_step; on a CPU both run the static step eagerly)")
     parser.set_defaults(func=_run)
 
 
@@ -57,4 +60,5 @@ def run_target(args, bench, title: str, **options) -> int:
 def _run(args) -> int:
     from micronet_lib.bench.measure import bench_train
 
-    return run_target(args, bench_train, "training step (CE + 0.7·ortho, Nesterov SGD)", aten_bn=args.aten_bn)
+    return run_target(args, bench_train, "training step (CE + 0.7·ortho, Nesterov SGD)", aten_bn=args.aten_bn,
+                      capture=args.capture)

@@ -13,6 +13,8 @@ import secrets
 import sys
 from pathlib import Path
 
+from micronet_lib.pipeline.nbmeta import PRE_SAVE_HOOK
+
 __all__ = ["lab_command", "lab_environment", "lab_url", "register"]
 
 
@@ -26,6 +28,8 @@ def lab_command(*, notebooks: str | os.PathLike, port: int, ip: str, token: str,
         "--ServerApp.port_retries=0",  # a busy port is an error, so the printed URL is the real one
         f"--IdentityProvider.token={token}",
         f"--ServerApp.open_browser={browser}",
+        # Saving puts the committed notebook metadata back, so opening and saving leaves no diff (pipeline.nbmeta).
+        f"--ContentsManager.pre_save_hook={PRE_SAVE_HOOK}",
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--ServerApp.allow_root=True")  # containers run as root; Jupyter refuses it otherwise

@@ -25,7 +25,9 @@ def register(subparsers) -> None:
                         help="declared widths and options: param_bits, act_bits, accumulator_bits, bias_bits "
                              "(int, {glob: bits} or 'model'), bias, exit_rates (see docs/scoring.md)")
     parser.add_argument("--bias", default=None, help="bias policy: folded (default), present or own")
-    parser.add_argument("--num-classes", type=int, default=None, help="classifier width (default: the model's)")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="classifier width (default: the model's); with --model-factory it is passed as "
+                             "FUNCTION(num_classes=N), and a factory without that keyword is refused")
     parser.add_argument("--convention", default="kaist", help="kaist (authors' count, default) or official")
     parser.add_argument("--freebie", action=argparse.BooleanOptionalAction, default=True,
                         help="16-bit freebie: params and mults at half cost (default on)")
@@ -42,7 +44,8 @@ def _load(args):
     if args.model_factory:
         from micronet_lib.scoring.sources import model_from_factory
 
-        return model_from_factory(args.model_factory, weights=args.weights), args.model_factory
+        return (model_from_factory(args.model_factory, weights=args.weights, num_classes=args.num_classes),
+                args.model_factory)
     if args.weights:
         raise ValueError("--weights goes with --model-factory; a --checkpoint carries its own weights")
     if args.model:

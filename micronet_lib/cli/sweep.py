@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-__all__ = ["register", "add_executor_options", "executor_from_args"]
+__all__ = ["register", "add_executor_options", "executor_from_args", "runs_dir_from_args"]
 
 
 def add_executor_options(parser: argparse.ArgumentParser, *, default: str | None) -> None:
@@ -17,6 +18,19 @@ def add_executor_options(parser: argparse.ArgumentParser, *, default: str | None
                         help="ray: CPUs (and torch threads) per run when the cluster has no GPU (default 1); with GPUs each run takes one")
     parser.add_argument("--max-retries", type=int, default=3, metavar="N",
                         help="ray: times a run is retried when its worker dies (default 3); a run's own error is never retried")
+
+
+def runs_dir_from_args(args: argparse.Namespace, params) -> Path:
+    """The run store of ``--profile``/``--results``/``--publish`` (shared with ``micronet search-augment``);
+    ``--publish`` first passes the guard of ``reproduce --publish``: a committed set is made by one commit."""
+    from micronet_lib.pipeline import pipeline_runs_dir
+
+    if args.publish:
+        from micronet_lib.report import results_sets as sets
+
+        target = sets.results_set(args.profile, params["data"], publish=True, base=args.results)
+        sets.check_publish(target, profile=args.profile, data=params["data"], rebuild=False, identity=sets.code_identity())
+    return pipeline_runs_dir(args.profile, params["data"], results_dir=args.results, publish=args.publish)
 
 
 def executor_from_args(args: argparse.Namespace):
@@ -52,16 +66,11 @@ def register(subparsers) -> None:
 def _run(args: argparse.Namespace) -> int:
     from micronet_lib.experiments.sweeps import finished_summary, sweep
     from micronet_lib.experiments.studies import parse_studies, study_configs
-    from micronet_lib.pipeline import notebook_params, pipeline_runs_dir
+    from micronet_lib.pipeline import notebook_params
 
     studies = parse_studies(args.study)
     params = notebook_params(args.profile, data=args.data)
-    if args.publish:  # the same guard as `reproduce --publish`: a committed set is made by one commit
-        from micronet_lib.report import results_sets as sets
-
-        target = sets.results_set(args.profile, params["data"], publish=True, base=args.results)
-        sets.check_publish(target, profile=args.profile, data=params["data"], rebuild=False, identity=sets.code_identity())
-    runs_dir = pipeline_runs_dir(args.profile, params["data"], results_dir=args.results, publish=args.publish)
+    runs_dir = runs_dir_from_args(args, params)
     if args.dry_run:
         for s in studies:
             for c in study_configs(s, params):

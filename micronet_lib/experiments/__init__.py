@@ -15,17 +15,23 @@
 """
 
 from micronet_lib.experiments.aggregate import (
+    ALL_TEST,
     cell_intervals,
+    default_metric,
     comparison_table,
     curves_frame,
     mean_std,
     paired,
+    paired_design,
     run_row,
     runs_frame,
     train_all,
 )
 from micronet_lib.experiments.configs import (
     ABLATION_CELLS,
+    CLAIM_CELLS,
+    CLAIM_PROFILES,
+    ablation_cells,
     MATCHED_EPSILON_CELL,
     AblationCell,
     ablation_config,
@@ -67,6 +73,11 @@ from micronet_lib.experiments.studies import (
 
 __all__ = [
     "ABLATION_CELLS",
+    "ALL_TEST",
+    "default_metric",
+    "CLAIM_CELLS",
+    "CLAIM_PROFILES",
+    "ablation_cells",
     "MATCHED_EPSILON_CELL",
     "AblationCell",
     "InProcess",
@@ -98,6 +109,7 @@ __all__ = [
     "oneshot_config",
     "oneshot_curve",
     "paired",
+    "paired_design",
     "orthogonality_table",
     "parse_setting",
     "policy_op_counts",

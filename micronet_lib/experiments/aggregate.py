@@ -1,4 +1,10 @@
-"""Training summaries → tables: one row per run, mean ± std over seeds, learning curves (issue #8)."""
+"""Training summaries → tables: one row per run, mean ± std over seeds, learning curves (issue #8).
+
+Where the runs' per-image outcomes on the whole test split exist (``outcomes.test_outcomes``: kept in the
+run records, computed once from a checkpoint), ``runs_frame`` adds their top-1 as ``ALL_TEST`` and keeps the
+outcomes in ``df.attrs["outcomes"]``; ``paired`` and ``comparison_table`` then pair the arms by seed *and*
+image (``stats.paired_effect``, issue #28) and state the minimum detectable effect of the design.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,8 @@ import pandas as pd
 from micronet_lib.train.config import TrainConfig
 from micronet_lib.train.runs import RunSummary, read_metrics
 
-__all__ = ["train_all", "run_row", "runs_frame", "mean_std", "curves_frame", "METRICS", "cell_intervals", "paired",
-           "comparison_table"]
+__all__ = ["train_all", "run_row", "runs_frame", "mean_std", "curves_frame", "METRICS", "ALL_TEST", "cell_intervals",
+           "paired", "paired_design", "comparison_table", "default_metric"]
 
 if TYPE_CHECKING:
     from micronet_lib.report.stats import Interval
@@ -21,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # Summary metrics a study table reports (RunSummary keys; best_* = the selected epoch, docs/method.md §5.7).
 METRICS = ("best_val_top1", "best_test_top1", "final_test_top1")
+# Top-1 (%) of the selected weights on every test image (the runs' per-image outcome records).
+ALL_TEST = "test_top1_all"
 
 
 def train_all(configs: Sequence[TrainConfig], *, progress: bool | None = None, executor=None) -> list[RunSummary]:
@@ -51,7 +59,9 @@ def train_all(configs: Sequence[TrainConfig], *, progress: bool | None = None, e
 
 
 def run_row(summary: Mapping[str, Any], **labels: Any) -> dict[str, Any]:
-    """One table row: ``labels`` first, then the run's id, seed, recipe knobs, metrics and time."""
+    """One table row: ``labels`` first, then the run's id, seed, recipe knobs and metrics. No wall time: a
+    published table holds no stopwatch reading, so rebuilding a set reproduces it byte for byte (issue #28;
+    the time of each run stays in its summary, of each notebook in the manifest)."""
     cfg = summary["config"]
     row = dict(labels)
     row.update(
@@ -61,7 +71,6 @@ def run_row(summary: Mapping[str, Any], **labels: Any) -> dict[str, Any]:
         epochs=summary.get("epochs"),
     )
     row.update({m: summary.get(m) for m in METRICS})
-    row["seconds"] = summary.get("seconds")
     return row
 
 
@@ -70,7 +79,33 @@ def runs_frame(summaries: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[
     labels = list(labels) if labels is not None else [{}] * len(summaries)
     if len(labels) != len(summaries):
         raise ValueError(f"got {len(summaries)} summaries but {len(labels)} labels")
-    return pd.DataFrame([run_row(s, **lab) for s, lab in zip(summaries, labels)])
+    df = pd.DataFrame([run_row(s, **lab) for s, lab in zip(summaries, labels)])
+    found = _outcomes(summaries)
+    if found:
+        df[ALL_TEST] = [found[s["run_id"]].top1 if s["run_id"] in found else None for s in summaries]
+        df.attrs["outcomes"] = found
+    return df
+
+
+def _outcomes(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``{run id: outcomes.Outcomes}`` of the finished runs whose record or checkpoint gives them."""
+    from micronet_lib.report.outcomes import test_outcomes
+    from micronet_lib.report.run_records import CheckpointAbsent
+
+    out = {}
+    for s in summaries:
+        if s.get("status", "finished") != "finished" or "run_dir" not in s:
+            continue
+        try:
+            out[s["run_id"]] = test_outcomes(s)
+        except CheckpointAbsent as exc:
+            log.info("%s", exc)
+    return out
+
+
+def default_metric(df: pd.DataFrame) -> str:
+    """``ALL_TEST`` where every run of ``df`` has its per-image outcomes, else the selected epoch's test top-1."""
+    return ALL_TEST if ALL_TEST in df.columns and df[ALL_TEST].notna().all() else "best_test_top1"
 
 
 def _fmt(mean: float, std: float, n: int, digits: int) -> str:
@@ -128,20 +163,48 @@ def cell_intervals(df: pd.DataFrame, by: str, metric: str = "best_test_top1") ->
     return {label: mean_interval(list(_by_seed(df, by, label, metric).values())) for label in dict.fromkeys(df[by])}
 
 
-def paired(df: pd.DataFrame, by: str, treatment: Any, baseline: Any, metric: str = "best_test_top1") -> "Interval":
-    """``treatment − baseline`` per seed (``stats.paired_difference``) between two cells of a runs table."""
-    from micronet_lib.report.stats import paired_difference
+def _outcomes_by_seed(df: pd.DataFrame, by: str, label: Any) -> dict[int, Any]:
+    found = df.attrs.get("outcomes", {})
+    part = df[df[by] == label]
+    return {int(seed): found[run] for seed, run in zip(part["seed"], part["run"])}
 
+
+def paired(df: pd.DataFrame, by: str, treatment: Any, baseline: Any, metric: str | None = None) -> "Interval":
+    """``treatment − baseline`` between two cells of a runs table: with ``metric=ALL_TEST`` (the default where
+    every run has per-image outcomes) paired by seed and image (``stats.paired_effect``), otherwise per seed
+    (``stats.paired_difference``)."""
+    return paired_design(df, by, treatment, baseline, metric)[0]
+
+
+def paired_design(df: pd.DataFrame, by: str, treatment: Any, baseline: Any, metric: str | None = None):
+    """``(interval, prediction)``: ``paired``'s interval and, where it rests on per-image outcomes, the
+    ``power.Prediction`` of the same design (its minimum detectable effect at 80 % power); else None."""
+    from micronet_lib.report.stats import paired_difference, paired_effect
+
+    metric = metric or default_metric(df)
     missing = [c for c in (treatment, baseline) if c not in set(df[by])]
     if missing:
         raise ValueError(f"cell(s) {missing} not in column {by!r} (cells: {', '.join(map(str, dict.fromkeys(df[by])))})")
-    return paired_difference(_by_seed(df, by, treatment, metric), _by_seed(df, by, baseline, metric))
+    if metric != ALL_TEST:
+        return paired_difference(_by_seed(df, by, treatment, metric), _by_seed(df, by, baseline, metric)), None
+    from micronet_lib.report import power
+
+    t, b = _outcomes_by_seed(df, by, treatment), _outcomes_by_seed(df, by, baseline)
+    shared = sorted(set(t) & set(b))
+    iv = paired_effect({s: t[s].correct for s in shared}, {s: b[s].correct for s in shared})
+    if len(shared) < 2:
+        return iv, None
+    comp = power.components_from_outcomes(t, b)
+    return iv, power.predict(comp, seeds=comp.seeds, images=comp.images)
 
 
-def comparison_table(df: pd.DataFrame, by: str, baseline: Any, metric: str = "best_test_top1", *,
+def comparison_table(df: pd.DataFrame, by: str, baseline: Any, metric: str | None = None, *,
                      unit: str = "%") -> pd.DataFrame:
     """One row per cell: seeds, mean, 95 % t interval, std (only where every cell has n ≥ 2) and the paired
-    per-seed difference to ``baseline`` with its interval (docs/verdicts.md). Blank where a value cannot exist."""
+    difference to ``baseline`` with its interval (docs/verdicts.md: by seed and image where the runs have
+    per-image outcomes, ``metric`` defaulting to ``ALL_TEST``; then also the minimum detectable effect at
+    80 % power of this design). Blank where a value cannot exist."""
+    metric = metric or default_metric(df)
     cells = cell_intervals(df, by, metric)
     if baseline not in cells:
         raise ValueError(f"baseline {baseline!r} is not a cell of {by!r}: {', '.join(map(str, cells))}")
@@ -151,9 +214,13 @@ def comparison_table(df: pd.DataFrame, by: str, baseline: Any, metric: str = "be
                f"95 % CI low ({unit})": iv.low, f"95 % CI high ({unit})": iv.high}
         if label == baseline:
             row.update({f"Δ vs {baseline} (points)": None, "Δ 95 % CI low": None, "Δ 95 % CI high": None})
+            if metric == ALL_TEST:
+                row["Δ MDE 80 % (points)"] = None
         else:
-            d = paired(df, by, label, baseline, metric)
+            d, pred = paired_design(df, by, label, baseline, metric)
             row.update({f"Δ vs {baseline} (points)": d.estimate, "Δ 95 % CI low": d.low, "Δ 95 % CI high": d.high})
+            if metric == ALL_TEST:
+                row["Δ MDE 80 % (points)"] = pred.mde if pred is not None else None
         rows.append(row)
     out = pd.DataFrame(rows)
     if all(iv.n >= 2 for iv in cells.values()):

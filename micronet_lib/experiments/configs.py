@@ -16,10 +16,14 @@ from typing import Any, Mapping
 
 from micronet_lib.train.config import PROFILES as TRAIN_PROFILES
 from micronet_lib.train.config import TrainConfig
+from micronet_lib.train.profiles import profile_execution
 
 __all__ = [
     "AblationCell",
     "ABLATION_CELLS",
+    "CLAIM_CELLS",
+    "CLAIM_PROFILES",
+    "ablation_cells",
     "MATCHED_EPSILON_CELL",
     "MIXES",
     "base_config",
@@ -67,6 +71,16 @@ MATCHED_EPSILON_CELL = AblationCell("ls", True, epsilon=0.3)
 # The 3 × 2 grid {CE, LS, WLS} × {ortho off, on}, then the matched-ε cell.
 ABLATION_CELLS = (*(AblationCell(loss, ortho) for loss in ("ce", "ls", "wls") for ortho in (False, True)),
                   MATCHED_EPSILON_CELL)
+# The cells that test a claim (issue #28): CE vs CE + ortho (ortho_helps), weighted LS + ortho vs uniform LS
+# at the same ε + ortho (wls_beats_ls). The decisive profiles train only these; smoke and paper the whole grid.
+CLAIM_CELLS = (AblationCell("ce", False), AblationCell("ce", True), AblationCell("wls", True), MATCHED_EPSILON_CELL)
+CLAIM_PROFILES = ("cpu", "gpu")
+
+def ablation_cells(params: Mapping[str, Any]) -> tuple[AblationCell, ...]:
+    """The 02 cells a profile trains: only ``CLAIM_CELLS`` under a decisive study profile (``CLAIM_PROFILES``),
+    the whole 3 × 2 grid plus the matched-ε cell otherwise."""
+    return CLAIM_CELLS if params["profile"] in CLAIM_PROFILES else ABLATION_CELLS
+
 
 # Batch-level mixing a setting may add to a pipeline ("<pipeline>+cutmix"), docs/method.md §6.4.
 MIXES = ("cutmix", "mixup")
@@ -109,6 +123,9 @@ def base_config(params: Mapping[str, Any], *, seed: int, **overrides: Any) -> Tr
         values.update(cycles=1, epochs_per_cycle=params["epochs"])
     if val is None and _default(profile, "select_on") == "val":
         values["select_on"] = "test"
+    # The execution mode is the profile's named one (or the documented override), never a stopwatch's pick.
+    mode = profile_execution(profile, params["device"])
+    values.update(precision=mode["precision"], memory_format=mode["memory_format"])
     recal = _default(profile, "bn_recalibrate_images")
     if recal:  # short-budget profiles re-estimate BN before each evaluation; the notebook budget caps it
         values["bn_recalibrate_images"] = min(recal, params["bn_recal_images"])

@@ -3,7 +3,8 @@
 The notebooks and ``micronet sweep`` build their configs through these functions, so a sweep trains
 exactly the runs a notebook later finds with ``run_or_load`` (same config, same hash, same folder).
 
-- ``ablation_grid`` (02): every {CE, LS, WLS} × {ortho off, on} cell for every seed of ``seeds``.
+- ``ablation_grid`` (02): every cell of the profile (the claim cells, or the {CE, LS, WLS} × {ortho off, on}
+  grid) for every seed of ``seeds``.
 - ``augment_grid`` (03): settings × the first ``comparison_seeds`` seeds; the comparison uses
   ``available_settings`` (the profile's pipelines that can run here), the search ``randaugment_grid``.
 - ``dense_configs`` / ``prune_pairs`` (04): the dense start models, then per dense run the
@@ -16,8 +17,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from micronet_lib.experiments.configs import (
-    ABLATION_CELLS,
     AblationCell,
+    ablation_cells,
     ablation_config,
     augment_config,
     dense_config,
@@ -43,8 +44,9 @@ def comparison_seeds(params: Mapping[str, Any]) -> list[int]:
 
 
 def ablation_grid(params: Mapping[str, Any]) -> list[tuple[AblationCell, int]]:
-    """(cell, seed) of every 02 ablation run, cell-major (the table's row order)."""
-    return [(cell, seed) for cell in ABLATION_CELLS for seed in params["seeds"]]
+    """(cell, seed) of every 02 ablation run, cell-major (the table's row order): the profile's cells
+    (``configs.ablation_cells``)."""
+    return [(cell, seed) for cell in ablation_cells(params) for seed in params["seeds"]]
 
 
 def available_settings(params: Mapping[str, Any]) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from micronet_lib.repo import notebooks_dir
 
-PROFILES = ("smoke", "cpu", "paper")
+PROFILES = ("smoke", "cpu", "gpu", "paper")
 
 
 # --------------------------------------------------------------------------- parameter schema
@@ -118,8 +118,10 @@ PARAMS: tuple[Param, ...] = (
     Param("prune_epochs", int, "epochs per pruning cycle (None = the training profile's)", nullable=True, check=_at_least(1)),
     Param("augment_pipelines", list, "augmentation settings compared in 03: '<pipeline>[+cutmix|+mixup]'",
           check=_items(str, _setting)),
-    Param("randaugment_n", list, "RandAugment N values of the 03 search grid", check=_items(int, _at_least(1))),
-    Param("randaugment_m", list, "RandAugment M values of the 03 search grid", check=_items(int, _at_least(0))),
+    Param("randaugment_n", list, "RandAugment N values of the 03 search grid (empty: no search)",
+          check=_items(int, _at_least(1), nonempty=False)),
+    Param("randaugment_m", list, "RandAugment M values of the 03 search grid (empty: no search)",
+          check=_items(int, _at_least(0), nonempty=False)),
     Param("gallery_images", int, "images per pipeline in the 03 gallery", check=_at_least(1)),
 )
 _BY_NAME = {p.name: p for p in PARAMS}

@@ -187,6 +187,23 @@ def notebook_params(profile: str, *, data: str | None = None, folder: str | os.P
     return params
 
 
+def _write_index(target, *, final: bool, readme_only: bool = False) -> None:
+    """The set's landing page (in staging before the swap), and the README's claims table once the set the
+    README names is in place."""
+    from micronet_lib.report import index as results_index, results_sets as sets
+
+    folder = target.folder if final else target.staging
+    if not (folder / sets.MANIFEST).is_file():
+        raise FileNotFoundError(f"{sets.relative_to_repo(target.folder)} has no {sets.MANIFEST}: build the set first "
+                                "(micronet reproduce without --index-only)")
+    if not readme_only:
+        written = results_index.write_index(folder)
+        log.info("landing page %s", sets.relative_to_repo(target.folder / written["html"].name))
+    if final and target.committed and results_index.update_readme(REPO / "README.md", folder,
+                                                                  results_index.claim_rows(folder)):
+        log.info("README claims table regenerated from %s", sets.relative_to_repo(folder / "index.md"))
+
+
 def reproduce(
     profile: str,
     *,
@@ -197,6 +214,8 @@ def reproduce(
     publish: bool = False,
     rebuild: bool = False,
     executor=None,
+    rerender: bool = False,
+    index_only: bool = False,
 ) -> list[NotebookRun]:
     """Run the notebooks of ``profile`` headless into a results set; see the module docstring.
 
@@ -208,23 +227,39 @@ def reproduce(
     (``micronet_lib.report.results_sets``); the kernels write tables, figures and training runs there through
     ``$MICRONET_RESULTS`` / ``$MICRONET_RUNS``. ``executor`` (``experiments.make_executor("ray")``, say):
     train the grid of the selected study notebooks (02–04) with it first, into the set's runs, so the
-    notebooks only read finished runs back.
+    notebooks only read finished runs back. ``rerender=True``: render the reports of an existing set again
+    from its stored run records, even when the set was made by other code (the manifest then names the
+    commit that trained the records apart from the one that rendered the reports); a run the records lack
+    is an error, never trained. ``index_only=True``: only regenerate the set's landing page
+    (``report.index``) and, for the set the README's claims table names, that table.
     """
     import nbformat
 
     from micronet_lib.report import results_sets as sets
     from micronet_lib.devices import resolve_device
     from micronet_lib.report.results import DEST_ENV, KIND_ENV
-    from micronet_lib.train.runs import RUNS_ENV
+    from micronet_lib.train.runs import NO_TRAINING_ENV, RUNS_ENV
+
+    from micronet_lib.train.profiles import profile_execution
 
     folder = Path(notebooks or notebooks_dir())
     params = notebook_params(profile, data=data, folder=folder)
+    profile_execution(params["profile"], params["device"])  # a mode this machine cannot run: one line, before work
     selected = select_notebooks(list_notebooks(folder), only)
     if not selected:
         raise FileNotFoundError(f"no NN_*.ipynb notebooks in {folder}")
     target = sets.results_set(profile, params["data"], publish=publish, base=results_dir)
+    if index_only:
+        _write_index(target, final=True)
+        return []
+    if rerender and (rebuild or not (target.folder / "runs").is_dir()):
+        raise ValueError(f"--rerender renders {sets.relative_to_repo(target.folder)} again from its run records: "
+                         + ("it cannot go with --rebuild (which starts from nothing)" if rebuild else
+                            "that set has no runs/ folder; drop --rerender to build it"))
     identity = sets.code_identity()
-    sets.check_publish(target, profile=profile, data=params["data"], rebuild=rebuild, identity=identity)
+    # A re-render reuses the set's records whatever code trained them; the manifest keeps that commit apart.
+    same = (lambda a, b: True) if rerender else sets.same_code
+    sets.check_publish(target, profile=profile, data=params["data"], rebuild=rebuild, identity=identity, same=same)
     previous = None if rebuild else sets.read_manifest(target.folder)
 
     seed = None if rebuild else sets.committed_runs_for(target, identity)
@@ -239,7 +274,7 @@ def reproduce(
     # A run store named by the user ($MICRONET_RUNS, e.g. shared storage of a cluster) is used as it is;
     # its runs are then not copied into the set's runs/ (docs/cluster.md).
     env = {RESULTS_ENV: str(stage), RUNS_ENV: os.environ.get(RUNS_ENV) or str(stage / "runs"), DEST_ENV: shown,
-           KIND_ENV: target.kind, "TQDM_DISABLE": "1"}
+           KIND_ENV: target.kind, "TQDM_DISABLE": "1", NO_TRAINING_ENV: "1" if rerender else ""}
     if executor is not None:
         from micronet_lib.experiments.sweeps import sweep
         from micronet_lib.experiments.studies import STUDIES
@@ -267,10 +302,14 @@ def reproduce(
             log.info("%s done in %.1f s", name, seconds)
             runs.append(NotebookRun(name=name, executed=target.folder / "executed" / f"{name}.ipynb",
                                     html=target.folder / "html" / f"{name}.html", seconds=seconds))
+    runs_commit = ((previous or {}).get("runs") or {}).get("commit") or (previous or {}).get("commit") if rerender else None
     manifest = sets.build_manifest(target, params=params, device=resolve_device(params["device"]),
-                                   notebooks={r.name: r.seconds for r in runs}, previous=previous, identity=identity)
+                                   notebooks={r.name: r.seconds for r in runs}, previous=previous, identity=identity,
+                                   runs_commit=runs_commit)
     atomic_write_json(stage / sets.MANIFEST, manifest)
+    _write_index(target, final=False)
     sets.swap_in(target)
+    _write_index(target, final=True, readme_only=True)
     log.info("results set %s (%s) updated: %s", shown, target.kind, ", ".join(r.name for r in runs))
     return runs
 

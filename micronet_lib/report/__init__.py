@@ -9,6 +9,10 @@
 - :mod:`.setup_tables`: the tables of ``00_setup``.
 - :mod:`.explore`: small ipywidgets explorers.
 - :mod:`.notebook`: the notebooks' common first step (``prologue``) and shared helpers (``released_models``).
+- :mod:`.index`: a results set's landing page (every claim, verdict, effect; is the set current?) and the
+  README's claims table generated from it.
+- :mod:`.figures`: the figures that can mislead, built so tests can check them; ``figure_problems``.
+- :mod:`.prose`: report text generated from what ran (03's plan).
 
 Submodules are imported by name (``from micronet_lib.report import results``): this package imports
 nothing itself, so ``results`` stays free of torch.

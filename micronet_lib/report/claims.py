@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from micronet_lib.report.stats import Verdict
+from micronet_lib.report.stats import Interval, Verdict
 
-__all__ = ["Claim", "CLAIMS", "setup_text", "at_paper_setup", "ClaimBoard"]
+__all__ = ["Claim", "CLAIMS", "setup_text", "design_text", "at_paper_setup", "ClaimBoard", "claim_anchor"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,32 @@ def setup_text(summaries: Sequence[Mapping[str, Any]]) -> str:
     return text
 
 
+def design_text(summaries: Sequence[Mapping[str, Any]], seeds: int) -> str:
+    """The design and the regime of a comparison, from its runs: seeds, passes over the training images, and
+    for runs without batch mixing the last epoch's train vs validation top-1 (a gap = the plain model
+    overfits, the regime where regularisers can help; docs/study-design.md)."""
+    from micronet_lib.train.runs import read_metrics
+
+    first = summaries[0]
+    train = dict((k, int(v)) for k, v in re.findall(r"(train)(\d+)", first.get("data_id", "").split("#")[0]))
+    epochs = first.get("epochs_total") or first.get("epochs")
+    text = f"design: {seeds} seed{'s' if seeds != 1 else ''} per arm, {epochs} passes over {train.get('train', 0):,} training images"
+    gaps = []
+    for s in summaries:
+        if s["config"].get("mix") != "none" or s["config"].get("prune_rates"):
+            continue
+        try:
+            rows = read_metrics(s["run_dir"])
+        except (KeyError, OSError, ValueError):  # a record without its curve: the regime line is left out
+            rows = []
+        if rows and rows[-1].get("val_top1") is not None:
+            gaps.append((rows[-1]["train_top1"], rows[-1]["val_top1"]))
+    if gaps:
+        tr, va = (sum(g[i] for g in gaps) / len(gaps) for i in (0, 1))
+        text += f"; runs without mixing end at train top-1 {tr:.1f} % vs val {va:.1f} % (gap {tr - va:+.1f} points)"
+    return text
+
+
 def at_paper_setup(params: Mapping[str, Any]) -> bool:
     """True only for the paper profile on the real CIFAR-100: the one setup where a result on the wrong side
     of 0 *contradicts* the paper instead of being *not reproduced at this budget* (docs/verdicts.md)."""
@@ -105,11 +131,17 @@ _AGAINST = ("**This goes against the paper.** Likely reason: the budget and data
             "paper relies on act over long training.")
 
 
+def claim_anchor(key: str) -> str:
+    """The HTML id of a claim's box in its report (the set's landing page links ``html/NN.html#<id>``)."""
+    return f"claim-{key}"
+
+
 @dataclass
 class _Entry:
     setup: str = ""
     result: str = ""
     verdict: Verdict | None = None
+    effect: Interval | None = None  # the number the verdict was computed from, for the set's landing page
 
 
 @dataclass
@@ -140,35 +172,54 @@ class ClaimBoard:
 
     def box(self, key: str) -> str:
         c, e = CLAIMS[key], self.entries[key]
-        lines = [f"**Claim** ({c.source}; [{c.section}](../{c.section.split(' ')[0]})): {c.text}",
+        doc = c.section.split(" ")[0]
+        lines = [f'<a id="{claim_anchor(key)}"></a>**Claim** ({c.source}; [{c.section}](../{doc})): {c.text}',
                  f"**Setup**: {e.setup}", f"**Result**: {e.result}",
                  f"**Verdict**: {e.verdict.text() if e.verdict else 'pending'}"]
         if e.verdict and e.verdict.label in ("not reproduced at this budget", "contradicted"):
             lines.append(_AGAINST if e.verdict.label != "contradicted" else "**This contradicts the paper.**")
         return "\n".join("> " + line + "  " for line in lines)
 
-    def settle(self, key: str, *, setup: str, result: str, verdict: Verdict) -> None:
-        """Record a claim's outcome, show its box here and update the board at the top of the report."""
+    def settle(self, key: str, *, setup: str, result: str, verdict: Verdict, effect: Interval | None = None) -> None:
+        """Record a claim's outcome, show its box here and update the board at the top of the report.
+
+        ``effect``: the interval the verdict was computed from (a paired difference, a Wilson interval), kept
+        as numbers in the claims table so the set's landing page need not parse ``result``."""
         if key not in self.entries:
             raise ValueError(f"claim {key!r} is not on this board ({', '.join(self.keys)})")
         if not isinstance(verdict, Verdict):
             raise ValueError(f"verdict must be a stats.Verdict, got {type(verdict).__name__}")
-        self.entries[key] = _Entry(setup, result, verdict)
+        if effect is not None and not isinstance(effect, Interval):
+            raise ValueError(f"effect must be a stats.Interval, got {type(effect).__name__}")
+        self.entries[key] = _Entry(setup, result, verdict, effect)
         self._display(self.box(key))
         self._display(self.markdown(), update=True)
 
     def settle_paired(self, key: str, runs, *, by: str, treatment: Any, baseline: Any,
                       summaries: Sequence[Mapping[str, Any]], params: Mapping[str, Any],
-                      metric: str = "best_test_top1", direction: int = +1) -> None:
-        """Settle ``key`` from the per-seed paired difference ``treatment − baseline`` of a runs table
-        (``experiments.paired``), the setup read from ``summaries`` (the runs of both arms)."""
-        from micronet_lib.experiments.aggregate import paired
+                      metric: str | None = None, direction: int = +1) -> None:
+        """Settle ``key`` from the paired difference ``treatment − baseline`` of a runs table
+        (``experiments.paired_design``: by seed and test image where the runs keep per-image outcomes, else
+        by seed), the setup read from ``summaries`` (the runs of both arms). The box states the design, the
+        interval, its half-width, the minimum detectable effect (80 % power) and the training regime."""
+        from micronet_lib.experiments.aggregate import ALL_TEST, default_metric, paired_design
         from micronet_lib.report.stats import verdict
 
-        d = paired(runs, by, treatment, baseline, metric)
-        result = f"{treatment} − {baseline}, {metric.replace('_', ' ')} paired by seed: {d.text(2, ' points')}"
-        self.settle(key, setup=setup_text(summaries), result=result,
-                    verdict=verdict(d, direction=direction, paper_setup=at_paper_setup(params)))
+        metric = metric or default_metric(runs)
+        d, pred = paired_design(runs, by, treatment, baseline, metric)
+        if metric == ALL_TEST:
+            n_images = next(iter(runs.attrs["outcomes"].values())).n
+            what = f"top-1 on all {n_images:,} test images, paired by seed and image"
+        else:
+            what = f"{metric.replace('_', ' ')} paired by seed"
+        result = f"{treatment} − {baseline}, {what}: {d.text(2, ' points')}"
+        if d.has_interval:
+            result += f"; half-width ±{d.half_width:.2f}"
+        if pred is not None:
+            result += f"; minimum detectable effect (80 % power) {pred.mde:.2f} points"
+        setup = setup_text(summaries) + "; " + design_text(summaries, d.n)
+        self.settle(key, setup=setup, result=result,
+                    verdict=verdict(d, direction=direction, paper_setup=at_paper_setup(params)), effect=d)
 
     def show(self) -> None:
         self._display(self.markdown(), new=True)
@@ -198,8 +249,14 @@ class ClaimBoard:
         """The board as a table (for ``results.save``): one row per claim."""
         import pandas as pd
 
-        return pd.DataFrame([dict(claim=CLAIMS[k].text, source=CLAIMS[k].source, setup=self.entries[k].setup,
-                                  result=self.entries[k].result,
-                                  verdict=self.entries[k].verdict.label if self.entries[k].verdict else "pending",
-                                  reason=self.entries[k].verdict.reason if self.entries[k].verdict else "")
-                             for k in self.keys])
+        rows = []
+        for k in self.keys:
+            e = self.entries[k]
+            iv = e.effect
+            rows.append(dict(key=k, claim=CLAIMS[k].text, source=CLAIMS[k].source, setup=e.setup, result=e.result,
+                             verdict=e.verdict.label if e.verdict else "pending",
+                             reason=e.verdict.reason if e.verdict else "",
+                             effect=iv.estimate if iv else None, effect_low=iv.low if iv else None,
+                             effect_high=iv.high if iv else None, effect_n=iv.n if iv else None,
+                             effect_method=iv.method if iv else None))
+        return pd.DataFrame(rows)

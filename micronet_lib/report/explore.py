@@ -39,11 +39,14 @@ SCORE_COLUMNS = ("params_s", "ops_s", "params_term", "ops_term", "score")
 
 
 def _display(*objs: Any) -> None:
-    """Show tables and figures in the running notebook (figures as PNG, whatever the backend); no-op outside IPython."""
+    """Show tables and figures in the running notebook (figures as PNG, whatever the backend; tables through the
+    reports' formatter, ``formatting.table_html``, as every published table); no-op outside IPython."""
+    import pandas as pd
     from IPython import get_ipython
-    from IPython.display import display
+    from IPython.display import HTML, display
     from matplotlib.figure import Figure
 
+    from micronet_lib.report.formatting import table_html
     from micronet_lib.report.results import img_html
 
     if get_ipython() is None:
@@ -54,6 +57,8 @@ def _display(*objs: Any) -> None:
             obj.savefig(buf, format="png", bbox_inches="tight", metadata={"Software": None})
             alt = obj.get_suptitle() or "explorer view"
             display({"text/html": img_html(buf.getvalue(), alt), "text/plain": alt}, raw=True)
+        elif isinstance(obj, pd.DataFrame):
+            display(HTML(table_html(obj)))
         else:
             display(obj)
 

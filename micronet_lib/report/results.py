@@ -133,13 +133,12 @@ def save_table(
     title: str | None = None,
     root: str | os.PathLike | None = None,
     index: bool | None = None,
-    floatfmt: str | None = None,
 ) -> dict[str, Path]:
     """Write ``df`` as ``tables/<name>.csv`` + ``.md`` (caption line, then the Markdown table) + ``.meta.json``.
 
     ``index=None`` keeps the index only when it carries information (named or not a plain range). The
-    CSV holds the raw values; the Markdown table is formatted for reading by ``results_format``
-    (``floatfmt`` is accepted for older callers and ignored: digits are set per quantity there).
+    CSV holds the raw values; the Markdown table is formatted for reading by ``report.formatting`` (digits per
+    quantity and one precision per column there; there is no per-call ``floatfmt``: one style everywhere).
     Returns the written paths by kind (``csv``, ``md``, ``meta``).
     """
     import pandas as pd
@@ -247,6 +246,13 @@ def publish(obj, name: str, *, meta: Mapping[str, Any], title: str | None = None
     paths; call ``save`` for those.
     """
     written = save(obj, name, meta=meta, title=title, **kwargs)
+    from matplotlib.figure import Figure
+
+    if isinstance(obj, Figure):
+        from micronet_lib.report.figures import figure_problems
+
+        for problem in figure_problems(obj):  # what would mislead a reader, said in the report (issue #32)
+            note(f"Figure {name}: {problem}.")
     try:
         from IPython import get_ipython
         from IPython.display import HTML, Markdown, display

@@ -251,14 +251,20 @@ def build_manifest(
     notebooks: Mapping[str, float],
     previous: Mapping[str, Any] | None,
     identity: Mapping[str, Any] | None = None,
+    runs_commit: str | None = None,
 ) -> dict[str, Any]:
     """The set's ``manifest.json``: who made it (commit), with what (profile, data, budget, seeds,
-    versions, machine) and how long each notebook took. Entries of notebooks not rerun are kept."""
+    versions, machine) and how long each notebook took. Entries of notebooks not rerun are kept.
+    ``runs_commit``: the commit that trained the run records when it is not the one rendering the reports
+    (``micronet reproduce --rerender``), stored as ``runs.commit``."""
     identity = dict(identity or code_identity())
     per_notebook = dict((previous or {}).get("notebooks", {})) if previous and not previous.get("legacy") else {}
     for name, seconds in notebooks.items():
         per_notebook[name] = {"wall_seconds": round(seconds, 1), "commit": identity["commit"]}
     budget = {k: v for k, v in params.items() if k not in ("profile", "data", "device", "threads", "seeds")}
+    from micronet_lib.train.profiles import profile_execution
+
+    execution = profile_execution(params["profile"], params["device"])  # what every run of the set ran in
     return {
         "set": target.name,
         "kind": "committed" if target.committed else "scratch",
@@ -270,7 +276,9 @@ def build_manifest(
         "budget": budget,
         "versions": _versions(),
         "machine": machine_info(device=device, threads=params["threads"]),
+        "execution": execution,
         "notebooks": dict(sorted(per_notebook.items())),
+        "runs": {"commit": runs_commit or identity["commit"]},
         "legacy": False,
     }
 

@@ -113,7 +113,7 @@ def _study_configs(params: Mapping[str, Any]) -> dict[str, list]:
         seen.update(c.config_hash() for c in out)
         return list({c.config_hash(): c for c in out}.values())
 
-    ablation = new(ex.ablation_config(params, cell, seed=s) for cell in ex.ABLATION_CELLS for s in seeds)
+    ablation = new(ex.ablation_config(params, cell, seed=s) for cell in ex.ablation_cells(params) for s in seeds)
     settings = list(dict.fromkeys([*params["augment_pipelines"], *ex.randaugment_grid(params)]))
     augment = new(ex.augment_config(params, name, seed=s) for name in settings for s in comp)
     dense = new(ex.dense_config(params, seed=s) for s in comp)

@@ -9,6 +9,7 @@ Every failure is a one-line ``ValueError`` / ``FileNotFoundError`` saying what t
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,12 @@ def _state_dict(blob: Any, path: Path) -> dict:
     raise ValueError(f"--weights {path}: expected a state dict (name -> tensor), or one under 'state_dict'/'model'")
 
 
-def model_from_factory(spec: str, *, weights: str | os.PathLike | None = None) -> nn.Module:
-    """Build ``module:function()`` (importable from ``sys.path``), load ``weights`` strictly, eval mode."""
+def model_from_factory(spec: str, *, weights: str | os.PathLike | None = None,
+                       num_classes: int | None = None) -> nn.Module:
+    """Build ``module:function()`` (importable from ``sys.path``), load ``weights`` strictly, eval mode.
+
+    ``num_classes`` is passed as ``function(num_classes=...)`` (torchvision's and timm's factories take it);
+    a factory without that keyword is refused rather than scored at its own head size without a word."""
     module_name, sep, func_name = spec.partition(":")
     if not sep or not module_name or not func_name:
         raise ValueError(f"--model-factory {spec!r} must be 'module:function', e.g. 'mypkg.nets:build_net'")
@@ -50,7 +55,18 @@ def model_from_factory(spec: str, *, weights: str | os.PathLike | None = None) -
             raise ValueError(f"--model-factory {spec!r}: {module_name!r} has no attribute {func_name!r}")
     if not callable(factory):
         raise ValueError(f"--model-factory {spec!r}: {func_name!r} is not callable")
-    model = factory()
+    kwargs = {}
+    if num_classes is not None:
+        try:
+            parameters = list(inspect.signature(factory).parameters.values())
+        except (TypeError, ValueError):  # a builtin without a signature: let the call decide
+            parameters = None
+        if parameters is not None and not any(p.name == "num_classes" or p.kind is p.VAR_KEYWORD for p in parameters):
+            raise ValueError(f"--num-classes {num_classes}: {spec} takes no num_classes argument, so the head "
+                             "width cannot be set; drop --num-classes (the model's own head is scored) or point "
+                             "--model-factory at a function that takes num_classes")
+        kwargs["num_classes"] = num_classes
+    model = factory(**kwargs)
     if not isinstance(model, nn.Module):
         raise ValueError(f"--model-factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
     if weights is not None:

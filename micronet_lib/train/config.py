@@ -35,6 +35,10 @@ _PRUNE_SCOPES = ("global", "layer")
 _PRUNE_TIES = ("exact", "threshold")  # pruning.criteria.TIE_RULES
 _ORTHO_LAYERS = ("all_1x1", "expand", "project")
 _STRIDE2_SE = ("discard", "apply", "skip")
+_CAPTURE = ("off", "graph", "compile")  # train.step.CAPTURE_KINDS
+# Fields added after results sets were committed: left out of to_dict (so of the config hash and the
+# stored config) at their default, so every earlier run keeps its hash and resumes.
+_OMITTED_AT_DEFAULT = {"capture_step": "off"}
 
 
 def _allowed(name: str, value: Any, allowed: Iterable[Any]) -> None:
@@ -112,6 +116,8 @@ class TrainConfig:
                                         # recorded in the run's execution.json and reused on resume)
     channels_last: bool = False         # legacy spelling of memory_format="channels_last" (kept: older run records)
     compile: bool = False               # torch.compile the training forward
+    capture_step: str = "off"           # off | graph (whole step as one CUDA graph) | compile (reduce-overhead):
+                                        # train/step.py; on a CPU the static step runs eagerly
     device: str = "auto"                # auto → cuda, mps, cpu
     allow_tf32: bool = False            # False: fp32 is true fp32 on CUDA (authors, PyTorch 1.1); True: TF32 matmul/conv
     checkpoint_every: int = 1           # epochs between checkpoints (the last epoch is always checkpointed)
@@ -175,6 +181,10 @@ class TrainConfig:
         if not isinstance(self.allow_tf32, bool):
             raise ValueError(f"TrainConfig.allow_tf32={self.allow_tf32!r} must be true or false")
         _allowed("ortho_layers", self.ortho_layers, _ORTHO_LAYERS)
+        _allowed("capture_step", self.capture_step, _CAPTURE)
+        if self.capture_step != "off" and self.precision == "fp16":
+            raise ValueError("TrainConfig.capture_step needs precision fp32, bf16 or auto: fp16's grad scaler reads "
+                             "the host every step; use precision='bf16' or capture_step='off'")
         _allowed("stride2_se", self.stride2_se, _STRIDE2_SE)
         if self.select_on == "val" and not self.val_per_class:
             raise ValueError(
@@ -229,7 +239,8 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ views
     def to_dict(self, *, with_derived: bool = False) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in _OMITTED_AT_DEFAULT or getattr(self, f.name) != _OMITTED_AT_DEFAULT[f.name]}
         data = {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
         if with_derived:
             data["deviations"] = self.deviations

@@ -14,6 +14,7 @@ epoch-end checkpoint replays exactly what an uninterrupted run would have done.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from micronet_lib.train.records import (
     run_summary,
 )
 from micronet_lib.train.schedule import lr_at
+from micronet_lib.train.step import make_step
 from micronet_lib.train.setup import (
     build_training_model,
     check_runtime,
@@ -97,7 +99,7 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
 
     from micronet_lib.augment import build_pipeline
     from micronet_lib.pruning import apply_masks, attach_mask, prune_to_rate
-    from micronet_lib.regularizers import make_loss, orthogonality_penalty
+    from micronet_lib.regularizers import make_loss
 
     if start == "over":
         store.start_over(run_dir)
@@ -186,6 +188,9 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
         if opt_state is not None:
             optimizer.load_state_dict(opt_state)
             opt_state = None
+        # forward, loss + λ·ortho (docs/method.md §5.5), backward, step, masks: eager, or captured (train/step.py)
+        train_step = make_step(config.capture_step, model, forward, loss_fn, optimizer, config=config, mode=mode,
+                               device=device, scaler=scaler)
 
         for epoch in range(first_epoch, config.epochs_per_cycle):
             global_epoch = cycle * config.epochs_per_cycle + epoch
@@ -193,8 +198,7 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
             g = torch.Generator().manual_seed(seed_for(config.seed, cycle, epoch, 1))
             torch.manual_seed(seed_for(config.seed, cycle, epoch, 2))
             lr = lr_at(config, epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            train_step.set_lr(lr)
             loss_fn.update_similarity(model)  # weighted LS: S from the classifier, once per epoch (§6.2)
             model.train()
             order = torch.randperm(n_copies * n_train, generator=g)
@@ -216,24 +220,12 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
                     x = x.contiguous(memory_format=torch.channels_last)
                 y_a = y_a.to(device, non_blocking=True)
                 y_b = y_b.to(device, non_blocking=True) if y_b is not None else None
-                # --- forward, loss + λ·ortho (docs/method.md §5.5)
-                with execution.autocast(mode, device):
-                    logits = forward(x)
-                # fp32 loss under autocast; a float64 model (tests/test_fidelity.py) keeps float64
-                loss_cls = loss_fn(logits if logits.dtype == torch.float64 else logits.float(), y_a, y_b, lam)
-                ortho = (orthogonality_penalty(model, layers=config.ortho_layers) if config.ortho_coef > 0
-                         else torch.zeros((), device=device))
-                loss = loss_cls + config.ortho_coef * ortho
+                # --- forward, loss + λ·ortho, backward, step, masks (docs/method.md §5.5)
+                logits, loss_cls, ortho, loss = train_step(x, y_a, y_b, lam)
                 detached = loss.detach()
                 newly_bad = (first_bad < 0) & ~torch.isfinite(detached)
                 first_bad = torch.where(newly_bad, batch_in_epoch, first_bad)
                 bad_value = torch.where(newly_bad, detached.float(), bad_value)
-                # --- backward, step, masks
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                apply_masks(model)
                 st["step"] += 1
                 # --- log (train accuracy is λ-weighted over the two CutMix labels)
                 with torch.no_grad():
@@ -369,4 +361,7 @@ def run_or_load(
         summary = None  # fit rebuilds a corrupt summary from the checkpoint
     if summary is not None:
         return summary
+    if os.environ.get(runs.NO_TRAINING_ENV):
+        raise RuntimeError(f"run {run_dir.name} is not among the finished run records in {run_dir.parent}, and a "
+                           "re-render (--rerender) never trains; drop --rerender to train it")
     return fit(config, run_dir, progress=progress, wait=True)

@@ -24,9 +24,12 @@ from micronet_lib.train.config import TrainConfig
 
 #: The run store folder of this process (set by the notebook pipeline and the sweep executors).
 RUNS_ENV = "MICRONET_RUNS"
+# Set (non-empty) by `micronet reproduce --rerender`: run_or_load reads finished runs back and never trains.
+NO_TRAINING_ENV = "MICRONET_NO_TRAINING"
 
 __all__ = [
     "RUNS_ENV",
+    "NO_TRAINING_ENV",
     "RunSummary",
     "runs_root",
     "run_dir_for",
