@@ -54,7 +54,8 @@ from micronet_lib.train import TrainConfig, fit
 from micronet_lib.train.setup import build_training_model
 
 config = TrainConfig.from_profile("smoke", cycles=1, epochs_per_cycle=1, prune_rates=None, train_per_class=8,
-                                  val_per_class=4, test_per_class=4, bn_recalibrate_images=0)
+                                  val_per_class=4, test_per_class=4, bn_recalibrate_images=0, precision="auto",
+                                  memory_format="auto")  # "auto": what the accel layer would choose
 model = build_training_model(config, 10)
 with tempfile.TemporaryDirectory() as tmp:
     summary = fit(config, tmp, progress=False)
