@@ -230,7 +230,7 @@ def _download(entry: Asset) -> Path:
         base_url="",
         registry={entry.name: f"sha256:{entry.sha256}"},
         urls={entry.name: asset_url(entry.name)},
-        # A cached file with the wrong hash is an error, never silently replaced (STYLE.md §12).
+        # A cached file with the wrong hash is an error, never silently replaced.
         allow_updates=False,
     )
     downloader = pooch.HTTPDownloader(progressbar=False, timeout=DOWNLOAD_TIMEOUT_S)

@@ -77,7 +77,7 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, bool]:
     """
     from torch.fx.experimental.optimization import fuse
 
-    from micronet_lib.pruning.masks import apply_masks
+    from micronet_lib.models.masks import apply_masks
 
     work = copy.deepcopy(model).eval()
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in work.modules()):

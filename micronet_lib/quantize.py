@@ -30,14 +30,12 @@ import torch
 import torch.nn as nn
 from torch.ao.quantization.observer import HistogramObserver, PerChannelMinMaxObserver
 
-from micronet_lib.data import read_images  # public here since #14; the data layer owns the reader
+from micronet_lib.data import CIFAR100_MEAN, CIFAR100_STD, read_images  # read_images: public here since #14
 from micronet_lib.scoring import count, register_module
 
 __all__ = ["ChannelScale", "quantize_model", "score_quantized", "predictions", "agreement", "read_images", "quantization_table",
            "CIFAR100_MEAN", "CIFAR100_STD"]
 
-CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)  # the authors' normalisation (docs/method.md §2)
-CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 
 class ChannelScale(nn.Module):

@@ -35,10 +35,17 @@ def linked(text: str, prefix: str) -> str:
 
 def main() -> list[str]:
     changed = []
-    for path in [*sorted(Path("micronet_lib").rglob("*.py")), Path("Makefile")]:
+    for path in [*sorted(Path("micronet_lib").rglob("*.py")), *sorted(Path("tests").glob("*.py")),
+                 *sorted(Path("notebooks/params").glob("*.yaml")), Path("Makefile")]:
         old = path.read_text()
         if plain(old) != old:
             path.write_text(plain(old))
+            changed.append(str(path))
+    for path, own in ((Path("docs/method.md"), "PAPER"), (Path("docs/scoring.md"), "SCORING")):
+        old = path.read_text()  # a page citing the spec it stands in for cites its own sections
+        new = plain(old.replace(f"`{own}.md` ", "").replace(f"({own}.md)", "").replace(f"{own}.md ", ""))
+        if new != old:
+            path.write_text(new)
             changed.append(str(path))
     readme = Path("README.md")
     old = readme.read_text()

@@ -1,4 +1,4 @@
-"""Asset layer: sha256 verification, mirror lookup, offline errors, policy parsing (PAPER.md §4.1, §7)."""
+"""Asset layer: sha256 verification, mirror lookup, offline errors, policy parsing (docs/method.md §4.1, §7)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from micronet_lib import assets
 
 CHECKPOINTS = ["micronet_v1_pr_60.t7", "micronet_v2_pr_15.t7", "micronet_v2_pr_30.t7",
                "micronet_v2_pr_45.t7", "micronet_v2_pr_60.t7"]
-# PAPER.md §4.1: file sizes of the released checkpoints.
+# docs/method.md §4.1: file sizes of the released checkpoints.
 CHECKPOINT_BYTES = {"micronet_v1_pr_60.t7": 3_803_111} | {n: 3_965_799 for n in CHECKPOINTS[1:]}
-# PAPER.md §7.4: sub-policies per set, and a few per-op counts (Cutout and Invert rows).
+# docs/method.md §7.4: sub-policies per set, and a few per-op counts (Cutout and Invert rows).
 POLICY_SIZES = {"fa_wresnet28x10_cifar100": 496, "fa_shake26_2x96d_cifar100": 498,
                 "fa_wresnet40x2_cifar100": 500, "fa_wresnet40x2_cifar100_r5": 490}
 CUTOUT = {"fa_wresnet28x10_cifar100": 158, "fa_shake26_2x96d_cifar100": 154,
@@ -169,7 +169,7 @@ def test_download_goes_through_pooch_with_hash_check(isolated, monkeypatch):
 def test_real_checkpoints_verify(asset, name):
     path = asset(name)
     assert path.stat().st_size == CHECKPOINT_BYTES[name]
-    assert path.read_bytes()[:2] == b"\x80\x02"  # PAPER.md §4.2: legacy pickle protocol 2
+    assert path.read_bytes()[:2] == b"\x80\x02"  # docs/method.md §4.2: legacy pickle protocol 2
 
 
 @pytest.mark.assets
@@ -195,7 +195,7 @@ def test_policies_counts_from_paper(asset):
         ops = Counter(op[0] for sub in subs for op in sub)
         assert sum(ops.values()) == 2 * POLICY_SIZES[name]
         assert ops["Cutout"] == CUTOUT[name] and ops["Invert"] == INVERT[name]
-        assert len(ops) == 15  # PAPER.md §7.3: 15 ops used
+        assert len(ops) == 15  # docs/method.md §7.3: 15 ops used
         assert all(len(sub) == 2 and all(0 <= p <= 1 and 0 <= lv <= 1 for _, p, lv in sub) for sub in subs)
 
 
@@ -239,7 +239,7 @@ def test_policy_source_rejects_bad_shapes(bad, match):
 
 
 def test_load_policies_falls_back_to_upstream_py(isolated, monkeypatch):
-    """Without the JSON, the verified .py is parsed; set sizes are checked against PAPER.md §7.4."""
+    """Without the JSON, the verified .py is parsed; set sizes are checked against docs/method.md §7.4."""
     sets = {name: [[["Cutout", 0.5, 0.5], ["Invert", 0.5, 0.5]]] * n for name, n in POLICY_SIZES.items()}
     src = "\n\n".join(f"def {name}():\n    p = {json.dumps(value)}\n    return p\n" for name, value in sets.items())
     _fake_registry(monkeypatch, "cifar100_fast_aug.py", src.encode())

@@ -1,4 +1,4 @@
-"""Augmentation (PAPER.md §5.1, §5.2, §7): FastAA ops vs PIL, policy sets, pipelines, gallery, bench."""
+"""Augmentation (docs/method.md §5.1, §5.2, §7): FastAA ops vs PIL, policy sets, pipelines, gallery, bench."""
 
 from __future__ import annotations
 
@@ -23,19 +23,20 @@ from micronet_lib.augment import (
     policy_set,
 )
 from micronet_lib.augment.pil_ops import PilFastAAPipeline, pil_apply_op
+from micronet_lib.data import CIFAR100_MEAN, CIFAR100_STD
 
-MEAN, STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)  # PAPER.md §2
+MEAN, STD = CIFAR100_MEAN, CIFAR100_STD  # docs/method.md §2
 # Sharpness may differ from PIL by one grey level (torchvision's float smoothing filter vs PIL's
 # integer one). Every other op (geometric ones, Contrast, Color and AutoContrast included) matches
 # PIL exactly.
 PIL_TOL = {"Sharpness": 1}
-SET_SIZES = {  # PAPER.md §5.2 / §7.4
+SET_SIZES = {  # docs/method.md §5.2 / §7.4
     "fa_wresnet28x10_cifar100": 496,
     "fa_shake26_2x96d_cifar100": 498,
     "fa_wresnet40x2_cifar100": 500,
     "fa_wresnet40x2_cifar100_r5": 490,
 }
-CUTOUT_COUNTS = dict(zip(SET_SIZES, (158, 154, 152, 160)))  # PAPER.md §7.4
+CUTOUT_COUNTS = dict(zip(SET_SIZES, (158, 154, 152, 160)))  # docs/method.md §7.4
 IDENTITY = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 
 
@@ -291,7 +292,7 @@ def test_bench_cli_json(capsys):
     assert all(v > 0 for v in result.values())
 
 
-# ---------------------------------------------------------------------------------------- PAPER.md §7.3 fidelity
+# ---------------------------------------------------------------------------------------- docs/method.md §7.3 fidelity
 
 
 def test_pil_exact_ops_on_noise_and_flat_channels():
@@ -323,7 +324,7 @@ def _cutout_centres(monkeypatch, rule: str, n: int) -> torch.Tensor:
 
 
 def test_cutout_centre_follows_the_authors_numpy_call(monkeypatch):
-    # np.random.uniform(32) = uniform(low=32, high=1.0): each coordinate on (1, 32] (PAPER.md §7.3).
+    # np.random.uniform(32) = uniform(low=32, high=1.0): each coordinate on (1, 32] (docs/method.md §7.3).
     c = _cutout_centres(monkeypatch, "authors", 10000)  # 20,000 (cx, cy) pairs
     assert c.shape == (20000, 2)
     assert c.min() > 1.0 and c.max() <= 32.0

@@ -1,4 +1,4 @@
-"""Data layer: official CIFAR pickle layout, image folders + cache, synthetic set, subsets (PAPER.md §2)."""
+"""Data layer: official CIFAR pickle layout, image folders + cache, synthetic set, subsets (docs/method.md §2)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from PIL import Image
 
 from micronet_lib import data
 
-# PAPER.md §2 normalisation constants and md5 of the official CIFAR-100 pickles.
+# docs/method.md §2 normalisation constants and md5 of the official CIFAR-100 pickles.
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 MD5_TRAIN = "16019d7e3df5f24257cddd939b257f8d"

@@ -1,4 +1,4 @@
-"""evaluate / recalibrate_bn (PAPER.md §5.1 test protocol) and the ``micronet eval`` / ``bench eval`` CLIs."""
+"""evaluate / recalibrate_bn (docs/method.md §5.1 test protocol) and the ``micronet eval`` / ``bench eval`` CLIs."""
 
 from __future__ import annotations
 
@@ -239,7 +239,7 @@ def test_cli_bench_eval_tiny(capsys, tmp_path, monkeypatch):
 
 def test_masked_model_evaluates_and_trains_afterwards(oracle_data):
     """The mask pre-hook writes weights inside inference_mode; training must still work afterwards."""
-    from micronet_lib.pruning.masks import attach_mask
+    from micronet_lib.models.masks import attach_mask
 
     torch.manual_seed(0)
     model = build_model("micronet_v2", num_classes=C, width_mult=0.25, depth_mult=0.5)

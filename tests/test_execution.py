@@ -255,14 +255,14 @@ def test_fusion_falls_back_where_the_op_is_missing(monkeypatch):
     from micronet_lib.evaluate import inference_copy
     from micronet_lib.accel import fusion
 
-    fusion.fusion_available.cache_clear()
+    fusion._probe.cache_clear()
     monkeypatch.setattr(fusion, "_pointwise_op", lambda: None)
     try:
         assert not fusion.fusion_available(torch.float32)
         work, info = inference_copy(_trained_tiny_micronet(), execution.ExecutionMode("fp32", "channels_last"), CPU)
         assert info == {"bn_folded": True, "activations_fused": 0} and _hardswish_calls(work) > 0
     finally:
-        fusion.fusion_available.cache_clear()
+        fusion._probe.cache_clear()
 
 
 def test_evaluate_records_the_fusion(cache):
@@ -353,7 +353,7 @@ def test_strided_depthwise_conv_under_cpu_autocast_takes_the_stride_1_input_grad
     at stride 1 on the spread-out output gradient (oneDNN's own strided one is ~30× slower): outputs and
     both gradients equal float64 autograd of the same bf16-rounded input and weight to bf16 rounding, in
     autocast's dtypes and the input's memory format."""
-    from micronet_lib.models.blocks import _StridedDepthwiseLowPrecision, depthwise_conv
+    from micronet_lib.accel.kernel_blocks import _StridedDepthwiseLowPrecision, depthwise_conv
 
     gen = torch.Generator().manual_seed(size * stride)
     conv = torch.nn.Conv2d(12, 12, 3, stride=stride, padding=1, groups=12, bias=False)
@@ -380,7 +380,7 @@ def test_strided_depthwise_conv_under_cpu_autocast_takes_the_stride_1_input_grad
 
 
 def test_strided_depthwise_conv_is_the_module_outside_cpu_autocast_training():
-    from micronet_lib.models.blocks import depthwise_conv
+    from micronet_lib.accel.kernel_blocks import depthwise_conv
 
     torch.manual_seed(0)
     strided = torch.nn.Conv2d(8, 8, 3, stride=2, padding=1, groups=8, bias=False)

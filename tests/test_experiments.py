@@ -13,14 +13,14 @@ import torch
 from micronet_lib import experiments as ex
 from micronet_lib.pipeline import check_params
 
-# PAPER.md §6.1: mean σ_max(WᵀW − I)² over the 68 1×1 layers of the pr_60 checkpoints.
+# docs/method.md §6.1: mean σ_max(WᵀW − I)² over the 68 1×1 layers of the pr_60 checkpoints.
 ONE_STEP = (0.46, 0.47)
 ONE_STEP_TOL = 0.015  # one random start per layer: the seeded draw may sit just outside the quoted range
 EXACT, EXACT_TOL = 0.54, 0.006
-# PAPER.md §6.2: off-diagonal range of S (5 significant digits quoted).
+# docs/method.md §6.2: off-diagonal range of S (5 significant digits quoted).
 S_RANGE = {"micronet_v1_pr_60": (0.00911, 0.01878), "micronet_v2_pr_60": (0.00916, 0.01846)}
 S_TOL = 6e-6
-# PAPER.md §7.4 (a few rows) and the set sizes.
+# docs/method.md §7.4 (a few rows) and the set sizes.
 POLICY_ROWS = {"Cutout": [158, 154, 152, 160], "Posterize": [110, 83, 108, 72], "Invert": [14, 55, 28, 44]}
 POLICY_SIZES = [496, 498, 500, 490]
 
@@ -154,7 +154,7 @@ def test_released_checkpoints_match_the_paper(asset):
         asset(f"{name}.t7")
         model = load_released(name)
         t = ex.orthogonality_table(model, seed=0)
-        assert len(t) == 68  # PAPER.md §6.1
+        assert len(t) == 68  # docs/method.md §6.1
         assert ONE_STEP[0] - ONE_STEP_TOL <= t["one_step"].mean() <= ONE_STEP[1] + ONE_STEP_TOL
         assert abs(t["exact"].mean() - EXACT) < EXACT_TOL
         assert (t["one_step"] <= t["exact"] + 1e-9).all()  # one power step never overshoots σ_max

@@ -1,6 +1,6 @@
 """Fidelity: ``fit``'s training step and pruning transition against the recipe's formulas (issue #16).
 
-The reference below is written from PAPER.md alone, not from the engine's helpers: SGD with Nesterov
+The reference below is written from docs/method.md alone, not from the engine's helpers: SGD with Nesterov
 momentum and weight decay on every parameter (§5.3), the step-at-epoch-start cosine (§5.4), the
 per-iteration objective λ·ℓ(z, y_a) + (1 − λ)·ℓ(z, y_b) + 0.7·R_ortho (§5.5), the one-step SRIP
 estimate (§6.1), weighted label smoothing with S from the classifier once per epoch (§6.2), CutMix with
@@ -65,7 +65,7 @@ def _run_engine(config: TrainConfig, tmp_path, monkeypatch):
     return built["initial"], built["model"], calls, summary
 
 
-# ------------------------------------------------------------------------------- the reference (PAPER.md)
+# ------------------------------------------------------------------------------- the reference (docs/method.md)
 def _lr(config, epoch):  # §5.4: η_e = η_min + ½(η_0 − η_min)(1 + cos(π(e + 1)/T))
     return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1 + math.cos(math.pi * (epoch + 1) / config.epochs_per_cycle))
 

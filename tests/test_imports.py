@@ -216,3 +216,136 @@ def test_a_module_that_fails_alone_is_reported(tmp_path):
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert results["circ.ok"] == [0, ""]
     assert results["circ.a"][0] == 1 and "ImportError" in results["circ.a"][1] and "partially initialized" in results["circ.a"][1]
+
+
+# ---------------------------------------------------------------------- layers (issue #30)
+LAYOUT = REPO / "docs" / "layout.md"
+
+
+def layer_order(text: str) -> dict[str, int]:
+    """Unit -> height, from the ```layers block of docs/layout.md (top line = highest)."""
+    block = text.split("```layers\n", 1)[1].split("```", 1)[0]
+    lines = [line.split() for line in block.strip().splitlines() if line.strip()]
+    return {unit: len(lines) - i for i, units in enumerate(lines) for unit in units}
+
+
+def unit_of(module: str, order: dict[str, int]) -> str | None:
+    """The longest unit of ``order`` that ``module`` (dotted, ``micronet_lib.`` stripped) is or lies in."""
+    rel = module.split(".", 1)[1] if "." in module else ""
+    parts = rel.split(".")
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in order:
+            return ".".join(parts[:n])
+    return None
+
+
+# Upward imports known today, each (importer, imported module); every entry must still exist (a stale
+# entry fails), so the list can only shrink. These came with issue #28's study aggregation (merged after
+# the layers were stated): experiments.aggregate reads report's outcome and power helpers.
+KNOWN_UPWARD: set[tuple[str, str]] = {
+    ("micronet_lib.experiments.aggregate", "micronet_lib.report"),
+    ("micronet_lib.experiments.aggregate", "micronet_lib.report.outcomes"),
+    ("micronet_lib.experiments.aggregate", "micronet_lib.report.power"),
+    ("micronet_lib.experiments.aggregate", "micronet_lib.report.run_records"),
+}
+
+
+def test_every_module_has_a_layer_and_no_import_goes_up():
+    order = layer_order(LAYOUT.read_text())
+    modules = module_files(REPO)
+    missing = sorted(m for m in modules if m != PACKAGE and unit_of(m, order) is None)
+    assert not missing, f"{missing} belong to no unit of the ```layers block in docs/layout.md: add them there"
+    upward = []
+    for module, targets in import_graph(modules).items():
+        here = unit_of(module, order)
+        for target in targets:
+            there = unit_of(target, order)
+            if target == PACKAGE or here is None or there is None or there == here:
+                continue
+            if order[there] >= order[here]:
+                upward.append((module, target))
+    new = [f"{m} -> {t} ({unit_of(m, order)} imports {unit_of(t, order)}, not below it)"
+           for m, t in sorted(set(upward) - KNOWN_UPWARD)]
+    assert not new, "imports that do not go down the layers of docs/layout.md:\n" + "\n".join(new)
+    stale = sorted(KNOWN_UPWARD - set(upward))
+    assert not stale, f"{stale} no longer import upward: delete them from KNOWN_UPWARD"
+
+
+def test_the_layer_check_sees_an_upward_lazy_import():
+    order = layer_order("```layers\ntop\nlow.part\nbottom\n```\n")
+    assert order == {"top": 3, "low.part": 2, "bottom": 1}
+    assert unit_of("micronet_lib.low.part.x", order) == "low.part" and unit_of("micronet_lib.low.other", order) is None
+
+
+# ---------------------------------------------------------------------- imports at the top (issue #30)
+# A project import inside a function hides the import graph from a reader: imports go at the top of the
+# module. Inside functions stay: optional third-party dependencies (Ray, Jupyter, papermill, ipywidgets,
+# the compiler ...: not project imports, not counted here); the command modules of ``micronet_lib.cli``,
+# which import their library only when their command runs, so ``micronet --help`` starts without it;
+# and, until they are moved, the project imports counted below (per module: the counts can only go down).
+LAZY_PACKAGES = ("micronet_lib.cli",)
+LAZY_NOT_YET_MOVED: dict[str, int] = {
+    "micronet_lib.augment.fastaa": 3,
+    "micronet_lib.augment.gallery": 1,
+    "micronet_lib.augment.search": 1,
+    "micronet_lib.data.imagefolder": 1,
+    "micronet_lib.evaluate": 6,
+    "micronet_lib.experiments.aggregate": 8,
+    "micronet_lib.experiments.augment_search": 9,
+    "micronet_lib.experiments.configs": 3,
+    "micronet_lib.experiments.released_analyses": 15,
+    "micronet_lib.experiments.search_report": 1,
+    "micronet_lib.experiments.sweeps": 2,
+    "micronet_lib.models.checkpoints": 1,
+    "micronet_lib.pipeline.datasets": 2,
+    "micronet_lib.pipeline.params": 1,
+    "micronet_lib.pipeline.run_notebooks": 10,
+    "micronet_lib.pruning.checkpoint": 5,
+    "micronet_lib.pruning.oneshot": 1,
+    "micronet_lib.pruning.report": 1,
+    "micronet_lib.quantize": 2,
+    "micronet_lib.regularizers.orthogonality": 1,
+    "micronet_lib.report.claims": 4,
+    "micronet_lib.report.explore": 8,
+    "micronet_lib.report.outcomes": 9,
+    "micronet_lib.report.power": 2,
+    "micronet_lib.report.prose": 1,
+    "micronet_lib.report.results": 3,
+    "micronet_lib.report.results_sets": 3,
+    "micronet_lib.report.run_records": 5,
+    "micronet_lib.report.setup_tables": 8,
+    "micronet_lib.scoring.handlers": 1,
+    "micronet_lib.scoring.layouts": 1,
+    "micronet_lib.scoring.report": 1,
+    "micronet_lib.train.config": 1,
+    "micronet_lib.train.engine": 4,
+    "micronet_lib.train.epoch": 2,
+    "micronet_lib.train.profiles": 1,
+    "micronet_lib.train.step": 2,
+}
+
+
+def function_level_project_imports(modules: dict[str, Path]) -> dict[str, int]:
+    """Module -> number of ``micronet_lib`` imports inside its functions."""
+    out = {}
+    for module, path in modules.items():
+        n = 0
+        for fn in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith(PACKAGE)):
+                        n += 1
+                    elif isinstance(node, ast.Import) and any(a.name.startswith(PACKAGE) for a in node.names):
+                        n += 1
+        if n:
+            out[module] = n
+    return out
+
+
+def test_project_imports_sit_at_the_top_of_their_module():
+    found = {m: n for m, n in function_level_project_imports(module_files(REPO)).items()
+             if not m.startswith(LAZY_PACKAGES)}
+    grown = {m: n for m, n in found.items() if n > LAZY_NOT_YET_MOVED.get(m, 0)}
+    assert not grown, f"project imports inside functions (move them to the top of the module): {grown}"
+    shrunk = {m: (LAZY_NOT_YET_MOVED[m], found.get(m, 0)) for m in LAZY_NOT_YET_MOVED if found.get(m, 0) < LAZY_NOT_YET_MOVED[m]}
+    assert not shrunk, f"fewer lazy imports than listed (listed, now): {shrunk}; lower LAZY_NOT_YET_MOVED"

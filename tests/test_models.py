@@ -1,4 +1,4 @@
-"""MicroNet architecture (PAPER.md §3): shapes, parameter counts, keys, stride-2 modes, init, registry."""
+"""MicroNet architecture (docs/method.md §3): shapes, parameter counts, keys, stride-2 modes, init, registry."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from micronet_lib.models import HSwish, MicroBlock, SqueezeExcite, build_model, list_models, weight_group
 from micronet_lib.models.micronet import STAGES, MicroNetConfig, StageConfig, block_widths, scale_depth, scale_width
 
-# PAPER.md §3.4
+# docs/method.md §3.4
 TOTALS = {
     "micronet_v1": dict(excl_bn=451_758, trainable=464_918, prunable=450_456, biases=1_302, bn_affine=13_160, dead_se=6_534),
     "micronet_v2": dict(excl_bn=472_626, trainable=485_330, prunable=471_184, biases=1_442, bn_affine=12_704, dead_se=7_975),
 }
-# PAPER.md §3.3: (C_in, C_out, E, stride, SE H, block total excl. BN, BN affine) per block.
+# docs/method.md §3.3: (C_in, C_out, E, stride, SE H, block total excl. BN, BN affine) per block.
 _V1 = [(32, 16, 96, 1, 4, 6_132, 448), (16, 16, 48, 1, 4, 2_116, 224), (16, 32, 48, 2, 8, 3_288, 256),
        (32, 32, 96, 1, 8, 7_560, 448), (32, 48, 96, 1, 12, 11_292, 576)] + [(48, 48, 144, 1, 12, 16_332, 672)] * 2 + [
        (48, 72, 144, 2, 18, 21_258, 720)] + [(72, 72, 216, 1, 18, 35_730, 1_008)] * 4 + [
@@ -30,14 +30,14 @@ _V2 = [(32, 20, 80, 1, 5, 5_745, 400), (20, 20, 50, 1, 5, 2_675, 240), (20, 36, 
        (80, 88, 200, 2, 22, 39_382, 976), (88, 96, 220, 1, 24, 55_636, 1_264), (96, 96, 240, 1, 24, 52_968, 1_152),
        (96, 114, 240, 1, 28, 70_030, 1_416)]
 BLOCKS = {"micronet_v1": _V1, "micronet_v2": _V2}
-# PAPER.md §4.5 "numel" columns: weights (ndim > 1) per group.
+# docs/method.md §4.5 "numel" columns: weights (ndim > 1) per group.
 GROUP_NUMEL = {
     "micronet_v1": dict(stem=864, expand=174_912, depthwise=23_976, project=187_536, shortcut=18_416,
                         se_fc1=17_076, se_fc2=17_076, classifier=10_600),
     "micronet_v2": dict(stem=864, expand=180_000, depthwise=22_320, project=192_680, shortcut=22_048,
                         se_fc1=20_936, se_fc2=20_936, classifier=11_400),
 }
-SHORTCUT_BLOCKS = {0, 4, 13, 15}  # PAPER.md §3.2
+SHORTCUT_BLOCKS = {0, 4, 13, 15}  # docs/method.md §3.2
 STRIDE2_BLOCKS = {2, 7, 12}
 INIT_STD_RTOL = 0.05  # sample std of ≥ 20k draws is within ~1 % of the true std; 5 % leaves margin
 VERSIONS = ("micronet_v1", "micronet_v2")
@@ -82,7 +82,7 @@ def test_parameter_totals(net):
 
 
 def test_per_block_table(net):
-    """Every row of the PAPER.md §3.3 block tables: widths, stride, shortcut, parameter counts."""
+    """Every row of the docs/method.md §3.3 block tables: widths, stride, shortcut, parameter counts."""
     name, model = net
     assert len(model.layers) == 16
     for i, (block, row) in enumerate(zip(model.layers, BLOCKS[name])):
@@ -95,7 +95,7 @@ def test_per_block_table(net):
 
 
 def test_state_dict_keys_reproduce_released_layout(net):
-    """PAPER.md §4.3: 384 non-mask entries (470 − 86 masks); shortcut keys only in blocks 0, 4, 13, 15."""
+    """docs/method.md §4.3: 384 non-mask entries (470 − 86 masks); shortcut keys only in blocks 0, 4, 13, 15."""
     _, model = net
     keys = list(model.state_dict())
     assert len(keys) == 470 - 86
@@ -143,7 +143,7 @@ def test_hswish_matches_definition():
 
 
 def test_initialisation_follows_paper():
-    """PAPER.md §3.5: conv ~ N(0, 2/(k²·C_out)), conv bias 0, BN 1/0, linear N(0, 0.01²) with bias 0."""
+    """docs/method.md §3.5: conv ~ N(0, 2/(k²·C_out)), conv bias 0, BN 1/0, linear N(0, 0.01²) with bias 0."""
     torch.manual_seed(1)
     model = build_model("micronet_v1")
     big = model.layers[15].conv3.weight  # 106×264 = 27,984 draws
@@ -158,7 +158,7 @@ def test_initialisation_follows_paper():
 
 @pytest.mark.parametrize("mode", ["discard", "skip", "apply"])
 def test_stride2_se_modes(mode):
-    """PAPER.md §3.1: discard computes the dead gate, skip does not, apply scales the output; same keys."""
+    """docs/method.md §3.1: discard computes the dead gate, skip does not, apply scales the output; same keys."""
     torch.manual_seed(0)
     ref = build_model("micronet_v2").eval()
     torch.manual_seed(0)
@@ -249,7 +249,7 @@ def test_config_validation():
 
 
 def test_weight_groups_cover_every_weight(net):
-    """Group numel equals PAPER.md §4.5's ``numel`` column; every parameter has a group."""
+    """Group numel equals docs/method.md §4.5's ``numel`` column; every parameter has a group."""
     name, model = net
     numel: dict[str, int] = {}
     for pname, p in model.named_parameters():

@@ -3,9 +3,9 @@
 Checked against float64 autograd through ATen's own ops: outputs, input/weight/bias gradients and the
 running statistics, for channel counts whose rows fill whole vectors and ones that leave a remainder,
 row counts that leave a partial tile, one and two threads, float32 and bfloat16. Then: a whole MicroNet
-training step (this kernel and the squeeze-excitation one, tests/test_se_kernel.py) equals the ATen
-step, and everything the kernel must not touch (evaluation, NCHW, hooks, fx tracing, an unavailable
-build) runs the modules as before.
+training step on the kernel path (``accel.kernel_blocks.accelerate``) equals the ATen step, and
+everything the kernel must not touch (evaluation, NCHW, hooks, fx tracing, an unavailable build) runs
+the modules as before.
 
 A machine without a C++ compiler skips these tests locally; CI sets MICRONET_REQUIRE_KERNEL=1, so
 there a kernel that cannot be built is a failure, not a skip.
@@ -22,9 +22,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from micronet_lib.accel import norm_kernel
+from micronet_lib.accel.kernel_blocks import accelerate, norm_act
 from micronet_lib.models import build_model
-from micronet_lib.accel import norm_kernel, se_kernel
-from micronet_lib.models.blocks import HSwish, norm_act
+from micronet_lib.models.blocks import HSwish
 
 REQUIRE = os.environ.get("MICRONET_REQUIRE_KERNEL", "") not in ("", "0", "false", "False")
 
@@ -143,18 +144,16 @@ def _step(model, x, y):
 
 def test_micronet_training_step_equals_the_aten_step(kernel, monkeypatch):
     torch.manual_seed(0)
-    model = build_model("micronet_v2", num_classes=10, dropout=0.0).train().to(memory_format=torch.channels_last)
+    model = accelerate(build_model("micronet_v2", num_classes=10, dropout=0.0)).train().to(memory_format=torch.channels_last)
     aten = copy.deepcopy(model)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(6, 3, 32, 32, generator=gen).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (6,), generator=gen)
-    calls, se_calls = [], []
-    real, real_se = norm_kernel.batch_norm_train, se_kernel.excite_residual
+    calls = []
+    real = norm_kernel.batch_norm_train
     monkeypatch.setattr(norm_kernel, "batch_norm_train", lambda *a, **k: calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(se_kernel, "excite_residual", lambda *a, **k: se_calls.append(1) or real_se(*a, **k))
     loss, grads = _step(model, x, y)
     assert len(calls) == 1 + 3 * 16 + 4  # the stem, every block's three BatchNorms, the 4 shortcut BatchNorms
-    assert len(se_calls) == 16 - 3  # the squeeze-excitation + residual of every stride-1 block
     with norm_kernel.aten_only():
         loss_ref, grads_ref = _step(aten, x, y)
     torch.testing.assert_close(loss, loss_ref, rtol=1e-5, atol=1e-6)
@@ -187,14 +186,14 @@ def test_the_modules_run_as_before_outside_channels_last_training(kernel, monkey
         norm_act(bn, act, cl)
     assert norm_kernel.applies(bn, cl, act)  # and outside the block the kernel is back
     assert calls == [] and seen == [1]
-    traced = torch.fx.symbolic_trace(build_model("micronet_v2", num_classes=10).train())
+    traced = torch.fx.symbolic_trace(accelerate(build_model("micronet_v2", num_classes=10)).train())
     assert any(node.op == "call_module" and node.target == "layers.0.bn1" for node in traced.graph.nodes)
 
 
 def test_a_hooked_shortcut_runs_as_its_module(kernel, monkeypatch):
     """The shortcut's BatchNorm takes the kernel only while nothing hooks the shortcut Sequential (the
     scorer hooks every module and must see it called)."""
-    block = build_model("micronet_v2", num_classes=10).train().layers[0]
+    block = accelerate(build_model("micronet_v2", num_classes=10)).train().layers[0]
     assert isinstance(block.shortcut, nn.Sequential)
     x = torch.randn(2, block.in_ch, 8, 8).contiguous(memory_format=torch.channels_last)
     calls = []
@@ -291,7 +290,7 @@ def test_the_first_use_may_come_without_autograd(kernel, no_autograd):
     """BatchNorm re-estimation runs a training-mode model under no_grad; when that is the process's first
     use, the float64 check still runs (it once raised "element 0 of tensors does not require grad")."""
     torch.manual_seed(0)
-    model = build_model("micronet_v2", num_classes=10, dropout=0.0).train().to(memory_format=torch.channels_last)
+    model = accelerate(build_model("micronet_v2", num_classes=10, dropout=0.0)).train().to(memory_format=torch.channels_last)
     aten = copy.deepcopy(model)
     x = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     norm_kernel._checked.cache_clear()
@@ -341,7 +340,7 @@ def test_training_forward_traces_without_graph_breaks(bf16_autocast):
     breaks, a recompile per block shape up to dynamo's limit, and a compiled CUDA step slower than eager.
     Under CPU autocast the strided depthwise convs run their own autograd Function (``blocks``): traced too.
     """
-    model = build_model("micronet_v2", num_classes=100).train().to(memory_format=torch.channels_last)
+    model = accelerate(build_model("micronet_v2", num_classes=100)).train().to(memory_format=torch.channels_last)
     x = torch.randn(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)
     torch._dynamo.reset()
     try:

@@ -38,8 +38,8 @@ def test_profiles_use_the_data_the_spec_asks_for():
     assert smoke["data"] == "synthetic"
     # real CIFAR-100 unless --data says otherwise
     assert cpu["data"] == "cifar100" and gpu["data"] == "cifar100" and paper["data"] == "cifar100"
-    assert paper["prune_rates"] == [15.0, 30.0, 45.0, 60.0]  # the (0, 60) schedule, PAPER.md §8.3
-    assert paper["val_per_class"] == 0  # authors select on the test set (PAPER.md §5.7)
+    assert paper["prune_rates"] == [15.0, 30.0, 45.0, 60.0]  # the (0, 60) schedule, docs/method.md §8.3
+    assert paper["val_per_class"] == 0  # authors select on the test set (docs/method.md §5.7)
 
 
 def test_unknown_parameter_is_rejected_by_name():

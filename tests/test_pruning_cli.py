@@ -1,4 +1,4 @@
-"""``micronet prune`` (one-shot and schedule argument checks) and the scorer on pruned models (SCORING.md)."""
+"""``micronet prune`` (one-shot and schedule argument checks) and the scorer on pruned models (docs/scoring.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from micronet_lib.cli import main
 from micronet_lib.models import build_model
 from micronet_lib.pruning import global_sparsity, load_pruned, nesting_violations, prune_to_rate, read_state_dict
 
-PRUNABLE_V2 = 471_184  # PAPER.md §3.4
+PRUNABLE_V2 = 471_184  # docs/method.md §3.4
 ONE_WEIGHT = 1
 REL = 1e-12  # float64 bookkeeping in the scorer; the formulas are exact in rationals
 
@@ -30,16 +30,16 @@ def test_cli_one_shot_writes_a_checkpoint_the_scorer_reads(asset, tmp_path, caps
     meta = json.loads((tmp_path / "v2_pr_30_oneshot.t7.json").read_text())
     assert meta["rate_percent"] == 30 and meta["source"] == str(src)
     raw = torch.load(out, map_location="cpu", weights_only=True)
-    assert len(raw) == 470 and sum(k.endswith(".mask") for k in raw) == 86  # the authors' layout (PAPER.md §4.2–4.4)
+    assert len(raw) == 470 and sum(k.endswith(".mask") for k in raw) == 86  # the authors' layout (docs/method.md §4.2–4.4)
     model = load_pruned(out)
     assert abs(global_sparsity(model) - 0.30) <= ONE_WEIGHT / PRUNABLE_V2
     assert nesting_violations(read_state_dict(src), model) == 0
     summary = count(model).summary
-    assert summary["mask_bits"] == PRUNABLE_V2  # SCORING.md: B = numel of all ndim > 1 weights when any zero exists
+    assert summary["mask_bits"] == PRUNABLE_V2  # docs/scoring.md: B = numel of all ndim > 1 weights when any zero exists
 
 
 def test_scorer_counts_drop_with_density():
-    # SCORING.md "kaist": conv mults = adds = n·K·d, params nnz(W) + C_out; Linear mults in·out·d,
+    # docs/scoring.md "kaist": conv mults = adds = n·K·d, params nnz(W) + C_out; Linear mults in·out·d,
     # adds (in − 1)·out·d. Pruning must scale each weighted layer by its density and nothing else.
     from micronet_lib.scoring import count
 

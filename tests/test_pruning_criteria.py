@@ -1,4 +1,4 @@
-"""Magnitude criteria and schedule (PAPER.md §8.2–8.3), checked against the released ver2 chain (§4.4–4.5)."""
+"""Magnitude criteria and schedule (docs/method.md §8.2–8.3), checked against the released ver2 chain (§4.4–4.5)."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ from micronet_lib.pruning import (
     read_state_dict,
 )
 
-# PAPER.md §3.4 / §4.4.
+# docs/method.md §3.4 / §4.4.
 PRUNABLE_V2 = 471_184
 PRUNABLE_V1 = 450_456
 N_MASKS = 86
-# PAPER.md §4.5, "all ndim > 1" row: nonzero weights of each released checkpoint.
+# docs/method.md §4.5, "all ndim > 1" row: nonzero weights of each released checkpoint.
 RELEASED_NNZ = {
     ("micronet_v1_pr_60", 60): (PRUNABLE_V1, 180_182),
     ("micronet_v2_pr_15", 15): (PRUNABLE_V2, 400_506),
@@ -61,7 +61,7 @@ def test_removal_count_reproduces_released_sparsities(key, rate):
 
 @pytest.mark.parametrize(
     ("lo", "hi", "rates"),
-    [  # PAPER.md §8.3 table
+    [  # docs/method.md §8.3 table
         (0, 45, [11.25, 22.5, 33.75, 45]),
         (45, 65, [50, 55, 60, 65]),
         (0, 60, [15, 30, 45, 60]),
@@ -166,7 +166,7 @@ def test_oneshot_pr15_to_30_is_exact_and_nested(asset):
 def test_oneshot_reproduces_the_next_released_masks(asset, start, rate, ties):
     # Measured, not claimed by the spec: pruning released pr_15 (pr_30) one-shot gives exactly the
     # released pr_30 (pr_45) masks, i.e. each cycle's masks came from weights equal to the previous
-    # release. (pr_45 → 60 differs by 33,552 entries: v2_pr_60 had extra training, PAPER.md §4.6.)
+    # release. (pr_45 → 60 differs by 33,552 entries: v2_pr_60 had extra training, docs/method.md §4.6.)
     model = load_pruned(asset(f"micronet_v2_pr_{start}.t7"))
     masks = prune_to_rate(model, rate, ties=ties)
     released = read_state_dict(asset(f"micronet_v2_pr_{rate}.t7"))

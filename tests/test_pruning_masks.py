@@ -1,4 +1,4 @@
-"""Masks survive optimiser steps, save/load, device/dtype moves and torch.compile (issue #7; PAPER.md §8.1)."""
+"""Masks survive optimiser steps, save/load, device/dtype moves and torch.compile (issue #7; docs/method.md §8.1)."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def test_save_load_round_trip_preserves_masks_zeros_and_logits(tmp_path):
     path = save_pruned(model, tmp_path / "pruned.t7", meta={"rate_percent": RATE})
     assert (tmp_path / "pruned.t7.json").is_file()
     state = read_state_dict(path)
-    # Authors' layout: each mask right after its weight (after the bias when there is one), PAPER.md §4.3.
+    # Authors' layout: each mask right after its weight (after the bias when there is one), docs/method.md §4.3.
     keys = list(state)
     assert keys[keys.index("conv1.weight") + 1] == "conv1.mask"
     assert keys[keys.index("linear.bias") + 1] == "linear.mask"

@@ -1,4 +1,4 @@
-"""Sparsity report and nesting on the released checkpoints (PAPER.md §4.4–4.5), and ``micronet sparsity``."""
+"""Sparsity report and nesting on the released checkpoints (docs/method.md §4.4–4.5), and ``micronet sparsity``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from micronet_lib.pruning import (
 )
 
 GROUPS = ("stem", "expand", "depthwise", "project", "shortcut", "se_fc1", "se_fc2", "classifier", "all")
-# PAPER.md §4.5, nnz per group (exact integers), rows in GROUPS order.
+# docs/method.md §4.5, nnz per group (exact integers), rows in GROUPS order.
 PAPER_NNZ = {
     "micronet_v1_pr_60": (712, 53_656, 18_005, 70_020, 8_872, 9_990, 8_926, 10_001, 180_182),
     "micronet_v2_pr_15": (840, 147_320, 21_004, 163_408, 19_254, 18_938, 18_464, 11_278, 400_506),
@@ -31,7 +31,7 @@ PAPER_NUMEL = {
     "v1": (864, 174_912, 23_976, 187_536, 18_416, 17_076, 17_076, 10_600, 450_456),
     "v2": (864, 180_000, 22_320, 192_680, 22_048, 20_936, 20_936, 11_400, 471_184),
 }
-# PAPER.md §4.1 global sparsities, printed to 6 decimals.
+# docs/method.md §4.1 global sparsities, printed to 6 decimals.
 PAPER_SPARSITY = {"micronet_v1_pr_60": 0.600001, "micronet_v2_pr_60": 0.599999}
 PRINTED = 5e-7  # half a unit in the 6th decimal
 V2_CHAIN = ("micronet_v2_pr_15", "micronet_v2_pr_30", "micronet_v2_pr_45", "micronet_v2_pr_60")
@@ -62,7 +62,7 @@ def test_released_masks_equal_nonzero_weights_and_layer_table(released):
     layers = sparsity_table(state).set_index("name")
     assert len(layers) == 86 and layers["masked"].all()
     assert (layers["nnz"] == layers["mask_kept"]).all()
-    # PAPER.md §4.5: in v2_pr_15 exactly one tensor has no zeros, layers.7.conv2.weight (1,260 weights).
+    # docs/method.md §4.5: in v2_pr_15 exactly one tensor has no zeros, layers.7.conv2.weight (1,260 weights).
     dense = layers[layers["nnz"] == layers["numel"]]
     assert list(dense.index) == ["layers.7.conv2.weight"] and int(dense["numel"].iloc[0]) == 1260
 

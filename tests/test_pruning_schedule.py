@@ -1,4 +1,4 @@
-"""A 2-cycle pruning schedule through the training engine on synthetic data (PAPER.md §8.3–8.4; issue #7)."""
+"""A 2-cycle pruning schedule through the training engine on synthetic data (docs/method.md §8.3–8.4; issue #7)."""
 
 from __future__ import annotations
 

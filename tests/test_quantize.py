@@ -42,7 +42,7 @@ def test_released_checkpoint_quantised_keeps_masks_and_scores_by_hand(asset, bit
     weight_values = bias_values = 0
     for name, m in layers.items():
         assert bool((m.weight[orig[name].weight == 0] == 0).all())  # pruned zeros stay exact zeros
-        # (small weights may round to new zeros: they are counted as zeros, SCORING §5.1)
+        # (small weights may round to new zeros: they are counted as zeros, docs/scoring.md §5.1)
         assert torch.equal(m.mask, orig[name].mask)
         levels = max(len(torch.unique(row[row != 0])) for row in m.weight.flatten(1))
         assert levels <= 2 ** bits - 2  # symmetric per-channel grid without 0: at most 2^b − 2 values
@@ -51,7 +51,7 @@ def test_released_checkpoint_quantised_keeps_masks_and_scores_by_hand(asset, bit
     scale_values = sum(2 * m.weight.numel() for m in q.modules() if isinstance(m, ChannelScale))
     mask_bits = sum(m.weight.numel() for m in layers.values() if int(torch.count_nonzero(m.weight)) < m.weight.numel())
     r = score_quantized(q)
-    # SCORING §2.2: b-bit weights count b/32; biases and channel scales stay 32-bit; 1 mask bit per element.
+    # docs/scoring.md §2.2: b-bit weights count b/32; biases and channel scales stay 32-bit; 1 mask bit per element.
     assert r.exact["params_s"] == weight_values * bits / 32 + bias_values + scale_values + mask_bits / 32
     assert not r.summary["freebie"]
     t = r.table.set_index("path")

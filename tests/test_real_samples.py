@@ -17,7 +17,7 @@ from micronet_lib.experiments import sample_hits, sample_logits
 
 LOGIT_ATOL = 1e-4  # float32 rounding, as for the random-input reference logits
 AUTHORS_HITS = {"micronet_v1_pr_60": 17, "micronet_v2_pr_15": 16, "micronet_v2_pr_30": 16,
-                "micronet_v2_pr_45": 16, "micronet_v2_pr_60": 17}  # ../shared/reference/README.md
+                "micronet_v2_pr_45": 16, "micronet_v2_pr_60": 17}  # the authors' code on these 20 images (docs/method.md §4.7)
 
 
 def _samples_dir() -> Path:

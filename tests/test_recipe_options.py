@@ -9,7 +9,7 @@ from micronet_lib.cli import main
 from micronet_lib.train import TrainConfig, engine
 
 
-# ------------------------------------------------------------------------------- ε per stage (PAPER §6.2, §8.4)
+# ------------------------------------------------------------------------------- ε per stage (docs/method.md §6.2, §8.4)
 def test_pruning_stage_with_weighted_ls_uses_epsilon_0_1():
     prune = TrainConfig.from_profile("paper", loss="wls", prune_rates=(15.0, 30.0, 45.0, 60.0))
     assert prune.stage == "prune" and prune.loss_epsilon == 0.1
@@ -49,7 +49,7 @@ def test_epsilon_with_cross_entropy_is_rejected():
         TrainConfig.from_profile("paper", epsilon=0.2)
 
 
-# ------------------------------------------------------------------------------- ties in training (PAPER §8.2)
+# ------------------------------------------------------------------------------- ties in training (docs/method.md §8.2)
 def test_prune_ties_is_a_training_option_and_rejected_without_pruning():
     from micronet_lib.pruning.criteria import TIE_RULES
 
@@ -75,7 +75,7 @@ def test_cli_prune_schedule_passes_ties(argv, ties, monkeypatch, capsys):
     assert seen[0].prune_ties == ties and seen[0].prune_rates == (30.0, 60.0)
 
 
-# ------------------------------------------------------------------------------- fp32 means fp32 (PAPER §5.8)
+# ------------------------------------------------------------------------------- fp32 means fp32 (docs/method.md §5.8)
 @pytest.fixture
 def restore_tf32():
     from micronet_lib.accel.tf32 import tf32_flags

@@ -1,4 +1,4 @@
-"""Regularisers (PAPER.md §6): orthogonality penalty, (weighted) label smoothing, CutMix/Mixup/Cutout."""
+"""Regularisers (docs/method.md §6): orthogonality penalty, (weighted) label smoothing, CutMix/Mixup/Cutout."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ from micronet_lib.regularizers import (
 
 EXACT_TOL = 1e-5  # float32 σ² of small matrices
 S_TOL = 1e-6  # issue #5 acceptance: S vs the authors' fixture
-RELEASED_EXACT_R = 0.54  # PAPER.md §6.1 [V]: exact mean σ_max² on the pr_60 checkpoints
-RELEASED_ESTIMATE_R = (0.46, 0.47)  # PAPER.md §6.1 [V]: one-step estimate
+RELEASED_EXACT_R = 0.54  # docs/method.md §6.1 [V]: exact mean σ_max² on the pr_60 checkpoints
+RELEASED_ESTIMATE_R = (0.46, 0.47)  # docs/method.md §6.1 [V]: one-step estimate
 RELEASED_R_TOL = 0.01
 
 
@@ -110,7 +110,7 @@ def test_micronet_layer_sets(version):
     from micronet_lib.models import build_model
 
     model = build_model(version)
-    assert len(select_layers(model)) == 68  # PAPER.md §3.4 / §6.1
+    assert len(select_layers(model)) == 68  # docs/method.md §3.4 / §6.1
     assert len(select_layers(model, "expand")) == 16
     assert len(select_layers(model, "project")) == 16
     se = select_layers(model, lambda name, m: name.endswith(("fc1", "fc2")))
@@ -161,7 +161,7 @@ def test_similarity_matches_authors_fixture(asset):
     assert torch.allclose(s.sum(dim=1), torch.ones(100), atol=1e-6)
     off = s[~torch.eye(100, dtype=torch.bool)]
     assert torch.all(s.diagonal() == 0)
-    # PAPER.md §6.2 [V]: off-diagonal range 0.00911 … 0.01878 for v1_pr_60
+    # docs/method.md §6.2 [V]: off-diagonal range 0.00911 … 0.01878 for v1_pr_60
     assert off.min().item() == pytest.approx(0.00911, abs=1e-5)
     assert off.max().item() == pytest.approx(0.01878, abs=1e-5)
 

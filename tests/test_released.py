@@ -1,4 +1,4 @@
-"""The authors' released checkpoints (PAPER.md §4): exact logits, masks, sparsity, strict loading, errors."""
+"""The authors' released checkpoints (docs/method.md §4): exact logits, masks, sparsity, strict loading, errors."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import torch
 from conftest import unavailable
 from micronet_lib.models import RELEASED_CHECKPOINTS, build_model, load_checkpoint, load_released
 from micronet_lib.models.checkpoints import read_state_dict
-from micronet_lib.pruning.masks import masked_modules
+from micronet_lib.models.masks import masked_modules
 
-LOGIT_ATOL = 1e-4  # issue #3 acceptance: max |Δ| ≤ 1e-4 vs the authors' logits (PAPER.md §4.7)
+LOGIT_ATOL = 1e-4  # issue #3 acceptance: max |Δ| ≤ 1e-4 vs the authors' logits (docs/method.md §4.7)
 NAMES = list(RELEASED_CHECKPOINTS)
-N_MASKS = 86  # PAPER.md §4.4
-N_ENTRIES = 470  # PAPER.md §4.2
+N_MASKS = 86  # docs/method.md §4.4
+N_ENTRIES = 470  # docs/method.md §4.2
 
 
 def reference_dir() -> Path:
@@ -64,7 +64,7 @@ def test_masks_sparsity_and_key_order(name, released_path):
     assert len(masked) == N_MASKS
     nnz = sum(int(torch.count_nonzero(m.weight)) for m in masked.values())
     assert nnz == RELEASED_CHECKPOINTS[name].nonzero_weights
-    assert all(torch.equal(m.mask, (m.weight != 0).float()) for m in masked.values())  # PAPER.md §4.4
+    assert all(torch.equal(m.mask, (m.weight != 0).float()) for m in masked.values())  # docs/method.md §4.4
     assert all(p.device.type == "cpu" for p in model.state_dict().values())
     raw, meta = read_state_dict(path)
     assert meta == {} and len(raw) == N_ENTRIES

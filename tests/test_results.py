@@ -16,7 +16,7 @@ import pytest  # noqa: E402
 from micronet_lib.report import results  # noqa: E402
 
 META = dict(profile="smoke", data="synthetic (smoke)")
-# SCORING.md §7.3: the two released submissions, a realistic table to round-trip.
+# docs/scoring.md §7.3: the two released submissions, a realistic table to round-trip.
 SCORES = pd.DataFrame(
     {"checkpoint": ["v1_pr_60", "v2_pr_60"], "params_s": [108108.75, 112858.5], "score": [0.0054454, 0.0056215]}
 )

@@ -1,4 +1,4 @@
-"""``micronet score``: summary/JSON output and errors (SCORING.md §7.3 values)."""
+"""``micronet score``: summary/JSON output and errors (docs/scoring.md §7.3 values)."""
 
 import json
 
@@ -24,7 +24,7 @@ def test_score_model_official_no_freebie(capsys):
     torch.manual_seed(0)
     assert main(["score", "--model", "micronet_v1", "--convention", "official", "--no-freebie"]) == 0
     text = capsys.readouterr().out
-    # dense ver1 at fp32, official: adds 38,389,046 + mults 40,776,544 (SCORING §7.3, freebie off)
+    # dense ver1 at fp32, official: adds 38,389,046 + mults 40,776,544 (docs/scoring.md §7.3, freebie off)
     assert "79,165,590.00" in text and "freebie off" in text
 
 

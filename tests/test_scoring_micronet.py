@@ -1,4 +1,4 @@
-"""The scorer on MicroNet: SCORING.md §7.3 (all checkpoints, both conventions, dense), §7.4, §5.4."""
+"""The scorer on MicroNet: docs/scoring.md §7.3 (all checkpoints, both conventions, dense), §7.4, §5.4."""
 
 from fractions import Fraction
 
@@ -9,11 +9,11 @@ from micronet_lib.models import build_model
 from micronet_lib.models.checkpoints import load_checkpoint
 from micronet_lib.scoring import count
 
-REL = 1e-6  # SCORING §7.8: fractional vectors to 1e-6 relative (integers must match exactly)
+REL = 1e-6  # docs/scoring.md §7.8: fractional vectors to 1e-6 relative (integers must match exactly)
 SCORE_7DP = 5e-8  # scores printed to 7 decimals
 AUTHORS_FLOAT32_OPS = 10  # §7.8: the authors' printed 26,052,109 differs by float32 accumulation
 
-# SCORING.md §7.3: checkpoint, convention -> adds, mults, P, mask/32, S_p, S_o, score
+# docs/scoring.md §7.3: checkpoint, convention -> adds, mults, P, mask/32, S_p, S_o, score
 TABLE_7_3 = {
     ("micronet_v1_pr_60", "kaist"): (16_572_568.65, 18_959_093, 188_064, 14_076.75, 108_108.75, 26_052_115.15, 0.0054454),
     ("micronet_v1_pr_60", "official"): (16_672_363, 19_059_861, 188_064, 14_076.75, 108_108.75, 26_202_293.5, 0.0054597),
@@ -91,12 +91,12 @@ def test_v1_pr_60_headline(asset):
     assert round(s["score"], 4) == 0.0054  # the leaderboard value
     assert s["params_term"] == pytest.approx(0.0029619, abs=SCORE_7DP)
     assert s["ops_term"] == pytest.approx(0.0024835, abs=SCORE_7DP)
-    # The FC's fractional adds: (106 − 1)·100·10,001/10,600 (PAPER §9.3)
+    # The FC's fractional adds: (106 − 1)·100·10,001/10,600 (docs/method.md §9.3)
     fc = r.table[r.table.group == "classifier"].iloc[0]
     assert fc.adds == pytest.approx(float(Fraction(105 * 100 * 10_001, 10_600)), rel=1e-12)
 
 
-# SCORING.md §7.4: group -> (adds, mults, params), v1_pr_60 and v2_pr_60, kaist
+# docs/scoring.md §7.4: group -> (adds, mults, params), v1_pr_60 and v2_pr_60, kaist
 BREAKDOWN = {
     "micronet_v1_pr_60": {
         "stem": (729_088, 729_088, 744), "expand": (5_900_944, 5_900_944, 56_320),
@@ -131,7 +131,7 @@ def test_breakdown_by_op_type(name, asset):
 
 
 def test_convention_differences_5_4(asset):
-    """SCORING §5.4 rows for ver1: scale and residual rows charged in official only, 13 blocks each."""
+    """docs/scoring.md §5.4 rows for ver1: scale and residual rows charged in official only, 13 blocks each."""
     k, o = _report("micronet_v1_pr_60", "kaist", asset).table, _report("micronet_v1_pr_60", "official", asset).table
     assert o[o.kind == "tensor_mul"].mults.sum() == 100_768 and (o.kind == "tensor_mul").sum() == 13
     assert o[o.kind == "tensor_add"].adds.sum() == 100_768 and (o.kind == "tensor_add").sum() == 13
@@ -182,4 +182,4 @@ def test_per_layer_table_columns(asset):
         assert col in table.columns
     stem = table.iloc[0]
     assert (stem.path, stem.out_shape, stem.numel, stem.nonzeros) == ("conv1", "32x32x32", 864, 712)
-    assert stem.mask_nonzeros == 712  # mask == (weight != 0) in the released files (PAPER §4.4)
+    assert stem.mask_nonzeros == 712  # mask == (weight != 0) in the released files (docs/method.md §4.4)

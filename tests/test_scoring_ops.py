@@ -1,4 +1,4 @@
-"""Official library formulas: SCORING.md §7.1 single-op vectors, §3.3 output sizes, §7.7 score checks."""
+"""Official library formulas: docs/scoring.md §7.1 single-op vectors, §3.3 output sizes, §7.7 score checks."""
 
 from fractions import Fraction
 
@@ -6,7 +6,7 @@ import pytest
 
 from micronet_lib.scoring import OPS_NORMALIZER, PARAMS_NORMALIZER, ops, score
 
-SCORE_ABS = 1e-9  # SCORING.md §7.8: scores from given S_p, S_o
+SCORE_ABS = 1e-9  # docs/scoring.md §7.8: scores from given S_p, S_o
 PUBLISHED_DIGITS_ABS = 5e-7  # §7.7 "computed" column is printed to 6 decimals
 
 
@@ -60,7 +60,7 @@ def test_bad_inputs_name_the_field():
 
 
 def test_activation_costs():
-    assert ops.activation_cost("hardswish") == (4, 1)  # SCORING §4, the KAIST convention
+    assert ops.activation_cost("hardswish") == (4, 1)  # docs/scoring.md §4, the KAIST convention
     assert ops.activation_cost("silu") == (3, 1)
     assert ops.activation_cost("relu6") == (2, 0)
     assert ops.activation_cost(None) == (0, 0)
@@ -69,7 +69,7 @@ def test_activation_costs():
 def test_exact_fractions():
     assert ops.as_fraction(0.1) == Fraction(1, 10)
     c = ops.fully_connected(106, 100, sparsity=Fraction(599, 10600), param_bits=16)
-    assert c.mults == 10_001 and c.adds == 10_001  # v1_pr_60 classifier: 10,001 nonzeros of 10,600 (SCORING §5.4)
+    assert c.mults == 10_001 and c.adds == 10_001  # v1_pr_60 classifier: 10,001 nonzeros of 10,600 (docs/scoring.md §5.4)
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_score_formula_published_entries(sp, so, expected):
 def test_kaist_score_split():
     assert 108_108.75 / PARAMS_NORMALIZER == pytest.approx(0.0029619, abs=5e-8)
     assert 26_052_109 / OPS_NORMALIZER == pytest.approx(0.0024835, abs=5e-8)
-    # The authors' printed score string, from their printed inputs (SCORING §7.3).
+    # The authors' printed score string, from their printed inputs (docs/scoring.md §7.3).
     assert score(108_108.75, 26_052_109) == pytest.approx(0.0054454020554474585, abs=SCORE_ABS)
     assert score(90_091, 25_523_716) == pytest.approx(0.004901393953798138, abs=SCORE_ABS)
     assert score(94_237, 26_041_594) == pytest.approx(0.005064351727019863, abs=SCORE_ABS)

@@ -1,6 +1,6 @@
 """Scoring options on small models built here, checked against hand counts from the rules' formulas.
 
-SCORING.md §2.2 (a b-bit value counts b/32), §2.3 (an op costs max(input widths)/32; adds at the
+docs/scoring.md §2.2 (a b-bit value counts b/32), §2.3 (an op costs max(input widths)/32; adds at the
 accumulator width), §3.3 (per-op formulas), §4 (early exit: expected ops over the test set).
 """
 
@@ -27,7 +27,7 @@ class ChannelScale(nn.Module):
 
 
 class RoundQuant(nn.Module):
-    """Fake quantiser: rounds to a b-bit grid on [-1, 1) (a format conversion, free by SCORING §2.3)."""
+    """Fake quantiser: rounds to a b-bit grid on [-1, 1) (a format conversion, free by docs/scoring.md §2.3)."""
 
     def __init__(self, bits):
         super().__init__()
@@ -65,7 +65,7 @@ ACC_BITS = {"conv*": 16}
 
 
 def _hand_count():
-    """SCORING §3.3 formulas, input 1×3×8×8, official convention, bias only where a layer has one."""
+    """docs/scoring.md §3.3 formulas, input 1×3×8×8, official convention, bias only where a layer has one."""
     n1, n2 = 8 * 8 * 8, 16 * 8 * 8
     params_s = (Fraction(27 * 8 * 4, 32) + Fraction(16 * 16, 32)  # conv1 at 4 bits; s1 weight+bias at 16
                 + Fraction(8 * 16 * 6, 32) + Fraction(32 * 16, 32)  # conv2 at 6 bits; s2 at 16

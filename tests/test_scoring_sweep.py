@@ -27,7 +27,7 @@ SLOW = {"lobpcg", "sym_not"}  # an iterative eigen-solver and a symbolic-shape h
 # Uninitialised allocators: two calls often return the same bytes (the allocator hands back the block
 # just freed), which passed for "deterministic" in some runs and not in others. Tested on their own below.
 UNINITIALISED = {"empty_like"}
-# (dropouts are random in training mode and the identity at inference: free by the rules, SCORING §4)
+# (dropouts are random in training mode and the identity at inference: free by the rules, docs/scoring.md §4)
 
 
 def _elementwise_ops():
@@ -127,7 +127,7 @@ def test_uninitialised_allocation_is_free_and_kept_in_the_graph(convention):
 
 @pytest.mark.parametrize("convention", ["official", "kaist"])
 def test_hand_written_swish_and_hswish_cost_as_the_functions(convention):
-    """swish = x·sigmoid(x): sigmoid (2 mults + 1 add) + 1 mult = 3 + 1 = F.silu (SCORING §3.2);
+    """swish = x·sigmoid(x): sigmoid (2 mults + 1 add) + 1 mult = 3 + 1 = F.silu (docs/scoring.md §3.2);
     hswish = x·relu6(x + 3)/6: 1 add + 2 + 1 + 1 mults = 4 + 1 = F.hardswish (§4)."""
     forms = {
         "silu": (F.silu, lambda x: x * torch.sigmoid(x)),

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from micronet_lib.pruning.masks import attach_mask
+from micronet_lib.models.masks import attach_mask
 from micronet_lib.scoring import UnsupportedOpError, count, list_conventions, register_convention, register_op_cost
 from micronet_lib.scoring.conventions import Convention
 
@@ -80,7 +80,7 @@ def test_quantised_bits_forfeit_freebie():
     r = count(Residual(), (1, 4, 8, 8), convention="official", freebie=False, param_bits={"conv": 8}).table
     conv, fc = r[r.path == "conv"].iloc[0], r[r.path == "fc"].iloc[0]
     assert conv.params_s == 148 * 8 / 32 and fc.params_s == 50  # b/32; unlisted layers stay 32-bit
-    assert conv.ops_s == conv.adds + conv.mults  # 8-bit weight × 32-bit activation costs 1 (SCORING §2.3)
+    assert conv.ops_s == conv.adds + conv.mults  # 8-bit weight × 32-bit activation costs 1 (docs/scoring.md §2.3)
     with pytest.raises(ValueError, match="param_bits"):
         count(Residual(), (1, 4, 8, 8), freebie=False, param_bits=0)
 

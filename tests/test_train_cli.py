@@ -51,8 +51,8 @@ def test_bench_train_json(capsys, tmp_path, monkeypatch):
     assert result["machine"]["allocator"]["applied"] is True and "avx512_bf16" in result["machine"]["flags"]
     # --aten-bn: each channels-last mode once more with ATen's BatchNorm and SE, where the kernels exist
     assert result["machine"]["norm_kernel"] == norm_kernel.status()
-    aten = {name for name in result["images_per_s"] if name.endswith(" (ATen BN + SE)")}
-    assert aten == ({f"{n} (ATen BN + SE)" for n in result["images_per_s"] if n.endswith("channels_last")}
+    aten = {name for name in result["images_per_s"] if name.endswith(" (ATen BN)")}
+    assert aten == ({f"{n} (ATen BN)" for n in result["images_per_s"] if n.endswith("channels_last")}
                     if norm_kernel.available() else set())
     assert main(["bench", "train", "--steps", "0"]) == 2 and "--steps 0" in capsys.readouterr().err
 

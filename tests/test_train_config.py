@@ -1,4 +1,4 @@
-"""TrainConfig validation, profiles, overrides, and the lr schedule (PAPER.md §5.4, §5.8)."""
+"""TrainConfig validation, profiles, overrides, and the lr schedule (docs/method.md §5.4, §5.8)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import pytest
 
 from micronet_lib.train import TrainConfig, cosine_lr, lr_at, parse_overrides, step_lr
 
-LR_TOL = 1e-6  # PAPER §5.4 prints the sample lrs to 4-6 significant digits
+LR_TOL = 1e-6  # docs/method.md §5.4 prints the sample lrs to 4-6 significant digits
 
 
 def test_paper_profile_is_the_authors_recipe():
     c = TrainConfig.from_profile("paper")
-    # PAPER §5.8, "authors' script default" column.
+    # docs/method.md §5.8, "authors' script default" column.
     assert (c.model, c.lr, c.momentum, c.nesterov, c.weight_decay, c.decay_1d) == ("micronet_v2", 0.1, 0.9, True, 1e-5, True)
     assert (c.cycles, c.epochs_per_cycle, c.lr_min, c.batch_size) == (4, 150, 5e-4, 128)
     assert (c.augment, c.mix, c.mix_alpha, c.mix_prob) == ("fastaa4x", "cutmix", 1.0, 1.0)
@@ -95,7 +95,7 @@ def test_unknown_keyword_and_profile_raise():
         TrainConfig.from_profile("paper", select_on="val")
 
 
-# --- schedule: PAPER §5.4 sample values (T = 150, η0 = 0.1, η_min = 5e-4)
+# --- schedule: docs/method.md §5.4 sample values (T = 150, η0 = 0.1, η_min = 5e-4)
 @pytest.mark.parametrize("epoch, expected", [(0, 0.099989), (74, 0.05025), (149, 0.0005)])
 def test_cosine_matches_paper_samples(epoch, expected):
     c = TrainConfig.from_profile("paper")

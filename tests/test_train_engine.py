@@ -1,4 +1,4 @@
-"""fit(): learning, exact kill-and-resume, NaN stop, run_or_load caching, pruning cycles (PAPER.md §5, §8.4)."""
+"""fit(): learning, exact kill-and-resume, NaN stop, run_or_load caching, pruning cycles (docs/method.md §5, §8.4)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ PRUNE_TOL = 2e-3  # per-layer rounding of the kept count, summed over ~40 layers
 # A tiny but complete recipe: 2 cycles × 2 epochs, CutMix, ortho 0.7, BN re-estimation, val selection,
 # and pruning (0 % then 50 %) so the cycle boundary reloads the best weights under new masks (§8.4).
 # Per-layer scope: a global threshold on a barely trained net removes the whole classifier (its init
-# is N(0, 0.01²), PAPER §3.5), which is faithful but tests nothing.
+# is N(0, 0.01²), docs/method.md §3.5), which is faithful but tests nothing.
 TINY = dict(bn_recalibrate_images=128, prune_rates=(0.0, 50.0), prune_scope="layer")
 
 

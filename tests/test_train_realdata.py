@@ -13,7 +13,7 @@ from micronet_lib.train import TrainConfig, fit
 # calibration picked bf16 autocast on the avx512_bf16 EPYC: 41.1 % / 41.1 % (1 thread, shared machine
 # at load 4-11, 646 s of run time) -- within the noise of 1,000 test images (binomial s.e. ≈ 1.6 points).
 # Re-measured on 6b5a128 (idle machine, 2 threads): auto (bf16) 40.0 % / 40.9 % vs fp32 channels-last
-# 39.3 % / 41.2 % for seeds 0 / 1 (README "Benchmarks").
+# 39.3 % / 41.2 % for seeds 0 / 1 (docs/performance.md).
 # The floor leaves room for seeds and CPU kernels.
 FLOOR_TOP1 = 30.0
 

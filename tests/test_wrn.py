@@ -1,4 +1,4 @@
-"""WideResNet-28-10 (SCORING.md §7.2): architecture, parameter count, the normaliser's counts."""
+"""WideResNet-28-10 (docs/scoring.md §7.2): architecture, parameter count, the normaliser's counts."""
 
 import pytest
 import torch

@@ -17,6 +17,8 @@ import ctypes.util
 import os
 import platform
 
+from micronet_lib.accel import OFF_NOTE, enabled
+
 __all__ = ["configure", "state", "MMAP_THRESHOLD", "TRIM_THRESHOLD"]
 
 # mallopt parameter numbers from glibc's <malloc.h>
@@ -41,6 +43,9 @@ def configure() -> dict:
     """Apply the setting once per process (idempotent) and return :func:`state`."""
     global _applied
     if _applied is not None:
+        return dict(_applied)
+    if not enabled():
+        _applied = dict(allocator=platform.libc_ver()[0] or platform.system(), applied=False, note=OFF_NOTE)
         return dict(_applied)
     pooled = _preloaded()
     if pooled is not None:

@@ -9,7 +9,7 @@ where compile time (tens of seconds) is small next to a run, and there only the 
 fastest eager mode (compiling all four would cost minutes). On a 2-core CPU compiling takes 1-2.5
 minutes per mode and process, more than a ``cpu``-profile run trains, and the compiled step was faster
 only at two threads (2.45x vs 2.15x the authors-style step; slower at one): ``compile=True`` opts in
-(README "Benchmarks"). Channels-last training on CPU runs BatchNorm (+ hard-swish) through
+(docs/performance.md). Channels-last training on CPU runs BatchNorm (+ hard-swish) through
 ``accel/norm_kernel.py`` where it is built, so the calibration times the modes as ``fit`` runs them,
 and the training cache key says whether the kernel was there. A candidate that raises when built or
 on its first call (a compile without a working toolchain, say) is left out with its reason, which
@@ -35,7 +35,10 @@ from typing import Callable, Iterable
 
 import torch
 
+from micronet_lib.accel import enabled, norm_kernel, OFF_NOTE
 from micronet_lib.accel.cpuinfo import SPEED_FLAGS, cpu_flags  # re-exported: the flags are part of the cache key
+from micronet_lib.assets import cache_dir
+from micronet_lib.fileio import atomic_write_text
 
 __all__ = ["ExecutionMode", "PRECISIONS", "MEMORY_FORMATS", "cpu_flags", "bf16_native", "machine_key", "candidates",
            "resolve", "calibrate", "model_key", "time_alternating", "cache_path", "autocast", "train_runner", "eval_runner", "SPEED_FLAGS"]
@@ -46,8 +49,9 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 MEMORY_FORMATS = ("contiguous", "channels_last")
 # 2: strided-depthwise and SE-gradient fixes; 3: conv+hard-swish fusion in evaluation; 4: the BatchNorm +
 # hard-swish training kernel (accel/norm_kernel.py), which changes which training mode is fastest;
-# 5: the squeeze-excitation + residual training kernel (accel/se_kernel.py), channels-last only again
-CACHE_VERSION = 5
+# 5: the squeeze-excitation + residual training kernel, channels-last only again; 6: that kernel removed
+# (issue #30: ~3 % of a step on one thread, nothing on two)
+CACHE_VERSION = 6
 # One file per version: an older checkout run beside a newer one keeps its own choices instead of
 # wiping the other's (each would otherwise re-calibrate after the other ran).
 CACHE_FILE = f"execution-modes-v{CACHE_VERSION}.json"
@@ -209,8 +213,6 @@ def _calibrate_staged(make_runner: Callable[[ExecutionMode], Callable[[], None]]
 
 
 def cache_path() -> Path:
-    from micronet_lib.assets import cache_dir
-
     return cache_dir() / CACHE_FILE
 
 
@@ -223,8 +225,6 @@ def _read_cache() -> dict:
 
 
 def _write_cache(key: str, entry: dict) -> None:
-    from micronet_lib.fileio import atomic_write_text
-
     data = _read_cache() or {"version": CACHE_VERSION}
     data.setdefault("entries", {})[key] = entry
     try:
@@ -251,11 +251,14 @@ def resolve(kind: str, device: torch.device, make_runner: Callable[[ExecutionMod
     if precision != "auto" and memory_format != "auto":
         mode = ExecutionMode(precision, memory_format, bool(compile))
         return {"mode": mode.to_dict(), "name": mode.name, "source": "config"}
+    if not enabled():  # the accel layer off: the plain mode, no calibration, no cache
+        mode = ExecutionMode("fp32" if precision == "auto" else precision,
+                             "contiguous" if memory_format == "auto" else memory_format, bool(compile))
+        return {"mode": mode.to_dict(), "name": mode.name, "source": OFF_NOTE}
     options = candidates(device, precision=precision, memory_format=memory_format, compile=compile)
     key = f"{kind}|{machine_key(device)}|torch {torch.__version__}|{model_key}|batch {batch_size}"
     if kind == "train" and device.type == "cpu" and any(m.channels_last for m in options):
         # channels-last training is another speed without the kernels (built here, on first use)
-        from micronet_lib.accel import norm_kernel
 
         key += f"|norm kernel {'fused' if norm_kernel.available() else 'aten'}"
     allowed = {m.name: m for m in options}

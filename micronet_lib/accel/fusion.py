@@ -5,7 +5,7 @@ convolutions and, next, in the 49 ``hardswish`` passes over their outputs (each 
 of an activation tensor). oneDNN applies the activation as a *post-op* of the convolution, on the
 accumulator before the result is stored: one pass instead of two. Measured with ``micronet bench eval``
 on a 2-core AMD EPYC with avx512_bf16: 3.6x -> 4.3x the authors-style forward at one thread
-(README "Benchmarks").
+(docs/performance.md).
 
 The call is ``torch.ops.mkldnn._convolution_pointwise``, the op torch.compile's CPU backend emits for
 the same pattern; it is not a documented eager API, so :func:`fusion_available` checks once per
@@ -27,6 +27,8 @@ import torch
 import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
+
+from micronet_lib.accel import enabled
 
 __all__ = ["ConvHardswish", "fusion_available", "fuse_conv_hardswish"]
 
@@ -66,9 +68,14 @@ class ConvHardswish(nn.Module):
                 f"stride={tuple(self.stride)}, groups={self.groups}, dtype={self.weight.dtype}")
 
 
-@functools.lru_cache(maxsize=None)
 def fusion_available(dtype: torch.dtype = torch.float32) -> bool:
-    """True where the fused op exists here and matches ``hardswish(conv2d(x))`` in ``dtype`` on a probe."""
+    """True where the accel layer is on and the fused op exists here and matches ``hardswish(conv2d(x))``
+    in ``dtype`` on a probe."""
+    return enabled() and _probe(dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _probe(dtype: torch.dtype) -> bool:
     if dtype not in FUSABLE_DTYPES or _pointwise_op() is None or not torch.backends.mkldnn.is_available():
         return False
     gen = torch.Generator().manual_seed(0)

@@ -1,16 +1,15 @@
 """BatchNorm2d (+ hard-swish) in training as one C++ kernel on CPU channels-last tensors; the build,
-load and check of ``csrc/train_kernels.cpp``, which also holds the squeeze-excitation kernels of
-``accel/se_kernel.py``.
+load and check of ``csrc/train_kernels.cpp``.
 
 ``applies(bn, x, act)`` says whether the kernel can stand in for ``bn(x)``: ``x`` a 4-D
 channels-last float32/bfloat16 CPU tensor, ``bn`` a training-mode affine ``BatchNorm2d`` tracking
 running statistics, no hooks on it or on the activation ``act`` after it, not inside fx
 tracing or ``torch.compile``, and the kernel built and checked. ``batch_norm_train(bn, x,
-hardswish=...)`` then runs ``csrc/norm_act.cpp`` instead of ATen's op(s). The blocks call it through
-``blocks.norm_act``; evaluation, NCHW, CUDA, float64, the scorer's and BN folding's fx traces take the
+hardswish=...)`` then runs the kernel instead of ATen's op(s). A model built for training runs it through
+``kernel_blocks.norm_act`` (``kernel_blocks.accelerate``); evaluation, NCHW, CUDA, float64, the scorer's and BN folding's fx traces take the
 modules' own forward, unchanged.
 
-Why (issue #13, README "Benchmarks"): ATen's channels-last BatchNorm sums per thread in adjacent rows of
+Why (issue #13, docs/performance.md): ATen's channels-last BatchNorm sums per thread in adjacent rows of
 one buffer, so for the channel counts of MicroNet whose rows are not whole 64-byte lines (20, 50, 90,
 140, 200 ... channels) the two threads of a 2-core machine write the same cache line on every row, and
 the op runs slower on two threads than on one; hard-swish is one more pass over memory each way. The
@@ -23,10 +22,10 @@ The kernel is compiled on first use with torch's JIT extension builder (a C++ co
 ``-O3 -march=native``), about 25 s once per machine, into torch's extension folder
 (``TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``) under a name that hashes the source,
 torch's version and the CPU's model and flags (a binary built for one CPU is never loaded on another).
-It is then checked once per process against float64 ATen on small inputs, BatchNorm and squeeze-excitation
-kernels alike. Where it cannot be built or disagrees, :func:`status` says why and the blocks run ATen's
-modules. ``MICRONET_NORM_KERNEL=off`` turns both off; inside ``with aten_only():`` both step aside
-(benchmarks).
+It is then checked once per process against float64 ATen on small inputs. Where it cannot be built or
+disagrees, :func:`status` says why and the blocks run ATen's modules. ``MICRONET_NORM_KERNEL=off`` (or
+the whole accel layer off, ``MICRONET_ACCEL=0``) turns it off; inside ``with aten_only():`` it steps
+aside (benchmarks).
 """
 
 from __future__ import annotations
@@ -45,6 +44,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from micronet_lib.accel import OFF_NOTE, enabled
+from micronet_lib.accel.cpuinfo import cpu_flags
+from micronet_lib.environ import environment
+
 __all__ = ["applies", "batch_norm_train", "aten_only", "stepped_aside", "available", "status", "extension",
            "has_forward_hooks", "ENV_SWITCH", "SOURCE", "FUSED"]
 
@@ -54,9 +57,10 @@ ENV_SWITCH = "MICRONET_NORM_KERNEL"  # "off" / "0" / "false": never build or use
 SOURCE = Path(__file__).with_name("csrc") / "train_kernels.cpp"
 _CFLAGS = ["-O3", "-march=native", "-fopenmp"]
 _DTYPES = (torch.float32, torch.bfloat16)
-# What a record says when the kernels ran; it names them, so a run recorded before the squeeze-excitation
-# kernel existed ("fused") and resumed now is told that its epochs round differently (train/records.py).
-FUSED = "fused (BatchNorm + hard-swish, squeeze-excitation + residual)"
+# What a record says when the kernel ran; it names the kernels, so a run recorded with another set
+# ("fused", or "fused (BatchNorm + hard-swish, squeeze-excitation + residual)" before issue #30) and
+# resumed now is told that its epochs round differently (train/records.py).
+FUSED = "fused (BatchNorm + hard-swish)"
 _ATEN_ONLY = contextvars.ContextVar("micronet_norm_kernel_aten_only", default=False)
 
 
@@ -65,8 +69,6 @@ def _switched_off() -> bool:
 
 
 def _build_name() -> str:
-    from micronet_lib.accel.cpuinfo import cpu_flags
-
     cpu = cpu_flags()
     ident = "|".join([SOURCE.read_text(), torch.__version__, cpu["model"], repr(sorted(cpu["flags"].items())), " ".join(_CFLAGS)])
     return "micronet_train_kernels_" + hashlib.sha256(ident.encode()).hexdigest()[:12]
@@ -75,6 +77,8 @@ def _build_name() -> str:
 @functools.lru_cache(maxsize=1)
 def _load():
     """(module, None) or (None, why not); built at most once per process, cached on disk per machine."""
+    if not enabled():
+        return None, OFF_NOTE
     if _switched_off():
         return None, f"switched off by {ENV_SWITCH}"
     compiler = os.environ.get("CXX", "c++")  # what torch's builder calls
@@ -87,7 +91,6 @@ def _load():
         from torch.utils import cpp_extension
     finally:
         quiet.setLevel(level)
-    from micronet_lib.environ import environment
 
     name = _build_name()
     path = {}
@@ -176,7 +179,7 @@ def has_forward_hooks(module: nn.Module) -> bool:
 
 @contextlib.contextmanager
 def aten_only():
-    """Forwards inside this block run ATen's BatchNorm and squeeze-excitation (``micronet bench train --aten-bn`` times both)."""
+    """Forwards inside this block run ATen's BatchNorm (``micronet bench train --aten-bn`` times it)."""
     token = _ATEN_ONLY.set(True)
     try:
         yield
@@ -205,9 +208,8 @@ def applies(bn: nn.Module, x, act: nn.Module | None = None) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _checked() -> str | None:
-    """None when the built kernels match float64 ATen on small inputs (BatchNorm: outputs and input
-    gradients, with and without hard-swish; squeeze-excitation: :func:`_squeeze_excite_disagrees`; and
-    they run on bf16), else why not."""
+    """None when the built kernel matches float64 ATen on small inputs (outputs and input gradients, with
+    and without hard-swish; and it runs on bf16), else why not."""
     module, reason = _load()
     if module is None:
         return reason
@@ -238,33 +240,11 @@ def _disagreement(module) -> str | None:
         for name, got, want in (("output", y, ref.detach()), ("gradient", dx, ref_dx)):
             if not torch.allclose(got.double()[far], want[far], rtol=1e-4, atol=1e-4):
                 return f"disagrees with ATen ({name}, hardswish={act}, max |Δ| {(got.double() - want).abs().max():.2e})"
-    return _squeeze_excite_disagrees(module, gen)
-
-
-def _squeeze_excite_disagrees(module, gen: torch.Generator) -> str | None:
-    """The squeeze-excitation kernels against float64 ops: pool, scale + residual, and the two gradients."""
-    def draw(*shape):
-        return torch.randn(*shape, generator=gen)
-
-    u, r, dy = (draw(3, 20, 5, 5).contiguous(memory_format=torch.channels_last) for _ in range(3))
-    g, d = draw(3, 20), draw(3, 20)
-    u64, per_channel = u.double(), lambda v: v.double()[:, :, None, None]
-    want = {"pool": u64.mean((2, 3)), "scale": u64 * per_channel(g) + r.double(),
-            "gate gradient": (dy.double() * u64).sum((2, 3)), "input gradient": dy.double() * per_channel(g) + per_channel(d)}
-    try:
-        got = {"pool": module.se_pool(u), "scale": module.se_scale(u, g, r), "gate gradient": module.se_gate_grad(dy, u),
-               "input gradient": module.se_input_grad(dy, u, g, d)}
-        module.se_scale(u.bfloat16(), g, r.bfloat16())
-    except RuntimeError as exc:
-        return f"failed on a probe input ({exc})"
-    for name, value in got.items():
-        if not torch.allclose(value.double(), want[name], rtol=1e-4, atol=1e-4):
-            return f"disagrees with ATen (squeeze-excitation {name}, max |Δ| {(value.double() - want[name]).abs().max():.2e})"
     return None
 
 
 def available() -> bool:
-    """Whether the kernels can be used in this process (built or loaded, and checked)."""
+    """Whether the kernel can be used in this process (built or loaded, and checked)."""
     return _checked() is None
 
 

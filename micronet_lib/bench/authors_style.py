@@ -20,7 +20,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from micronet_lib.models.blocks import MicroBlock, SqueezeExcite
+from micronet_lib.accel.kernel_blocks import plain_layers
+from micronet_lib.augment.fastaa import FASTAA_4X_ORDER, policy_set
+from micronet_lib.augment.pil_ops import pil_crop_flip, pil_to_normalised, PilFastAAPipeline
+from micronet_lib.data import normalize
+from micronet_lib.models.blocks import HSwish, MicroBlock, SqueezeExcite
+from micronet_lib.regularizers import cutmix, make_loss
+from micronet_lib.regularizers.orthogonality import orthogonality_penalty
 
 __all__ = ["AuthorsHSwish", "AuthorsSqueezeExcite", "authors_style", "authors_step", "authors_epoch", "PilImageDataset"]
 
@@ -49,8 +55,9 @@ class AuthorsSqueezeExcite(nn.Module):
 
 
 def authors_style(model: nn.Module) -> nn.Module:
-    """``model`` (in place) with every activation and SE module swapped for the authors' spelling."""
-    from micronet_lib.models.blocks import HSwish
+    """``model`` (in place) with every activation and SE module swapped for the authors' spelling, on the
+    plain PyTorch layers (no training kernel: the authors had none)."""
+    plain_layers(model)
 
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
@@ -62,8 +69,6 @@ def authors_style(model: nn.Module) -> nn.Module:
 
 
 def _per_layer_ortho(model: nn.Module) -> torch.Tensor:
-    from micronet_lib.regularizers.orthogonality import orthogonality_penalty
-
     return orthogonality_penalty(model, batched=False)
 
 
@@ -102,8 +107,6 @@ class PilImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         from PIL import Image
 
-        from micronet_lib.augment.pil_ops import pil_crop_flip, pil_to_normalised
-
         n = len(self.images)
         rng = random.Random(self.seed * 1_000_003 + i)
         img = Image.fromarray(self.images[i % n].permute(1, 2, 0).numpy())
@@ -121,11 +124,6 @@ def authors_epoch(model: nn.Module, ds, *, batch_size: int = 128, eval_batch_siz
 
     Returns ``{"images": n, "seconds": s}``; images counts the training samples seen.
     """
-    from micronet_lib.augment.fastaa import FASTAA_4X_ORDER, policy_set
-    from micronet_lib.augment.pil_ops import PilFastAAPipeline
-    from micronet_lib.data import normalize
-    from micronet_lib.regularizers import cutmix, make_loss
-
     pipeline = PilFastAAPipeline([policy_set(name) for name in FASTAA_4X_ORDER], mean=ds.mean, std=ds.std)
     gen = torch.Generator().manual_seed(seed)
     loader = torch.utils.data.DataLoader(PilImageDataset(ds.train.images, ds.train.labels, pipeline, seed=seed),

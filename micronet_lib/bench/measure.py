@@ -27,7 +27,18 @@ from typing import Callable
 
 import torch
 
-from micronet_lib.accel import allocator, execution
+from micronet_lib.accel import allocator, execution, norm_kernel
+from micronet_lib.accel.kernel_blocks import accelerate
+from micronet_lib.bench.authors_style import authors_epoch, authors_step, authors_style
+from micronet_lib.evaluate import inference_copy, resolve_eval_mode
+from micronet_lib.models import build_model
+from micronet_lib.models.checkpoints import load_checkpoint
+from micronet_lib.regularizers import make_loss, orthogonality_penalty
+from micronet_lib.train.config import TrainConfig
+from micronet_lib.train.engine import fit
+from micronet_lib.train.runs import read_metrics
+from micronet_lib.train.setup import build_training_model, prepare_data
+from micronet_lib.bench.step_capture import capture_runners
 
 __all__ = ["machine_info", "load_weights", "bench_train", "bench_eval", "bench_epoch", "DEFAULT_WEIGHTS"]
 
@@ -45,17 +56,12 @@ def machine_info(device: torch.device) -> dict:
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
     else:
-        from micronet_lib.accel import norm_kernel
-
         out["norm_kernel"] = norm_kernel.status()  # norm_kernel.FUSED, or "aten (why)"
     return out
 
 
 def load_weights(weights: str | None, *, model_name: str = "micronet_v2", num_classes: int = 100) -> torch.nn.Module:
     """A released checkpoint (masks attached) or, with ``weights=None``, a seeded fresh ``model_name``."""
-    from micronet_lib.models import build_model
-    from micronet_lib.models.checkpoints import load_checkpoint
-
     if weights:
         return load_checkpoint(weights)
     torch.manual_seed(0)
@@ -77,9 +83,6 @@ def _result(seconds: dict[str, float], images: int, chosen: dict, device: torch.
 
 
 def _authors_train_step(model, *, batch_size, device: torch.device, num_classes=100) -> Callable[[], None]:
-    from micronet_lib.regularizers import make_loss
-    from micronet_lib.bench.authors_style import authors_step, authors_style
-
     work = authors_style(copy.deepcopy(model)).to(device).train()
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(batch_size, 3, 32, 32, generator=gen).to(device)
@@ -98,17 +101,13 @@ def bench_train(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 128,
     ``capture``: also time the paper-recipe step eager, as one CUDA graph and under reduce-overhead compile
     (runners ``"step eager|graph|compile"``, :mod:`.step_capture`), in the same alternation.
 
-    ``aten_bn``: also time every channels-last mode with ATen's BatchNorm, hard-swish and squeeze-excitation
-    instead of the training kernels (runner ``"<mode> (ATen BN + SE)"``), in the same alternation: what the
-    kernels contribute.
+    ``aten_bn``: also time every channels-last mode with ATen's BatchNorm and hard-swish instead of the
+    training kernel (runner ``"<mode> (ATen BN)"``), in the same alternation: what the kernel contributes.
     """
-    from micronet_lib.accel import norm_kernel
-    from micronet_lib.regularizers import orthogonality_penalty
-
     dev = torch.device(device)
     if dev.type == "cpu":
         allocator.configure()
-    model = load_weights(weights)
+    model = accelerate(load_weights(weights))  # as training builds it (train.setup.build_training_model)
     # One step definition for the calibration and the figures: execution.train_runner.
     project_step = execution.train_runner(model, batch_size=batch_size, num_classes=100, device=dev,
                                           ortho=lambda m: 0.7 * orthogonality_penalty(m))
@@ -117,10 +116,8 @@ def bench_train(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 128,
     for mode in _modes(dev, compile):
         runners[mode.name] = project_step(mode)
         if aten_bn and mode.channels_last and dev.type == "cpu" and norm_kernel.available():
-            runners[f"{mode.name} (ATen BN + SE)"] = _under(norm_kernel.aten_only, project_step(mode))
+            runners[f"{mode.name} (ATen BN)"] = _under(norm_kernel.aten_only, project_step(mode))
     if capture:
-        from micronet_lib.bench.step_capture import capture_runners
-
         runners.update(capture_runners(model, batch_size=batch_size, device=dev))
     seconds = execution.time_alternating(runners, steps=steps, warmup=warmup, rounds=rounds)
     return _result(seconds, batch_size, chosen, dev, weights=weights, batch_size=batch_size, steps=steps, rounds=rounds)
@@ -137,9 +134,6 @@ def _under(context, step: Callable[[], None]) -> Callable[[], None]:
 def bench_eval(*, weights: str | None = DEFAULT_WEIGHTS, batch_size: int = 256, steps: int = 3, rounds: int = 3,
                warmup: int = 1, device: str = "cpu", compile: bool = False) -> dict:
     """Inference images/s and ratios vs the authors-style fp32 NCHW forward (``torch.no_grad``, BN unfolded)."""
-    from micronet_lib.evaluate import inference_copy, resolve_eval_mode
-    from micronet_lib.bench.authors_style import authors_style
-
     dev = torch.device(device)
     if dev.type == "cpu":
         allocator.configure()
@@ -179,12 +173,6 @@ def bench_epoch(*, data: str, train_per_class: int = 20, test_per_class: int = 1
     authors' loader, docs/method.md §5.1) and 0 on a CPU, whose cores the step itself needs.
     ``capture_step``: ``fit``'s step eager ("off") or captured ("graph", "compile"; train/step.py).
     """
-    from micronet_lib.bench.authors_style import authors_epoch, authors_style
-    from micronet_lib.train.config import TrainConfig
-    from micronet_lib.train.engine import fit
-    from micronet_lib.train.runs import read_metrics
-    from micronet_lib.train.setup import build_training_model, prepare_data
-
     dev = torch.device(device)
     if dev.type == "cpu":
         allocator.configure()

@@ -20,7 +20,7 @@ def print_result(result: dict, *, title: str, as_json: bool) -> None:
     print(f"  CPU flags: {flags}; native bf16: {m['bf16_native']}")
     print(f"  allocator: {alloc.get('allocator')} ({alloc.get('note')}); load average: {m.get('load_average')}")
     if "norm_kernel" in m:
-        print(f"  BatchNorm and squeeze-excitation in channels-last training: {m['norm_kernel']}")
+        print(f"  BatchNorm + hard-swish in channels-last training: {m['norm_kernel']}")
     print(f"  chosen mode (auto): {result['chosen']} [{result['chosen_source']}]")
     prepared = result.get("prepared", {})
     for name, ips in result["images_per_s"].items():

@@ -14,6 +14,10 @@ import copy
 from typing import Callable
 
 import torch
+from micronet_lib.accel.execution import ExecutionMode
+from micronet_lib.regularizers import make_loss
+from micronet_lib.train.config import TrainConfig
+from micronet_lib.train.step import CAPTURE_KINDS, WARMUP_STEPS, make_step
 
 __all__ = ["capture_runners"]
 
@@ -21,11 +25,6 @@ __all__ = ["capture_runners"]
 def capture_runners(model: torch.nn.Module, *, batch_size: int, device: torch.device,
                     num_classes: int = 100) -> dict[str, Callable[[], None]]:
     """``{"step eager": ..., "step graph": ..., "step compile": ...}``, each call one synced training step."""
-    from micronet_lib.accel.execution import ExecutionMode
-    from micronet_lib.regularizers import make_loss
-    from micronet_lib.train.config import TrainConfig
-    from micronet_lib.train.step import CAPTURE_KINDS, WARMUP_STEPS, make_step
-
     config = TrainConfig(batch_size=batch_size)  # the recipe's ortho coefficient and layers, Nesterov, weight decay
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(batch_size, 3, 32, 32, generator=gen).to(device)

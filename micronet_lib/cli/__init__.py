@@ -2,7 +2,7 @@
 
 Every module ``micronet_lib/cli/<name>.py`` (not starting with ``_`` or ``bench_``) defines
 ``register(subparsers)``, which adds its parser and sets ``func(args) -> int``. Adding a command is
-adding a file. ``--device auto`` is resolved only here (``resolve_device``).
+adding a file. ``--device auto`` is resolved by ``micronet_lib.devices.resolve_device``.
 """
 
 from __future__ import annotations
@@ -13,24 +13,9 @@ import logging
 import pkgutil
 import sys
 
+from micronet_lib.devices import resolve_device  # re-exported: notebooks import it from here
+
 __all__ = ["main", "build_parser", "resolve_device", "check_numbers", "check_out_path"]
-
-
-def resolve_device(name: str) -> str:
-    """``auto`` → cuda, mps or cpu, whichever is available; otherwise validate the explicit name."""
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name} requested but CUDA is not available; use --device cpu or auto")
-    if name not in ("cpu", "mps") and not name.startswith("cuda"):
-        raise ValueError(f"unknown --device {name!r}; use auto, cpu, cuda, cuda:N or mps")
-    return name
 
 
 def check_numbers(**flags: int | float | None) -> None:

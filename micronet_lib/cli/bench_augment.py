@@ -16,7 +16,6 @@ import time
 __all__ = ["register", "run_bench"]
 
 DEFAULT_PIPELINES = ("test", "baseline", "cutout", "fastaa", "fastaa4x", "autoaugment", "randaugment", "trivialaugment", "augmix")
-_MEAN, _STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)  # CIFAR-100 (docs/method.md §2)
 
 
 def _images(n: int, data: str | None, seed: int):
@@ -59,10 +58,11 @@ def run_bench(*, n: int = 2048, batch: int = 128, pipelines=DEFAULT_PIPELINES, d
     from micronet_lib.augment import build_pipeline
     from micronet_lib.augment.fastaa import FASTAA_4X_ORDER, policy_set
     from micronet_lib.augment.pil_ops import PilFastAAPipeline
+    from micronet_lib.data import CIFAR100_MEAN, CIFAR100_STD
 
     if n < 1 or batch < 1:
         raise ValueError(f"--n {n} and --batch {batch} must be >= 1")
-    built = {name: build_pipeline(name, mean=_MEAN, std=_STD) for name in pipelines}  # fail fast on bad names
+    built = {name: build_pipeline(name, mean=CIFAR100_MEAN, std=CIFAR100_STD) for name in pipelines}  # fail fast on bad names
     torch.set_num_threads(1)
     images = _images(n, data, seed=0)
     log = logging.getLogger(__name__)
@@ -77,9 +77,9 @@ def run_bench(*, n: int = 2048, batch: int = 128, pipelines=DEFAULT_PIPELINES, d
         results[name] = _rate(pipe, images, batch, pipe.copies_per_epoch)
         log.info("%-16s %10.0f img/s", name, results[name])
     if pil:
-        ref = PilFastAAPipeline([[]], mean=_MEAN, std=_STD, fastaa=False)
+        ref = PilFastAAPipeline([[]], mean=CIFAR100_MEAN, std=CIFAR100_STD, fastaa=False)
         results["pil:baseline"] = _rate(ref, images, batch, 1)
-        ref = PilFastAAPipeline([policy_set(s) for s in FASTAA_4X_ORDER], mean=_MEAN, std=_STD)
+        ref = PilFastAAPipeline([policy_set(s) for s in FASTAA_4X_ORDER], mean=CIFAR100_MEAN, std=CIFAR100_STD)
         results["pil:fastaa4x"] = _rate(ref, images, batch, 4)
     return results
 

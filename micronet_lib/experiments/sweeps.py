@@ -350,7 +350,7 @@ def sweep(studies: Sequence[str], params: Mapping[str, Any], *, executor=None,
     with the profile's ``threads`` (``torch_threads``), whichever executor runs it.
     """
     from micronet_lib.experiments.studies import study_configs
-    from micronet_lib.pipeline.notebooks import notebooks_dir
+    from micronet_lib.repo import notebooks_dir
 
     workdir = Path(workdir or notebooks_dir()).resolve()
     total = SweepReport()

@@ -1,6 +1,8 @@
 """MicroNet building blocks: hard-swish, squeeze-excitation, the inverted-residual MicroBlock.
 
-docs/method.md §3.1. Module attribute names reproduce the authors' state_dict keys (docs/method.md §4.3):
+docs/method.md §3.1. Plain PyTorch layers: the faster CPU training path (the BatchNorm kernel) is put
+into a built model by ``micronet_lib.accel.kernel_blocks.accelerate``, never decided here.
+Module attribute names reproduce the authors' state_dict keys (docs/method.md §4.3):
 ``conv1, bn1, conv2, bn2, conv3, bn3, shortcut, fc1, fc2``, so released checkpoints load strictly.
 Parameter-free helpers (activations, the squeeze-excitation wrapper) add no keys.
 """
@@ -14,9 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from micronet_lib.accel import norm_kernel, se_kernel
-
-__all__ = ["HSwish", "SqueezeExcite", "MicroBlock", "STRIDE2_SE_MODES", "default_norm_layer", "depthwise_conv", "norm_act"]
+__all__ = ["HSwish", "SqueezeExcite", "MicroBlock", "GlobalAvgPool2d", "STRIDE2_SE_MODES", "default_norm_layer"]
 
 # How the squeeze-excitation of a stride-2 block behaves (docs/method.md §3.1 "The stride-2 case", §11 item 2):
 #   "discard": the authors' released code: the gate is computed and thrown away (faithful default; the
@@ -29,74 +29,6 @@ STRIDE2_SE_MODES = ("discard", "skip", "apply")
 def default_norm_layer(momentum: float = 0.01) -> Callable[[int], nn.Module]:
     """BatchNorm2d with PyTorch momentum 0.01, i.e. TF/Keras decay 0.99 = 1 - 0.01 (docs/method.md §3.1)."""
     return partial(nn.BatchNorm2d, eps=1e-5, momentum=momentum)
-
-
-class _StridedDepthwiseLowPrecision(torch.autograd.Function):
-    """A strided depthwise conv (zero padding, no dilation, no bias) whose input gradient is a stride-1 one's.
-
-    Why: on CPU (torch 2.14, oneDNN) the bf16 input gradient of a stride-2 depthwise 3×3 conv is about
-    thirty times slower than the same conv's at stride 1 (66 ms vs 2 ms for 128×140×16×16 on 2 threads),
-    while its bf16 forward and weight gradient are fast. The input gradient of a stride-s conv
-    equals that of the stride-1 conv given the output gradient spread onto every s-th position of the
-    stride-1 output, zeros between: the same products are summed, and the added zeros change no sum.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int]):
-        ctx.save_for_backward(x, weight)
-        ctx.geometry = (list(stride), list(padding))
-        return F.conv2d(x, weight, None, stride, padding, 1, weight.shape[0])
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        stride, padding = ctx.geometry
-        groups, dilation, no_output_padding = weight.shape[0], [1, 1], [0, 0]
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[1]:
-            grad_w = torch.ops.aten.convolution_backward(grad, x, weight, None, stride, padding, dilation, False,
-                                                         no_output_padding, groups, [False, True, False])[1]
-        if ctx.needs_input_grad[0]:
-            n, c = grad.shape[:2]
-            height, width = (x.shape[2 + i] + 2 * padding[i] - weight.shape[2 + i] + 1 for i in range(2))
-            layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-            spread = torch.empty((n, c, height, width), dtype=grad.dtype, device=grad.device, memory_format=layout).zero_()
-            spread[:, :, ::stride[0], ::stride[1]] = grad
-            grad_x = torch.ops.aten.convolution_backward(spread, x, weight, None, [1, 1], padding, dilation, False,
-                                                         no_output_padding, groups, [True, False, False])[0]
-        return grad_x, grad_w, None, None
-
-
-def depthwise_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)``; a *strided* depthwise conv trained under CPU autocast takes its input gradient at stride 1.
-
-    Why: see ``_StridedDepthwiseLowPrecision`` (the bf16 input gradient of a strided depthwise conv is
-    the slow one on CPU). Same dtypes as autocast's conv (input and weight in the autocast dtype), same
-    values up to the order of summation. (These convs first trained in fp32 instead: as fast a gradient,
-    but casts of the activations both ways cost more than the stride-1 gradient, issue #13.)
-    Nothing changes outside CPU autocast training (fp32 runs, CUDA, inference, the scorer, fx tracing).
-    """
-    if (torch.is_autocast_enabled("cpu") and torch.is_grad_enabled() and conv.stride != (1, 1)
-            and isinstance(x, torch.Tensor) and x.device.type == "cpu" and conv.bias is None
-            and conv.padding_mode == "zeros" and conv.dilation == (1, 1) and not isinstance(conv.padding, str)
-            and conv.groups == conv.in_channels == conv.out_channels):
-        dtype = torch.get_autocast_dtype("cpu")
-        with torch.autocast("cpu", enabled=False):
-            return _StridedDepthwiseLowPrecision.apply(x.to(dtype), conv.weight.to(dtype), conv.stride, conv.padding)
-    return conv(x)
-
-
-def norm_act(bn: nn.Module, act: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
-    """``act(bn(x))`` (``bn(x)`` when ``act`` is None).
-
-    In CPU channels-last training, with hard-swish or no activation, this is one pass of our BatchNorm
-    kernel each way instead of ATen's BatchNorm and hard-swish (``accel/norm_kernel.py`` says when it
-    applies and why it is faster); everywhere else the modules run as they are.
-    """
-    if (act is None or isinstance(act, HSwish)) and norm_kernel.applies(bn, x, act):
-        return norm_kernel.batch_norm_train(bn, x, hardswish=act is not None)
-    y = bn(x)
-    return y if act is None else act(y)
 
 
 class GlobalAvgPool2d(nn.AdaptiveAvgPool2d):
@@ -159,19 +91,6 @@ class SqueezeExcite(nn.Module):
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         g = self.gate(u)
         return u * g if self.applied else u
-
-    def kernel_applies(self, u: torch.Tensor) -> bool:
-        """Whether ``forward_residual`` may run the squeeze-excitation kernels (``accel/se_kernel.py``)."""
-        fc1, fc2 = self._fcs
-        return self.applied and se_kernel.applies(u, fc1, fc2, self, self.pool, self.act, self.sigmoid)
-
-    def forward_residual(self, u: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """``self(u) + residual``: through the squeeze-excitation kernels where ``kernel_applies(u)`` (CPU
-        channels-last training; issue #13) and the residual has u's dtype, through the modules otherwise."""
-        if self.kernel_applies(u) and se_kernel.residual_fits(u, residual):
-            fc1, fc2 = self._fcs
-            return se_kernel.excite_residual(u, residual, fc1=fc1, fc2=fc2, act=self.act, sigmoid=self.sigmoid)
-        return self(u) + residual
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, hidden={self.hidden}, applied={self.applied}"
@@ -242,30 +161,13 @@ class MicroBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = norm_act(self.bn1, self.act1, self.conv1(x))
-        out = norm_act(self.bn2, self.act2, depthwise_conv(self.conv2, out))
-        u = norm_act(self.bn3, None, self.conv3(out))
-        if self.has_residual and isinstance(self.se, SqueezeExcite) and self.se.kernel_applies(u):
-            return self.se.forward_residual(u, self._shortcut(x))
+        out = self.act1(self.bn1(self.conv1(x)))
+        out = self.act2(self.bn2(self.conv2(out)))
+        u = self.bn3(self.conv3(out))
         out = self.se(u)  # before the shortcut: the order the scorer's trace lists the ops in
         if self.has_residual:
-            out = out + self._shortcut(x)
+            out = out + self.shortcut(x)
         return out
-
-    def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
-        """``self.shortcut(x)``; a conv + BatchNorm shortcut takes its BatchNorm through ``norm_act``.
-
-        Why: the four shortcut BatchNorms (20, 56, 80, 96 channels) ran ATen's channels-last kernels, whose
-        per-thread sums share cache lines on two threads (``accel/norm_kernel.py``): forward + backward of
-        the four, bf16, batch 128, 13.7 ms per step on two threads against 4.3 ms through the kernel. The
-        Sequential is called as such whenever a hook would see it (the scorer hooks every module), and a
-        shortcut replaced by anything but the (conv, BN) pair built here runs as it is.
-        """
-        if (isinstance(self.shortcut, nn.Sequential) and len(self.shortcut) == 2
-                and not norm_kernel.has_forward_hooks(self.shortcut)):
-            conv, bn = self.shortcut
-            return norm_act(bn, None, conv(x))
-        return self.shortcut(x)
 
     def extra_repr(self) -> str:
         return (

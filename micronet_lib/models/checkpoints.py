@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from micronet_lib.runstore import checksums
 from micronet_lib.models.registry import build_model, list_models
-from micronet_lib.pruning.masks import attach_mask, masked_modules
+from micronet_lib.models.masks import attach_mask, masked_modules
 
 __all__ = [
     "ReleasedCheckpoint",

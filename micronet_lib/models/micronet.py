@@ -15,7 +15,7 @@ from fractions import Fraction
 import torch
 import torch.nn as nn
 
-from micronet_lib.models.blocks import STRIDE2_SE_MODES, GlobalAvgPool2d, HSwish, MicroBlock, default_norm_layer, norm_act
+from micronet_lib.models.blocks import STRIDE2_SE_MODES, GlobalAvgPool2d, HSwish, MicroBlock, default_norm_layer
 from micronet_lib.models.registry import register_model
 
 __all__ = [
@@ -202,7 +202,7 @@ class MicroNet(nn.Module):
         return self.linear.out_features
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(norm_act(self.bn1, self.act1, self.conv1(x)))
+        return self.layers(self.act1(self.bn1(self.conv1(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(self.dropout(self.flatten(self.pool(self.forward_features(x)))))

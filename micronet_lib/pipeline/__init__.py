@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from .datasets import resolve_data
 from .run_notebooks import KERNEL, NotebookError, NotebookRun, _quiet_kernel_manager, notebook_params, pipeline_runs_dir, reproduce  # noqa: F401
-from .notebooks import list_notebooks, notebooks_dir, select_notebooks
+from micronet_lib.repo import list_notebooks, notebooks_dir, select_notebooks
 from .params import PARAMS, PROFILES, Param, check_params, load_profile, parameter_cell_names, user_namespace
 
 __all__ = [

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from .notebooks import notebooks_dir
+from micronet_lib.repo import notebooks_dir
 
 PROFILES = ("smoke", "cpu", "gpu", "paper")
 

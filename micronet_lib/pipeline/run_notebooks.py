@@ -16,7 +16,7 @@ from micronet_lib.fileio import atomic_write_json, atomic_write_text
 from micronet_lib.report.results import RESULTS_ENV
 
 from .datasets import resolve_data
-from .notebooks import REPO, list_notebooks, notebooks_dir, select_notebooks
+from micronet_lib.repo import REPO, list_notebooks, notebooks_dir, select_notebooks
 from .params import check_params, load_profile
 
 log = logging.getLogger(__name__)
@@ -248,6 +248,9 @@ def reproduce(
     """
     from micronet_lib.report import results_sets as sets
     from micronet_lib.report.set_writers import set_lock, storage_errors
+    from micronet_lib.devices import resolve_device
+    from micronet_lib.report.results import DEST_ENV, KIND_ENV
+    from micronet_lib.train.runs import NO_TRAINING_ENV, RUNS_ENV
 
     if rebuild and only is not None:
         only_text = only if isinstance(only, str) else ",".join(only)
@@ -281,7 +284,7 @@ def _build(target, params: Mapping[str, Any], selected: list[Path], *, profile: 
     import nbformat
 
     from micronet_lib.report import results_sets as sets
-    from micronet_lib.cli import resolve_device
+    from micronet_lib.devices import resolve_device
     from micronet_lib.report.results import DEST_ENV, KIND_ENV
     from micronet_lib.train.runs import NO_TRAINING_ENV, RUNS_ENV
 

@@ -10,7 +10,7 @@ from micronet_lib.pruning.criteria import (
     prunable_modules,
     prune_to_rate,
 )
-from micronet_lib.pruning.masks import (
+from micronet_lib.models.masks import (
     MaskedOptimizerHook,
     apply_masks,
     attach_mask,

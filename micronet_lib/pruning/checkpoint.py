@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from micronet_lib.runstore import checksums
 from micronet_lib.fileio import atomic_torch_save, atomic_write_json
-from micronet_lib.pruning.masks import apply_masks
+from micronet_lib.models.masks import apply_masks
 
 __all__ = [
     "MASK_CHECKS",

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from micronet_lib.pruning.masks import attach_mask, has_mask
+from micronet_lib.models.masks import attach_mask, has_mask
 
 __all__ = [
     "SCOPES",

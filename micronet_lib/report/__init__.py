@@ -9,6 +9,7 @@
 - :mod:`.run_records`: what a report needs from a run's checkpoint, kept in the run's committed record.
 - :mod:`.setup_tables`: the tables of ``00_setup``.
 - :mod:`.explore`: small ipywidgets explorers.
+- :mod:`.notebook`: the notebooks' common first step (``prologue``) and shared helpers (``released_models``).
 - :mod:`.index`: a results set's landing page (every claim, verdict, effect; is the set current?) and the
   README's claims table generated from it.
 - :mod:`.figures`: the figures that can mislead, built so tests can check them; ``figure_problems``.

@@ -31,6 +31,7 @@ from typing import Any, Mapping
 from micronet_lib import __version__
 from micronet_lib.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from micronet_lib.report.formatting import table_html, table_markdown
+from micronet_lib.repo import REPO
 
 __all__ = [
     "RESULTS_ENV",
@@ -50,7 +51,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RESULTS_ENV = "MICRONET_RESULTS"
-_REPO = Path(__file__).resolve().parents[2]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # A fixed salt makes matplotlib's SVG element ids (and so the file) identical on every run.
 _SVG_HASHSALT = "micronet-companion"
@@ -64,7 +64,7 @@ def results_root(root: str | os.PathLike | None = None) -> Path:
     env = os.environ.get(RESULTS_ENV)
     if env:
         return Path(env)
-    return _REPO / "results" / "scratch" / "default"
+    return REPO / "results" / "scratch" / "default"
 
 
 @functools.lru_cache(maxsize=1)
@@ -72,7 +72,7 @@ def _git_commit() -> str | None:
     """Short commit of the repository the library runs from, or None outside a git checkout."""
     try:
         out = subprocess.run(
-            ["git", "-C", str(_REPO), "rev-parse", "--short=12", "HEAD"],
+            ["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"],
             capture_output=True, text=True, timeout=10, check=True,
         )
     except (OSError, subprocess.SubprocessError):

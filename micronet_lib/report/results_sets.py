@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from micronet_lib.fileio import atomic_write_json
+from micronet_lib.repo import REPO
 
 __all__ = [
     "SetConflictError",
@@ -60,7 +61,6 @@ __all__ = [
     "MANIFEST",
 ]
 
-_REPO = Path(__file__).resolve().parents[2]
 SCRATCH = "scratch"
 STAGING = ".staging"
 MANIFEST = "manifest.json"
@@ -116,7 +116,7 @@ class ResultsSet:
 
 def results_set(profile: str, data: str, *, publish: bool = False, base: str | os.PathLike | None = None) -> ResultsSet:
     """The committed (``publish=True``) or scratch set of ``profile`` on ``data`` under ``base``."""
-    base = Path(base) if base is not None else _REPO / "results"
+    base = Path(base) if base is not None else REPO / "results"
     name = set_name(profile, data)
     folder = base / name if publish else base / SCRATCH / name
     return ResultsSet(name=name, folder=folder, committed=publish)
@@ -125,7 +125,7 @@ def results_set(profile: str, data: str, *, publish: bool = False, base: str | o
 def relative_to_repo(path: Path) -> str:
     """``path`` relative to the repository when inside it (what reports print), else as given."""
     try:
-        return str(Path(path).resolve().relative_to(_REPO))
+        return str(Path(path).resolve().relative_to(REPO))
     except ValueError:
         return str(path)
 
@@ -134,7 +134,7 @@ def relative_to_repo(path: Path) -> str:
 
 
 def _git(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", "-C", str(_REPO), *args], capture_output=True, text=True, timeout=30)
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=30)
 
 
 @functools.lru_cache(maxsize=1)

@@ -22,7 +22,7 @@ def environment_table(params: Mapping[str, Any]) -> "pd.DataFrame":
     import torchvision
 
     from micronet_lib import __version__
-    from micronet_lib.cli import resolve_device
+    from micronet_lib.devices import resolve_device
     from micronet_lib.report.results import _git_commit
 
     device = resolve_device(params["device"])
@@ -181,7 +181,7 @@ def notebook_plan(params: Mapping[str, Any]) -> "pd.DataFrame":
     """What each notebook runs under these parameters: training runs, epochs (cycles x epochs), data."""
     import pandas as pd
 
-    from micronet_lib.pipeline.notebooks import list_notebooks
+    from micronet_lib.repo import list_notebooks
 
     seeds, data = len(params["seeds"]), params["data"]
     comp = params["comparison_seeds"]

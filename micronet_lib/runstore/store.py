@@ -199,7 +199,7 @@ def verify_file(path: str | os.PathLike) -> bool:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load one of our checkpoints on CPU, weights-only, after checking its sha256 (STYLE.md point 10).
+    """Load one of our checkpoints on CPU, weights-only, after checking its sha256.
 
     A checkpoint with no entry in ``checkpoints.json`` (the manifest deleted, or a run older than it) loads
     with a loud warning, and the returned dict says so (``verified`` False; ``fit`` records it in the run's

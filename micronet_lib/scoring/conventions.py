@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Callable, Sequence
 
+from micronet_lib.models.blocks import MicroBlock, SqueezeExcite
 from micronet_lib.registry import Registry
 from micronet_lib.scoring.records import OpRecord
 
@@ -173,8 +174,6 @@ class Official(Convention):
 # called SqueezeExcite is charged); the same ops in any other module are charged as in 'official'.
 def kaist_blocks() -> frozenset[type]:
     """The project's MicroNet block classes whose tensor-tensor ops the authors' counter did not see."""
-    from micronet_lib.models.blocks import MicroBlock, SqueezeExcite
-
     return frozenset({MicroBlock, SqueezeExcite})
 
 

@@ -1,4 +1,4 @@
-"""``fit(config)``: the training loop, top to bottom (docs/method.md §5, §6, §8.4; STYLE.md points 9-10).
+"""``fit(config)``: the training loop, top to bottom (docs/method.md §5, §6, §8.4).
 
 setup (run folder, device, data, model, loss, augmentation) → resume from ``last.pt`` if present →
 for each cycle: [prune + reload the previous cycle's best weights] → fresh optimiser → for each
@@ -24,6 +24,7 @@ import torch
 import micronet_lib
 from micronet_lib.accel import execution
 from micronet_lib.accel.tf32 import fp32_mode
+from micronet_lib.devices import resolve_device
 from micronet_lib.train import runs
 from micronet_lib.runstore import store
 from micronet_lib.train.config import TrainConfig
@@ -51,7 +52,6 @@ from micronet_lib.train.setup import (
     data_fingerprint,
     make_optimizer,
     prepare_data,
-    resolve_device,
     seed_for,
 )
 
@@ -126,7 +126,7 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
         return finished
 
     # --- setup: everything that can fail fast, before data is read
-    device = resolve_device(config.device)
+    device = torch.device(resolve_device(config.device))
     check_runtime(config, device)
     build_pipeline(config.augment, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # a bad name fails before data loads
     ds = prepare_data(config)

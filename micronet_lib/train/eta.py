@@ -15,8 +15,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from micronet_lib.accel import allocator, execution
+from micronet_lib.accel.kernel_blocks import accelerate
+from micronet_lib.augment import build_pipeline
+from micronet_lib.devices import resolve_device
+from micronet_lib.models import build_model
 from micronet_lib.progress import bars_enabled
 from micronet_lib.train.config import TrainConfig
+from micronet_lib.train.records import resolve_train_mode, train_step_runner
+from micronet_lib.train.runs import finished_summary_or_none
+from micronet_lib.train.setup import model_options, prepare_data
 
 __all__ = ["TrainingEstimate", "estimate_training", "announce", "is_finished"]
 
@@ -56,16 +64,11 @@ def _duration(seconds: float) -> str:
 
 def is_finished(config: TrainConfig) -> bool:
     """True when ``run_or_load(config)`` would read a finished run back instead of training."""
-    from micronet_lib.train.runs import finished_summary_or_none
-
     return finished_summary_or_none(config) is not None  # an unreadable summary: not finished
 
 
 def _images_per_epoch(config: TrainConfig) -> tuple[int, int]:
     """(training images per authors' epoch, classes) of ``config``'s data: copies per epoch × train split."""
-    from micronet_lib.augment import build_pipeline
-    from micronet_lib.train.setup import prepare_data
-
     ds = prepare_data(config)
     copies = int(build_pipeline(config.augment, mean=ds.mean, std=ds.std).copies_per_epoch)
     return copies * len(ds.train), ds.num_classes
@@ -75,15 +78,12 @@ def measure_images_per_second(config: TrainConfig, num_classes: int, *, steps: i
     """Training-step speed of ``config``'s model on this machine, in the execution mode ``fit`` will use
     (``train.records.resolve_train_mode``: cached, or calibrated now and cached for ``fit``): median of
     ``steps`` timed steps after one warm-up, on random inputs, with its batch size and orthogonality term."""
-    from micronet_lib.accel import allocator, execution
-    from micronet_lib.models import build_model
-    from micronet_lib.train.records import resolve_train_mode, train_step_runner
-    from micronet_lib.train.setup import model_options, resolve_device
+    import torch
 
-    device = resolve_device(config.device)
+    device = torch.device(resolve_device(config.device))
     if device.type == "cpu":
         allocator.configure()  # as fit does: without it a fresh process's steps page-fault their activations
-    model = build_model(config.model, **model_options(config, num_classes)).to(device).train()
+    model = accelerate(build_model(config.model, **model_options(config, num_classes))).to(device).train()
     mode = execution.ExecutionMode.from_dict(resolve_train_mode(config, model, num_classes, device)["mode"])
     step = train_step_runner(config, model, num_classes, device)(mode)
     seconds = execution.time_alternating({"step": step}, steps=1, warmup=1, rounds=steps)["step"]

@@ -15,10 +15,13 @@ import torch
 import torch.nn as nn
 
 import micronet_lib
-from micronet_lib.accel import allocator, execution
+from micronet_lib.accel import allocator, execution, norm_kernel
 from micronet_lib.accel.tf32 import tf32_flags
-from micronet_lib.train import runs
+from micronet_lib.evaluate import resolve_eval_mode
+from micronet_lib.fileio import atomic_write_json
+from micronet_lib.regularizers import orthogonality_penalty
 from micronet_lib.runstore import store
+from micronet_lib.train import runs
 from micronet_lib.train.config import TrainConfig
 from micronet_lib.train.setup import model_options
 
@@ -83,8 +86,6 @@ def _memory_format(config: TrainConfig) -> str:
 
 def train_step_runner(config: TrainConfig, model: nn.Module, num_classes: int, device: torch.device):
     """``execution.train_runner`` for ``config``'s step: its batch size and orthogonality term."""
-    from micronet_lib.regularizers import orthogonality_penalty
-
     ortho = ((lambda m: config.ortho_coef * orthogonality_penalty(m, layers=config.ortho_layers))
              if config.ortho_coef > 0 else None)
     return execution.train_runner(model, batch_size=config.batch_size, num_classes=num_classes, device=device,
@@ -105,8 +106,6 @@ def execution_record(config: TrainConfig, run_dir: Path, model: nn.Module, ds, d
     """The run's execution modes: on resume those its checkpoint recorded (``checkpointed``; ``execution.json``
     is rewritten from it when deleted or edited, with a warning), else read from ``execution.json``, else
     resolved (explicit, cached, or calibrated now) and written there before the first step. Applies the allocator."""
-    from micronet_lib.evaluate import resolve_eval_mode
-
     alloc = allocator.configure() if device.type == "cpu" else allocator.state()
     path = run_dir / EXECUTION_FILE
     if checkpointed is not None:
@@ -121,7 +120,7 @@ def execution_record(config: TrainConfig, run_dir: Path, model: nn.Module, ds, d
         record["allocator_now"] = alloc
         now = norm_kernel_state(device, record["train"]["mode"])
         if "norm_kernel" in record and now != record["norm_kernel"]:
-            log.warning("%s trained its BatchNorm and squeeze-excitation layers with %s, this process has %s: the resumed epochs round "
+            log.warning("%s trained its BatchNorm layers with %s, this process has %s: the resumed epochs round "
                         "differently from an uninterrupted run", run_dir, record["norm_kernel"], now)
         record["norm_kernel_now"] = now
         return record
@@ -162,10 +161,7 @@ def _from_checkpoint(path: Path, checkpointed: dict) -> dict:
 
 
 def norm_kernel_state(device: torch.device, train_mode: dict) -> str:
-    """Which BatchNorm and squeeze-excitation the training step runs: our kernels, or ATen and why
-    (accel/norm_kernel.py, accel/se_kernel.py)."""
-    from micronet_lib.accel import norm_kernel
-
+    """Which BatchNorm the training step runs: our kernel, or ATen and why (accel/norm_kernel.py)."""
     if device.type != "cpu":
         return f"aten (device {device.type})"
     if train_mode["memory_format"] != "channels_last":

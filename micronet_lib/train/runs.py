@@ -5,7 +5,7 @@ JSON line per epoch), ``summary.json`` (written at the end, or when the run stop
 loss) and the checkpoints ``last.pt`` (everything needed to resume) and ``best.pt`` (the selected
 weights of the current cycle). Checkpoints are ignored by git; the text files are small and are
 what the notebooks read. Every file goes through the run store (:mod:`micronet_lib.runstore.store`):
-atomic writes, checksummed checkpoints, verified reads, one lock per run (STYLE.md point 10).
+atomic writes, checksummed checkpoints, verified reads, one lock per run.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from micronet_lib.repo import REPO
 from micronet_lib.runstore import store
 from micronet_lib.train.config import TrainConfig
 
@@ -73,7 +74,7 @@ class RunSummary(dict):
 
 
 def _repo_results() -> Path | None:
-    root = Path(__file__).resolve().parents[2]
+    root = REPO
     return root / "results" / "runs" if (root / "pyproject.toml").is_file() else None
 
 
@@ -130,7 +131,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load one of our checkpoints on CPU, weights-only, verified against its sha256 (STYLE.md point 10)."""
+    """Load one of our checkpoints on CPU, weights-only, verified against its sha256."""
     return store.load_checkpoint(path)
 
 

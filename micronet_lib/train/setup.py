@@ -9,23 +9,16 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from micronet_lib import data
+from micronet_lib.accel.execution import bf16_native
+from micronet_lib.accel.kernel_blocks import accelerate
+from micronet_lib.models import build_model
+from micronet_lib.models.checkpoints import RELEASED_CHECKPOINTS, load_into, load_released, read_state_dict
 from micronet_lib.train.config import TrainConfig
+from micronet_lib.train.runs import runs_root
 
 __all__ = ["prepare_data", "data_fingerprint", "build_training_model", "make_optimizer", "model_options", "seed_for",
-           "resolve_device", "check_runtime"]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"TrainConfig.device={name!r} but CUDA is not available; use 'auto' or 'cpu'")
-    return device
+           "check_runtime"]
 
 
 def seed_for(seed: int, *parts: int) -> int:
@@ -36,8 +29,6 @@ def seed_for(seed: int, *parts: int) -> int:
 
 def prepare_data(config: TrainConfig):
     """Load ``config.dataset`` and cut the stratified subsets; val is carved out of train (§5.7)."""
-    from micronet_lib import data
-
     extra = config.val_per_class or 0
     if config.dataset == "synthetic":
         # Synthetic sets are generated at the requested size directly.
@@ -87,7 +78,6 @@ def checkpoint_path(init_from: str) -> Path:
     anything else is a path."""
     if not init_from.startswith(RUN_REF):
         return Path(init_from)
-    from micronet_lib.train.runs import runs_root
 
     path = runs_root() / init_from[len(RUN_REF):]
     if not path.is_file():
@@ -97,10 +87,8 @@ def checkpoint_path(init_from: str) -> Path:
 
 
 def build_training_model(config: TrainConfig, num_classes: int) -> nn.Module:
-    """The model at init (seeded), with ``init_from`` weights and masks loaded strictly if given."""
-    from micronet_lib.models import build_model
-    from micronet_lib.models.checkpoints import RELEASED_CHECKPOINTS, load_into, load_released, read_state_dict
-
+    """The model at init (seeded), with ``init_from`` weights and masks loaded strictly if given, on the
+    accel layer's faster training path (``accel.kernel_blocks.accelerate``: same function and keys)."""
     torch.manual_seed(seed_for(config.seed, -1))
     model = build_model(config.model, **model_options(config, num_classes))
     if config.init_from is not None:
@@ -109,7 +97,7 @@ def build_training_model(config: TrainConfig, num_classes: int) -> nn.Module:
         else:
             state, _ = read_state_dict(checkpoint_path(config.init_from))
         load_into(model, state, source=str(config.init_from))
-    return model
+    return accelerate(model)
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -128,8 +116,6 @@ def check_runtime(config: TrainConfig, device: torch.device) -> None:
     if config.precision == "fp16" and device.type != "cuda":
         raise ValueError(f"TrainConfig.precision='fp16' needs a CUDA device (got {device.type}); use 'bf16' or 'fp32'")
     if config.precision == "bf16" and device.type == "cpu":
-        from micronet_lib.accel.execution import bf16_native
-
         if not bf16_native(device):
             import logging
 

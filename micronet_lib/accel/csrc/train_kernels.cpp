@@ -1,7 +1,7 @@
 // Training kernels over channels-last CPU tensors, built on first use by micronet_lib/accel/norm_kernel.py
 // (torch.utils.cpp_extension); arithmetic in float32, storage in the input dtype (float32 or bfloat16).
 //
-// 1. Training-mode BatchNorm2d, optionally followed by hard-swish: forward (batch statistics + normalise +
+// Training-mode BatchNorm2d, optionally followed by hard-swish: forward (batch statistics + normalise +
 //    activation in two passes over x) and backward (two passes over dy and x). Why a kernel of our own:
 //    ATen runs BatchNorm and hard-swish as separate passes, and its channels-last BatchNorm keeps
 //    per-thread partial sums in adjacent rows of one buffer, so when C * 4 bytes is not a multiple of a
@@ -9,11 +9,6 @@
 //    slower on two threads than on one. Here each thread sums in its own padded row, the activation is
 //    applied in the same pass, and the hard-swish input is recomputed in the backward instead of being
 //    stored. Sums in double per block.
-// 2. Squeeze-excitation with the residual sum after it, y = u * g[n, c] + r (accel/se_kernel.py): the
-//    per-sample pool, the scaling and the two gradients, each one pass. Why: ATen broadcasts g over a
-//    channels-last tensor with an inner loop of C elements (20 for the largest maps: no whole vector), and
-//    the pool, scale, residual sum and their gradients read or write a whole tensor sixteen times where
-//    these do eight.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
@@ -248,125 +243,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& x, co
   return {dx, gw, gb};
 }
 
-
-// ---- 2. squeeze-excitation: u is [N, C, H, W] channels-last, i.e. per sample n a block of H*W rows of C.
-namespace {
-
-void check_se(const at::Tensor& u, const at::Tensor& other, const char* what) {
-  check_input(u);
-  TORCH_CHECK(other.sizes() == u.sizes(), what, " must have the input's shape");
-}
-
-at::Tensor per_sample(const at::Tensor& v, const at::Tensor& u, const char* what) {  // [N, C] float32, contiguous
-  TORCH_CHECK(v.numel() == u.size(0) * u.size(1), what, " must hold one value per sample and channel");
-  return v.to(at::kFloat).reshape({u.size(0), u.size(1)}).contiguous();
-}
-
-// out[n, c] = Σ over the rows of sample n of a (· b when PRODUCT): the pool and the gate's gradient.
-// Parallel over samples; each sample's rows are walked in whole-vector tiles and folded per channel.
-template <bool PRODUCT, typename T>
-void sample_sums(const T* a, const T* b, float* out, int64_t N, const Tiling& t) {
-  const int64_t len = t.rows * t.C;
-  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-    std::vector<float> acc(t.width);
-    for (int64_t n = n0; n < n1; ++n) {
-      std::fill(acc.begin(), acc.end(), 0.f);
-      float* __restrict__ s = acc.data();
-      for (int64_t g = 0; g < t.ngroups(); ++g) {
-        const T* __restrict__ pa = a + n * len + g * t.width;
-        if constexpr (PRODUCT) {
-          const T* __restrict__ pb = b + n * len + g * t.width;
-          for (int64_t j = 0, m = t.span(g); j < m; ++j) s[j] += to_f(pa[j]) * to_f(pb[j]);
-        } else {
-          for (int64_t j = 0, m = t.span(g); j < m; ++j) s[j] += to_f(pa[j]);
-        }
-      }
-      float* dst = out + n * t.C;
-      std::fill(dst, dst + t.C, 0.f);
-      for (int64_t j = 0; j < t.width; ++j) dst[j % t.C] += s[j];
-    }
-  });
-}
-
-// y[n] = a[n] * s[n, c] + (add ? add[n] : bias[n, c]): the scaling (+ residual) and the input gradient.
-template <typename T>
-void scale_samples(const T* a, const float* s, const T* add, const float* bias, T* y, int64_t N, const Tiling& t) {
-  const int64_t len = t.rows * t.C;
-  at::parallel_for(0, N, 1, [&](int64_t n0, int64_t n1) {
-    for (int64_t n = n0; n < n1; ++n) {
-      auto factor = t.tile(s + n * t.C);
-      auto offset = bias ? t.tile(bias + n * t.C) : std::vector<float>(t.width, 0.f);
-      const float* __restrict__ f = factor.data();
-      const float* __restrict__ o = offset.data();
-      for (int64_t g = 0; g < t.ngroups(); ++g) {
-        const T* __restrict__ pa = a + n * len + g * t.width;
-        T* __restrict__ py = y + n * len + g * t.width;
-        const int64_t m = t.span(g);
-        if (add) {
-          const T* __restrict__ pr = add + n * len + g * t.width;
-          for (int64_t j = 0; j < m; ++j) from_f(py[j], to_f(pa[j]) * f[j] + to_f(pr[j]));
-        } else {
-          for (int64_t j = 0; j < m; ++j) from_f(py[j], to_f(pa[j]) * f[j] + o[j]);
-        }
-      }
-    }
-  });
-}
-
-}  // namespace
-
-// [N, C] float32: the mean of u over H, W.
-at::Tensor se_pool(const at::Tensor& u) {
-  check_se(u, u, "input");
-  Tiling t(u.size(1), u.size(2) * u.size(3));
-  auto out = at::empty({u.size(0), u.size(1)}, u.options().dtype(at::kFloat));
-  by_dtype(u, [&](auto tv) { using T = decltype(tv); sample_sums<false>(ptr<T>(u), (const T*)nullptr, out.data_ptr<float>(), u.size(0), t); });
-  return out.div_(double(t.rows));
-}
-
-// u * g[n, c] + residual, in u's dtype, channels-last; one rounding.
-at::Tensor se_scale(const at::Tensor& u, const at::Tensor& g, const at::Tensor& residual) {
-  check_se(u, residual, "residual");
-  Tiling t(u.size(1), u.size(2) * u.size(3));
-  auto gs = per_sample(g, u, "gate");
-  auto r = like_input(residual, u);
-  auto y = at::empty_like(u, at::MemoryFormat::ChannelsLast);
-  by_dtype(u, [&](auto tv) {
-    using T = decltype(tv);
-    scale_samples(ptr<T>(u), gs.data_ptr<float>(), ptr<T>(r), nullptr, ptr<T>(y), u.size(0), t);
-  });
-  return y;
-}
-
-// [N, C] float32: Σ over H, W of dy * u (the gradient of the gate).
-at::Tensor se_gate_grad(const at::Tensor& grad, const at::Tensor& u) {
-  check_se(u, grad, "gradient");
-  Tiling t(u.size(1), u.size(2) * u.size(3));
-  auto dy = like_input(grad, u);
-  auto out = at::empty({u.size(0), u.size(1)}, u.options().dtype(at::kFloat));
-  by_dtype(u, [&](auto tv) { using T = decltype(tv); sample_sums<true>(ptr<T>(dy), ptr<T>(u), out.data_ptr<float>(), u.size(0), t); });
-  return out;
-}
-
-// dy * g[n, c] + dpool[n, c] in u's dtype: the gradient of u through the scaling and the pool (dpool = d mean / (H W)).
-at::Tensor se_input_grad(const at::Tensor& grad, const at::Tensor& u, const at::Tensor& g, const at::Tensor& dpool) {
-  check_se(u, grad, "gradient");
-  Tiling t(u.size(1), u.size(2) * u.size(3));
-  auto dy = like_input(grad, u);
-  auto gs = per_sample(g, u, "gate"), ds = per_sample(dpool, u, "pool gradient");
-  auto du = at::empty_like(u, at::MemoryFormat::ChannelsLast);
-  by_dtype(u, [&](auto tv) {
-    using T = decltype(tv);
-    scale_samples(ptr<T>(dy), gs.data_ptr<float>(), (const T*)nullptr, ds.data_ptr<float>(), ptr<T>(du), u.size(0), t);
-  });
-  return du;
-}
-
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward);
   m.def("backward", &backward);
-  m.def("se_pool", &se_pool);
-  m.def("se_scale", &se_scale);
-  m.def("se_gate_grad", &se_gate_grad);
-  m.def("se_input_grad", &se_input_grad);
 }

@@ -1,4 +1,5 @@
-"""Notebook discovery: the repository's ``notebooks/`` folder, its ``NN_*.ipynb`` files, ``--only`` selection."""
+"""The repository's layout: its root (``REPO``), the ``notebooks/`` folder, its ``NN_*.ipynb`` files and
+``--only`` selection. The one place that knows where the checkout is."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 _NOTEBOOK = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
 
 

@@ -31,10 +31,6 @@ def _apply_mask_hook(module: nn.Module, _inputs) -> None:
         module.weight.mul_(module.mask)
 
 
-# It only rewrites the weight in place and ignores the inputs: code that reads the weight without calling
-# the module (the squeeze-excitation kernel, accel/se_kernel.py) may run it itself instead of falling back.
-_apply_mask_hook.rewrites_weight_only = True
-
 
 def attach_mask(module: nn.Module, mask: torch.Tensor | None = None) -> nn.Module:
     """Give ``module`` (anything with a ``weight``) a ``mask`` buffer and zero the masked weights.
