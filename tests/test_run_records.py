@@ -43,7 +43,7 @@ def test_derived_value_is_kept_and_read_back_without_the_checkpoint(tmp_path):
 
 def test_run_scores_from_checkpoint_then_record_and_a_note_when_neither(tmp_path, monkeypatch):
     notes = []
-    monkeypatch.setattr("micronet_lib.report.results.note", notes.append)
+    monkeypatch.setattr("micronet_lib.report.run_records.note", notes.append)
     with_ckpt, without = _run(tmp_path, "r1"), _run(tmp_path, "r2", with_checkpoint=False)
     first = run_records.run_scores([with_ckpt, without])
     assert first[0]["score"] > 0 and first[1] is None
@@ -54,7 +54,7 @@ def test_run_scores_from_checkpoint_then_record_and_a_note_when_neither(tmp_path
 
 def test_run_table_round_trips_a_frame_or_notes_its_absence(tmp_path, monkeypatch):
     notes = []
-    monkeypatch.setattr("micronet_lib.report.results.note", notes.append)
+    monkeypatch.setattr("micronet_lib.report.run_records.note", notes.append)
     summary = _run(tmp_path, with_checkpoint=False)
     (tmp_path / "abc" / "best.pt").write_bytes(b"x")
     frame = pd.DataFrame({"rate": [0.0, 30.0], "top1": [50.0, 41.5]})

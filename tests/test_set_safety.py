@@ -192,6 +192,7 @@ def finished(tmp_path_factory) -> Path:
 
 def test_row5_missing_metrics_are_rebuilt_from_last_pt_or_noted(finished, tmp_path, monkeypatch, caplog):
     from micronet_lib.report import results
+    from micronet_lib.experiments import aggregate
     from micronet_lib.experiments.aggregate import curves_frame
 
     root = Path(shutil.copytree(finished, tmp_path / "runs"))
@@ -206,7 +207,7 @@ def test_row5_missing_metrics_are_rebuilt_from_last_pt_or_noted(finished, tmp_pa
     for name in ("last.pt", "last.prev.pt"):
         (run_dir / name).unlink()
     notes = []
-    monkeypatch.setattr(results, "note", notes.append)
+    monkeypatch.setattr(aggregate, "note", notes.append)
     frame = curves_frame([run_or_load(tiny(), runs_dir=root)], ["x"])
     assert frame.empty and len(notes) == 1 and summary["run_id"] in notes[0] and "0 of 2 epochs" in notes[0]
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import pandas as pd
 
+from micronet_lib.notes import note
 from micronet_lib.train.config import TrainConfig
 from micronet_lib.train.runs import RunSummary, read_metrics
 
@@ -157,8 +158,6 @@ def curves_frame(summaries: Sequence[Mapping[str, Any]], labels: Sequence[str]) 
         if records:
             frames.append(pd.DataFrame(records).assign(label=label, seed=s["config"]["seed"], run=s["run_id"]))
     if missing:
-        from micronet_lib.report.results import note
-
         note("Learning curves incomplete for run(s) " + "; ".join(missing) + ". A run with its last.pt rebuilds "
              "metrics.jsonl when read back; in a committed set, restore the file with `git checkout`, or retrain "
              "with `micronet reproduce` of this profile (scratch set).")

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from micronet_lib.repo import notebooks_dir
+from micronet_lib.experiments.configs import parse_setting
+from micronet_lib.runstore.folder import tracked_by_git
 
 PROFILES = ("smoke", "cpu", "gpu", "paper")
 
@@ -87,7 +89,6 @@ def _rate(v: float) -> str | None:
 
 
 def _setting(v: str) -> str | None:
-    from micronet_lib.experiments.configs import parse_setting
 
     try:
         parse_setting(v)
@@ -149,7 +150,6 @@ def load_profile(profile: str, *, folder: str | os.PathLike | None = None) -> di
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        from micronet_lib.runstore.folder import tracked_by_git
 
         restore = f", or restore the file with `git checkout -- {path}`" if tracked_by_git(path) else ""
         raise ValueError(f"{path} is not a valid parameters file ({_yaml_problem(exc)}); fix that line (plain "

@@ -18,6 +18,14 @@ from micronet_lib.report.results import RESULTS_ENV
 from .datasets import resolve_data
 from micronet_lib.repo import REPO, list_notebooks, notebooks_dir, select_notebooks
 from .params import check_params, load_profile
+from micronet_lib.report import index as results_index, results_sets as sets
+from micronet_lib.report.set_writers import set_lock, storage_errors
+from micronet_lib.devices import resolve_device
+from micronet_lib.report.results import DEST_ENV, KIND_ENV
+from micronet_lib.train.runs import NO_TRAINING_ENV, RUNS_ENV
+from micronet_lib.train.profiles import profile_execution
+from micronet_lib.experiments.sweeps import sweep
+from micronet_lib.experiments.studies import STUDIES
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +179,6 @@ def pipeline_runs_dir(profile: str, data: str, *, results_dir: str | os.PathLike
                       publish: bool = False) -> Path:
     """Where the notebooks of (``profile``, ``data``) keep their training runs: ``$MICRONET_RUNS``, else the
     ``runs/`` of that results set (``micronet sweep`` trains there, so ``reproduce`` reads them back)."""
-    from micronet_lib.report import results_sets as sets
-    from micronet_lib.train.runs import RUNS_ENV
 
     if os.environ.get(RUNS_ENV):
         return Path(os.environ[RUNS_ENV])
@@ -197,7 +203,6 @@ def notebook_params(profile: str, *, data: str | None = None, folder: str | os.P
 def _write_index(target, *, final: bool, readme_only: bool = False) -> None:
     """The set's landing page (in staging before the swap), and the README's claims table once the set the
     README names is in place."""
-    from micronet_lib.report import index as results_index, results_sets as sets
 
     folder = target.folder if final else target.staging
     if not (folder / sets.MANIFEST).is_file():
@@ -246,18 +251,12 @@ def reproduce(
     ``rebuild`` with ``only`` is refused: a rebuild starts the set from nothing, so it would delete the
     reports and runs of every notebook not named.
     """
-    from micronet_lib.report import results_sets as sets
-    from micronet_lib.report.set_writers import set_lock, storage_errors
-    from micronet_lib.devices import resolve_device
-    from micronet_lib.report.results import DEST_ENV, KIND_ENV
-    from micronet_lib.train.runs import NO_TRAINING_ENV, RUNS_ENV
 
     if rebuild and only is not None:
         only_text = only if isinstance(only, str) else ",".join(only)
         raise ValueError(f"--rebuild with --only {only_text}: a rebuild starts the set from nothing, so the reports and runs "
                          "of every other notebook would be deleted; drop --only to rebuild the whole set, or drop --rebuild "
                          f"to rerun only {only_text} into the existing set")
-    from micronet_lib.train.profiles import profile_execution
 
     folder = Path(notebooks or notebooks_dir())
     params = notebook_params(profile, data=data, folder=folder)
@@ -283,10 +282,6 @@ def _build(target, params: Mapping[str, Any], selected: list[Path], *, profile: 
     """``reproduce`` with the set locked: stage, train the grid (``executor``), run the notebooks, swap in."""
     import nbformat
 
-    from micronet_lib.report import results_sets as sets
-    from micronet_lib.devices import resolve_device
-    from micronet_lib.report.results import DEST_ENV, KIND_ENV
-    from micronet_lib.train.runs import NO_TRAINING_ENV, RUNS_ENV
 
     identity = sets.code_identity()
     # A re-render reuses the set's records whatever code trained them; the manifest keeps that commit apart.
@@ -308,8 +303,6 @@ def _build(target, params: Mapping[str, Any], selected: list[Path], *, profile: 
     env = {RESULTS_ENV: str(stage), RUNS_ENV: os.environ.get(RUNS_ENV) or str(stage / "runs"), DEST_ENV: shown,
            KIND_ENV: target.kind, "TQDM_DISABLE": "1", NO_TRAINING_ENV: "1" if rerender else ""}
     if executor is not None:
-        from micronet_lib.experiments.sweeps import sweep
-        from micronet_lib.experiments.studies import STUDIES
 
         studies = [p.name[:2] for p in selected if p.name[:2] in STUDIES]
         # the runs execute where the notebooks do: an imagefolder: params["data"] is relative to ``folder``

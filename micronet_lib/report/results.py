@@ -31,7 +31,12 @@ from typing import Any, Mapping
 from micronet_lib import __version__
 from micronet_lib.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from micronet_lib.report.formatting import table_html, table_markdown
+from micronet_lib.notes import note
 from micronet_lib.repo import REPO
+from micronet_lib.report.figures import figure_problems
+from micronet_lib.report.results_sets import relative_to_repo, results_set
+from micronet_lib.train.runs import RUNS_ENV
+from micronet_lib.report.set_writers import hold_for_process
 
 __all__ = [
     "RESULTS_ENV",
@@ -249,7 +254,6 @@ def publish(obj, name: str, *, meta: Mapping[str, Any], title: str | None = None
     from matplotlib.figure import Figure
 
     if isinstance(obj, Figure):
-        from micronet_lib.report.figures import figure_problems
 
         for problem in figure_problems(obj):  # what would mislead a reader, said in the report (issue #32)
             note(f"Figure {name}: {problem}.")
@@ -276,20 +280,6 @@ def publish(obj, name: str, *, meta: Mapping[str, Any], title: str | None = None
         display(HTML(table_html(obj, csv_href=f"../tables/{Path(written['csv']).name}")))
     return None
 
-
-def note(text: str) -> None:
-    """A visible note in the running notebook (a missing data set or asset, a caveat); logged elsewhere.
-
-    Issue #8: where data or an asset is missing, the notebook *says so* and renders what it can.
-    """
-    log.info("note: %s", text)
-    try:
-        from IPython import get_ipython
-        from IPython.display import Markdown, display
-    except ImportError:  # pragma: no cover
-        return
-    if get_ipython() is not None:
-        display(Markdown(f"> **Note.** {text}"))
 
 
 # Set by ``micronet reproduce`` for its kernels: the set's final folder (the kernel writes into its
@@ -326,8 +316,6 @@ def announce(params: Mapping[str, Any]) -> OutputsInfo:
     set's lock until the kernel ends (``set_writers.hold_for_process``; in IPython only). In a notebook,
     Python warnings from then on are shown as notes of the report (``note``).
     """
-    from micronet_lib.report.results_sets import relative_to_repo, results_set
-    from micronet_lib.train.runs import RUNS_ENV  # here, not at the top: this module imports no torch
 
     profile, data = params["profile"], params["data"]
     env = os.environ.get(RESULTS_ENV)
@@ -339,7 +327,6 @@ def announce(params: Mapping[str, Any]) -> OutputsInfo:
     else:
         target = results_set(profile, data)
         if _in_kernel():  # a reproduce or sweep of this set and this kernel never write it at once
-            from micronet_lib.report.set_writers import hold_for_process
 
             hold_for_process(target)
         folder, shown = target.folder, relative_to_repo(target.folder)

@@ -38,6 +38,10 @@ from typing import Any, Callable, Mapping
 
 from micronet_lib.fileio import atomic_write_json
 from micronet_lib.repo import REPO
+from micronet_lib.runstore.folder import tracked_by_git
+from micronet_lib.accel.cpuinfo import cpu_flags
+from micronet_lib import __version__
+from micronet_lib.train.profiles import profile_execution
 
 __all__ = [
     "SetConflictError",
@@ -184,7 +188,6 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
 
 def _restore_fix(path: Path) -> str:
     """How to get a damaged file of a set back: from git where the set is committed, else by rebuilding it."""
-    from micronet_lib.runstore.folder import tracked_by_git
 
     where = relative_to_repo(path)
     if tracked_by_git(path):
@@ -242,7 +245,6 @@ def check_publish(
 
 def machine_info(*, device: str, threads: int) -> dict[str, Any]:
     """CPU model and the flags that matter for speed, cores, torch threads and the device of a build."""
-    from micronet_lib.accel.cpuinfo import cpu_flags
 
     info = cpu_flags()
     model, flags = info["model"], [f for f, on in info["flags"].items() if on]
@@ -257,7 +259,6 @@ def machine_info(*, device: str, threads: int) -> dict[str, Any]:
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    from micronet_lib import __version__
 
     out = {"python": platform.python_version(), "micronet_lib": __version__}
     for package in ("torch", "torchvision", "numpy", "pandas", "matplotlib", "papermill", "nbclient", "ipykernel"):
@@ -287,7 +288,6 @@ def build_manifest(
     for name, seconds in notebooks.items():
         per_notebook[name] = {"wall_seconds": round(seconds, 1), "commit": identity["commit"]}
     budget = {k: v for k, v in params.items() if k not in ("profile", "data", "device", "threads", "seeds")}
-    from micronet_lib.train.profiles import profile_execution
 
     execution = profile_execution(params["profile"], params["device"])  # what every run of the set ran in
     return {

@@ -19,6 +19,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from micronet_lib.fileio import atomic_write_json
+from micronet_lib.runstore.folder import tracked_by_git
+from micronet_lib.notes import note
+from micronet_lib.models import load_checkpoint
+from micronet_lib.scoring import count
 
 __all__ = ["CheckpointAbsent", "derived", "run_scores", "run_table"]
 
@@ -56,7 +60,6 @@ def derived(summary: Mapping[str, Any], name: str, compute: Callable[[Path], Any
         path = _checkpoint(run_dir, checkpoint)
     except CheckpointAbsent as exc:
         if corrupt:
-            from micronet_lib.runstore.folder import tracked_by_git
 
             fix = (f"restore it with `git checkout -- {record}`" if tracked_by_git(record) else
                    f"delete it and retrain the run (`micronet reproduce` of this profile) to compute it again")
@@ -85,7 +88,6 @@ def _read_record(record: Path) -> tuple[dict[str, Any] | None, str | None]:
 
 def _note_absent(what: str, runs: Sequence[str]) -> None:
     if runs:
-        from micronet_lib.report.results import note
 
         note(f"{what} of run(s) {', '.join(runs)} could not be shown: the checkpoint is not in this copy of the "
              "results set (checkpoints are not committed) and the run's record does not hold it. Retrain with "
@@ -99,8 +101,6 @@ def run_scores(summaries: Sequence[Mapping[str, Any]], *, convention: str = "kai
     def compute(path: Path) -> dict[str, Any]:
         import torch.nn as nn
 
-        from micronet_lib.models import load_checkpoint
-        from micronet_lib.scoring import count
 
         net = load_checkpoint(path)
         heads = [m.out_features for m in net.modules() if isinstance(m, nn.Linear)]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ContextManager, Iterator
 
 from micronet_lib.report.results_sets import ResultsSet, relative_to_repo
+from micronet_lib.runstore.folder import lock
 
 __all__ = ["SetStorageError", "set_lock", "hold_for_process", "storage_errors"]
 
@@ -42,7 +43,6 @@ def set_lock(target: ResultsSet, *, wait: bool = False,
     never build, swap or train into one set at once: the second waits (``wait``) or stops with the holder
     named (pid, host, start).
     """
-    from micronet_lib.runstore.folder import lock
 
     _check_base(target)
     return lock(target.lock_folder, wait=wait, what=f"results set {relative_to_repo(target.folder)}", busy=busy,
