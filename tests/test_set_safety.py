@@ -109,6 +109,14 @@ def test_row1_sweep_while_reproduce_builds_the_set_stops_naming_the_holder(holde
     assert not (base / "scratch" / "smoke-synthetic").exists()  # nothing trained into the set being swapped
 
 
+def test_search_augment_while_reproduce_builds_the_set_stops_naming_the_holder(holder):
+    tmp, base, pid = holder
+    line = one_error_line(cli("search-augment", "--profile", "smoke", "--results", str(base), "--no-progress",
+                              cwd=tmp, timeout=90))
+    assert "results set" in line and "smoke-synthetic" in line and f"pid {pid}" in line and "--wait" in line
+    assert not (base / "scratch" / "smoke-synthetic").exists()  # no fold model trained into the set being swapped
+
+
 def test_row2_second_reproduce_into_one_set_stops_naming_the_holder(holder):
     tmp, base, pid = holder
     line = one_error_line(cli("reproduce", "--profile", "smoke", "--only", "00", "--results", str(base), cwd=tmp,
@@ -284,7 +292,7 @@ def test_row9_untracked_notebooks_make_the_tree_dirty(tmp_path, monkeypatch):
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-qm", "x"], check=True)
-    monkeypatch.setattr(sets, "_REPO", repo)
+    monkeypatch.setattr(sets, "REPO", repo)
     sets.code_identity.cache_clear()
     try:
         assert sets.code_identity()["dirty"] is False

@@ -37,6 +37,9 @@ def register(subparsers) -> None:
     p.add_argument("--publish", action="store_true", help="search in the runs/ of the committed set results/<profile>-<data>/ "
                    "(as `micronet sweep --publish`), so `micronet reproduce --publish` renders notebook 03 from it")
     add_executor_options(p, default="inprocess")
+    p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=False,
+                   help="if a reproduce, a sweep or another search is writing the same results set, wait for it "
+                   "(default: stop with an error naming it)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm bars (trials, best value)")
     p.set_defaults(func=_run)
 
@@ -44,6 +47,8 @@ def register(subparsers) -> None:
 def _run(args: argparse.Namespace) -> int:
     from micronet_lib.experiments.augment_search import check_search_inputs, search_augment, search_settings
     from micronet_lib.pipeline import notebook_params
+    from micronet_lib.report import results_sets as sets
+    from micronet_lib.report.set_writers import set_lock, storage_errors
 
     ops = None if args.ops is None else tuple(o.strip() for o in args.ops.split(",") if o.strip())
     # every check before any data is read or any model trained
@@ -54,9 +59,12 @@ def _run(args: argparse.Namespace) -> int:
     params = notebook_params(args.profile, data=args.data)
     executor = executor_from_args(args)
     runs_dir = runs_dir_from_args(args, params)
+    target = sets.results_set(args.profile, params["data"], publish=args.publish, base=args.results)
+    # The search's fold models are runs of the set: it is held as `sweep` holds it (one writer at a time).
     try:
-        result = search_augment(params, settings, executor=executor, storage=args.storage, runs_dir=runs_dir,
-                                progress=args.progress, echo=print)
+        with set_lock(target, wait=args.wait), storage_errors(target):
+            result = search_augment(params, settings, executor=executor, storage=args.storage, runs_dir=runs_dir,
+                                    progress=args.progress, echo=print)
     finally:
         if hasattr(executor, "close"):
             executor.close()

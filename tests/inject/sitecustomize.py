@@ -18,10 +18,10 @@ if _notebooks:
     from pathlib import Path
 
     import micronet_lib.pipeline.run_notebooks as _execute
-    import micronet_lib.pipeline.notebooks as _listing
     import micronet_lib.pipeline.params as _params
+    import micronet_lib.repo as _repo
 
-    for _module in (_execute, _listing, _params):
+    for _module in (_execute, _params, _repo):
         _module.notebooks_dir = lambda: Path(_notebooks)
 
 _fail = os.environ.get("MICRONET_TEST_FAIL")
