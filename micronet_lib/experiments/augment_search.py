@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import torch
+
 from micronet_lib.augment.search import (
     SearchSettings,
     derive_seed,
@@ -160,12 +162,13 @@ def _fold_model(config: TrainConfig, run_dir: Path):
     from micronet_lib.evaluate import inference_copy
     from micronet_lib.models.checkpoints import load_into
     from micronet_lib.train import runs
-    from micronet_lib.train.setup import build_training_model, prepare_data, resolve_device
+    from micronet_lib.devices import resolve_device
+    from micronet_lib.train.setup import build_training_model, prepare_data
 
     ds = prepare_data(config)
     model = build_training_model(config.replace(init_from=None), ds.num_classes)
     load_into(model, runs.load_checkpoint(run_dir / runs.BEST)["model"], source=str(run_dir / runs.BEST))
-    device = resolve_device(config.device)
+    device = torch.device(resolve_device(config.device))
     work, _ = inference_copy(model, execution.ExecutionMode("fp32", "contiguous"), device)
     return work.eval(), ds, device
 

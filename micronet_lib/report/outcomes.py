@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+import torch
 
 __all__ = ["Outcomes", "outcome_dataset", "test_outcomes", "stack_correct", "encode_classes", "decode_classes"]
 
@@ -110,11 +111,11 @@ def test_outcomes(summary: Mapping[str, Any], *, checkpoint: str = "best.pt") ->
     def compute(path: Path) -> dict[str, Any]:
         from micronet_lib.evaluate import evaluate
         from micronet_lib.models import load_checkpoint
-        from micronet_lib.train.setup import resolve_device
+        from micronet_lib.devices import resolve_device
 
         ds = outcome_dataset(config)
         net = load_checkpoint(path)
-        result = evaluate(net, ds, "test", batch_size=config.eval_batch_size, device=resolve_device(config.device),
+        result = evaluate(net, ds, "test", batch_size=config.eval_batch_size, device=torch.device(resolve_device(config.device)),
                           progress=False, allow_tf32=config.allow_tf32, **mode)
         labels = ds.test.labels.numpy()
         test_id = f"{ds.name}:test{len(labels)}#{_labels_id(labels)}"
