@@ -65,24 +65,11 @@ def _linear_module(rec, path, m: nn.Linear, inputs, out_shape):
                      fan_in=m.in_features, out_channels=m.out_features, owns_params=fresh))
 
 
-def _batch_norm(rec, path, label, x, weight, bias, out_shape):
-    """Folded into the conv/linear whose output it normalises (free, §4), else charged unfused: with an
-    activation or nothing weighted before it there is no bias to fold into."""
-    stats = tuple(s for s in (rec.stat(weight), rec.stat(bias)) if s is not None)
-    fresh = rec.claim(*stats) if stats else True
-    if rec.fold_target(x) is not None:
-        rec.add(OpRecord(path, "free", label, out_shape, params=stats, owns_params=fresh,
-                         note="BN folded into the conv bias (docs/scoring.md §4)"))
-    else:
-        rec.add(OpRecord(path, "module", f"{label} (unfused)", out_shape, params=stats, owns_params=fresh,
-                         mults_per_element=Fraction(1), adds_per_element=Fraction(1),
-                         note="no conv/linear output to fold into: unfused, 1 mult + 1 add per element (docs/scoring.md §4)"))
-
-
 def _bn_module(rec, path, m, inputs, out_shape):
-    args = rec.call[0]
-    _batch_norm(rec, path, type(m).__name__, args[0] if args else None, getattr(m, "weight", None),
-                getattr(m, "bias", None), out_shape)
+    stats = tuple(s for s in (rec.stat(getattr(m, "weight", None)), rec.stat(getattr(m, "bias", None))) if s is not None)
+    fresh = rec.claim(*stats) if stats else True
+    rec.add(OpRecord(path, "free", type(m).__name__, out_shape, params=stats, owns_params=fresh,
+                     note="BN folded into the conv bias (docs/scoring.md §4)"))
 
 
 def _free_module(rec, path, m, inputs, out_shape):
@@ -386,8 +373,11 @@ def functional(rec, raw_name: str, args, kwargs, out: torch.Tensor) -> None:
                          out_channels=c_out, owns_params=fresh))
         return
     if name == "batch_norm":
-        weight, bias = (args[i] if len(args) > i else kwargs.get(key) for i, key in ((3, "weight"), (4, "bias")))
-        _batch_norm(rec, fpath, "batch_norm", args[0], weight, bias, shape)
+        stats = tuple(s for s in (rec.stat(args[i] if len(args) > i else kwargs.get(key))
+                                  for i, key in ((3, "weight"), (4, "bias"))) if s is not None)
+        fresh = rec.claim(*stats) if stats else True
+        rec.add(OpRecord(fpath, "free", "batch_norm", shape, params=stats, owns_params=fresh,
+                         note="BN folded into the conv bias (docs/scoring.md §4)"))
         return
     if name == "interpolate":
         mode = kwargs.get("mode", args[3] if len(args) > 3 else "nearest")

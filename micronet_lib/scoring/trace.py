@@ -131,16 +131,10 @@ class _Recorder(TorchFunctionMode):
         new = self.records[before:]
         if len(new) == 1 and new[0].kind in ("conv", "linear") and isinstance(out, torch.Tensor):
             self.produced[id(out)] = (weakref.ref(out), before)
-        elif (isinstance(module, nn.modules.batchnorm._BatchNorm) or (new and new[-1].op == "batch_norm")) \
-                and args and isinstance(args[0], torch.Tensor):
-            idx = self.fold_target(args[0])  # a folded BatchNorm (module or F.batch_norm)
-            if idx is not None:
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and args and isinstance(args[0], torch.Tensor):
+            ref, idx = self.produced.get(id(args[0]), (None, None))
+            if ref is not None and ref() is args[0]:
                 self.records[idx] = dataclasses.replace(self.records[idx], bn_follows=True)
-
-    def fold_target(self, tensor) -> int | None:
-        """Index of the conv/linear record whose output ``tensor`` is (a BatchNorm on it can fold into it)."""
-        ref, idx = self.produced.get(id(tensor), (None, None))
-        return idx if ref is not None and ref() is tensor else None
 
     # -- functional ops ---------------------------------------------------------------------------
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -161,9 +155,7 @@ class _Recorder(TorchFunctionMode):
         result = first_tensor(out)
         if result is None or not isinstance(out, torch.Tensor) and not isinstance(out, (tuple, list)):
             return out  # metadata queries (size, dim, shape, ...) return no tensor: no math
-        before = len(self.records)
         functional(self, name, args, kwargs, result)
-        self._link_bias(None, args, result, before)
         return out
 
 
