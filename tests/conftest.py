@@ -137,3 +137,18 @@ def interrupt_training():
         return run_dir
 
     return run
+
+
+@pytest.fixture(autouse=True)
+def _no_results_env_leaks():
+    """A notebook helper run in process (``announce``) points ``$MICRONET_RESULTS`` / ``$MICRONET_RUNS`` at its
+    set for the rest of the process, as it must in a kernel; in the test process that would send later tests'
+    runs into an earlier test's set. Each test starts and ends with the environment it was given."""
+    names = ("MICRONET_RESULTS", "MICRONET_RUNS", "MICRONET_RESULTS_DEST", "MICRONET_RESULTS_KIND")
+    saved = {n: os.environ.get(n) for n in names}
+    yield
+    for n, v in saved.items():
+        if v is None:
+            os.environ.pop(n, None)
+        else:
+            os.environ[n] = v

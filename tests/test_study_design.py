@@ -76,7 +76,7 @@ def test_smoke_tables_are_byte_identical_when_the_set_is_built_twice(tmp_path, m
     tables = []
     for k in (1, 2):
         base = tmp_path / f"build{k}"
-        pipeline.reproduce("smoke", only="02", results_dir=base, rebuild=True)
+        pipeline.reproduce("smoke", only="02", results_dir=base)
         folder = base / "scratch" / "smoke-synthetic"
         tables.append({p.name: p.read_bytes() for p in sorted((folder / "tables").glob("*")) if p.suffix in (".csv", ".md")})
         manifest = (folder / "manifest.json").read_text()
