@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from micronet_lib.devices import resolve_device
 from micronet_lib.augment.search import (
     SearchSettings,
     derive_seed,
@@ -162,7 +163,6 @@ def _fold_model(config: TrainConfig, run_dir: Path):
     from micronet_lib.evaluate import inference_copy
     from micronet_lib.models.checkpoints import load_into
     from micronet_lib.train import runs
-    from micronet_lib.devices import resolve_device
     from micronet_lib.train.setup import build_training_model, prepare_data
 
     ds = prepare_data(config)
