@@ -1,7 +1,7 @@
 """The pilot of the CPU study design (issue #28, docs/study-design.md): two arms of one claim at two budgets,
 a few seeds, every test image scored, so the variance components of a paired comparison can be measured.
 
-    nice -n 10 python scripts/study_pilot.py --data imagefolder:/work/shared/data/cifar10-jpeg \
+    nice -n 10 python scripts/study_pilot.py --data imagefolder:../shared/data/cifar10-jpeg \
         --runs /tmp/study-pilot/runs --out docs/study-pilot.json
 
 Runs go to ``--runs`` (a run store: a killed pilot resumes where it stopped; finished runs are read back).
