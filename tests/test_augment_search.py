@@ -118,6 +118,7 @@ KILLED_DRIVER = textwrap.dedent("""
     from micronet_lib.augment.search import SearchSettings, open_storage, open_study, run_study
     settings = SearchSettings(folds=2, trials=12, top=2, subpolicies=2, seed=4)
     study = open_study(open_storage(sys.argv[1]), "fold0-round0", settings)
+    open(sys.argv[1].removeprefix("sqlite:///") + ".ready", "w").close()  # the schema and the study exist: the test may read the database from now on
 
     def objective(policy):  # a slow, deterministic score of the policy's parameters
         time.sleep(0.3)
@@ -130,10 +131,7 @@ KILLED_DRIVER = textwrap.dedent("""
 def _complete(storage: str) -> list:
     import optuna
 
-    try:
-        study = optuna.load_study(study_name="fold0-round0", storage=storage)
-    except KeyError:  # the driver has made the database but not the study yet
-        return []
+    study = optuna.load_study(study_name="fold0-round0", storage=storage)
     return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
 
@@ -144,7 +142,8 @@ def test_resume_after_kill_9_repeats_no_finished_trial(tmp_path):
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:  # kill it in the middle of the study
-            if (tmp_path / "killed.db").exists() and len(_complete(storage)) >= 4:
+            # read only once the driver has made the schema: two processes creating it at once race
+            if (tmp_path / "killed.db.ready").exists() and len(_complete(storage)) >= 4:
                 break
             assert proc.poll() is None, "the driver ended before it was killed"
             time.sleep(0.05)
