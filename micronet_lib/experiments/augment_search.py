@@ -63,7 +63,7 @@ SEARCH_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {
         "values": dict(folds=3, trials=40, rounds=1, top=5, fold_epochs=5),
         "reasons": {"folds": _CPU, "trials": _CPU, "rounds": _CPU, "top": _CPU + " (top 5 of 40 trials)",
-                    "fold_epochs": "the cpu profile's 5 epochs per run"},
+                    "fold_epochs": _CPU + " (5 epochs per fold model; the profile's own runs take 16)"},
     },
     "smoke": {
         "values": dict(folds=2, trials=6, rounds=1, top=2, subpolicies=3, fold_epochs=1),
