@@ -16,6 +16,7 @@ import yaml
 
 from micronet_lib import pipeline
 from micronet_lib.pipeline import PARAMS, PROFILES, NotebookError, check_params, user_namespace
+from micronet_lib.report.prose import PLAN_MARK
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -299,6 +300,7 @@ def test_full_smoke_pipeline_on_a_fresh_clone_leaves_git_status_clean(tmp_path, 
     """On a fresh clone, ``micronet reproduce`` (what ``make reproduce`` runs: smoke) renders every report,
     table and figure into the git-ignored scratch set, quietly; executing a notebook with its default
     parameters (nbclient, as Jupyter would) writes there too; neither leaves ``git status`` unclean.
+    Report 03 names only the settings that ran; a second build of notebook 02 publishes the same bytes.
     Re-rendering reads the training runs back instead of retraining (run_or_load), and works with the
     checkpoints deleted (committed sets have none): scores come from the runs' records, and what no
     record holds is a visible note, never a traceback."""
@@ -348,6 +350,26 @@ def test_full_smoke_pipeline_on_a_fresh_clone_leaves_git_status_clean(tmp_path, 
     ablation = pd.read_csv(out / "tables" / "02_ablation.csv")
     assert len(ablation) == 7 and (ablation["seeds"] == 2).all()  # 6 cells + the matched-ε cell x the profile's 2 seeds
     assert ablation["95 % CI low (%)"].notna().all()  # two seeds: every cell has its t interval
+
+    # Report 03 names as trained only the settings that have runs in its table (issue #32).
+    html = (out / "html" / "03_augmentation.html").read_text()
+    plan = html[html.index(PLAN_MARK):]
+    named = re.findall(r"<li><code>([^<]+)</code>", plan[: plan.index("</ul>")])
+    ran = set(pd.read_csv(out / "tables" / "03_augment_runs.csv")["setting"])
+    assert named and set(named) <= ran, (named, ran)
+
+    # The smoke profile names its execution mode, so a second build of the same commit trains the same runs in
+    # the same mode and publishes the same bytes: no published number depends on a timing measurement (issue
+    # #28). Notebook 02 trains the ablation grid and settles its claims; its tables are compared byte for byte.
+    manifest = (out / "manifest.json").read_text()
+    assert '"name": "fp32+contiguous"' in manifest and "named by the smoke profile" in manifest
+    second = tmp_path / "second-build"
+    done = subprocess.run(reproduce + ["--only", "02", "--results", str(second)], cwd=clone, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    tables = [{p.name: p.read_bytes() for p in sorted((folder / "tables").glob("02_*")) if p.suffix in (".csv", ".md")}
+              for folder in (out, second / "scratch" / "smoke-synthetic")]
+    assert any(name.startswith("02_ablation") for name in tables[0]) and tables[0] == tables[1]
 
     # A notebook executed with its default parameters, as in Jupyter: it writes the scratch set too.
     from nbclient import NotebookClient
