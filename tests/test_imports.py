@@ -239,17 +239,6 @@ def unit_of(module: str, order: dict[str, int]) -> str | None:
     return None
 
 
-# Upward imports known today, each (importer, imported module); every entry must still exist (a stale
-# entry fails), so the list can only shrink. These came with issue #28's study aggregation (merged after
-# the layers were stated): experiments.aggregate reads report's outcome and power helpers.
-KNOWN_UPWARD: set[tuple[str, str]] = {
-    ("micronet_lib.experiments.aggregate", "micronet_lib.report"),
-    ("micronet_lib.experiments.aggregate", "micronet_lib.report.outcomes"),
-    ("micronet_lib.experiments.aggregate", "micronet_lib.report.power"),
-    ("micronet_lib.experiments.aggregate", "micronet_lib.report.run_records"),
-}
-
-
 def test_every_module_has_a_layer_and_no_import_goes_up():
     order = layer_order(LAYOUT.read_text())
     modules = module_files(REPO)
@@ -264,11 +253,8 @@ def test_every_module_has_a_layer_and_no_import_goes_up():
                 continue
             if order[there] >= order[here]:
                 upward.append((module, target))
-    new = [f"{m} -> {t} ({unit_of(m, order)} imports {unit_of(t, order)}, not below it)"
-           for m, t in sorted(set(upward) - KNOWN_UPWARD)]
+    new = [f"{m} -> {t} ({unit_of(m, order)} imports {unit_of(t, order)}, not below it)" for m, t in sorted(set(upward))]
     assert not new, "imports that do not go down the layers of docs/layout.md:\n" + "\n".join(new)
-    stale = sorted(KNOWN_UPWARD - set(upward))
-    assert not stale, f"{stale} no longer import upward: delete them from KNOWN_UPWARD"
 
 
 def test_the_layer_check_sees_an_upward_lazy_import():
@@ -290,7 +276,6 @@ LAZY_NOT_YET_MOVED: dict[str, int] = {
     "micronet_lib.augment.search": 1,
     "micronet_lib.data.imagefolder": 1,
     "micronet_lib.evaluate": 6,
-    "micronet_lib.experiments.aggregate": 8,
     "micronet_lib.experiments.augment_search": 9,
     "micronet_lib.experiments.configs": 3,
     "micronet_lib.experiments.released_analyses": 15,
@@ -305,8 +290,6 @@ LAZY_NOT_YET_MOVED: dict[str, int] = {
     "micronet_lib.regularizers.orthogonality": 1,
     "micronet_lib.report.claims": 4,
     "micronet_lib.report.explore": 8,
-    "micronet_lib.report.outcomes": 9,
-    "micronet_lib.report.power": 2,
     "micronet_lib.report.prose": 1,
     "micronet_lib.report.setup_tables": 8,
     "micronet_lib.scoring.handlers": 1,

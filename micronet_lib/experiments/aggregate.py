@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from micronet_lib.experiments.sweeps import run_configs
 from micronet_lib.notes import note
+from micronet_lib.progress import bars_enabled
+from micronet_lib.report.power import components_from_outcomes, predict
+from micronet_lib.report.stats import Interval, mean_interval, paired_difference, paired_effect
+from micronet_lib.runstore.derived import CheckpointAbsent
 from micronet_lib.train.config import TrainConfig
+from micronet_lib.train.eta import announce
+from micronet_lib.train.outcomes import test_outcomes
 from micronet_lib.train.runs import RunSummary, read_metrics
 
 __all__ = ["train_all", "run_row", "runs_frame", "mean_std", "curves_frame", "METRICS", "ALL_TEST", "cell_intervals",
            "paired", "paired_design", "comparison_table", "default_metric"]
-
-if TYPE_CHECKING:
-    from micronet_lib.report.stats import Interval
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +45,6 @@ def train_all(configs: Sequence[TrainConfig], *, progress: bool | None = None, e
     first prints how long the training will take (``eta.announce``), then shows progress bars
     (``tqdm.auto``: widgets in JupyterLab, text in a terminal).
     """
-    from micronet_lib.train.eta import announce
-    from micronet_lib.experiments.sweeps import run_configs
-    from micronet_lib.progress import bars_enabled
-
     configs = list(configs)
     for c in configs:
         if not isinstance(c, TrainConfig):
@@ -90,9 +90,6 @@ def runs_frame(summaries: Sequence[Mapping[str, Any]], labels: Sequence[Mapping[
 
 def _outcomes(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """``{run id: outcomes.Outcomes}`` of the finished runs whose record or checkpoint gives them."""
-    from micronet_lib.report.outcomes import test_outcomes
-    from micronet_lib.report.run_records import CheckpointAbsent
-
     out = {}
     for s in summaries:
         if s.get("status", "finished") != "finished" or "run_dir" not in s:
@@ -173,8 +170,6 @@ def _by_seed(df: pd.DataFrame, by: str, label: Any, metric: str) -> dict[int, fl
 
 def cell_intervals(df: pd.DataFrame, by: str, metric: str = "best_test_top1") -> dict[Any, "Interval"]:
     """``{cell: stats.mean_interval over its seeds}`` in first-seen order."""
-    from micronet_lib.report.stats import mean_interval
-
     return {label: mean_interval(list(_by_seed(df, by, label, metric).values())) for label in dict.fromkeys(df[by])}
 
 
@@ -194,23 +189,19 @@ def paired(df: pd.DataFrame, by: str, treatment: Any, baseline: Any, metric: str
 def paired_design(df: pd.DataFrame, by: str, treatment: Any, baseline: Any, metric: str | None = None):
     """``(interval, prediction)``: ``paired``'s interval and, where it rests on per-image outcomes, the
     ``power.Prediction`` of the same design (its minimum detectable effect at 80 % power); else None."""
-    from micronet_lib.report.stats import paired_difference, paired_effect
-
     metric = metric or default_metric(df)
     missing = [c for c in (treatment, baseline) if c not in set(df[by])]
     if missing:
         raise ValueError(f"cell(s) {missing} not in column {by!r} (cells: {', '.join(map(str, dict.fromkeys(df[by])))})")
     if metric != ALL_TEST:
         return paired_difference(_by_seed(df, by, treatment, metric), _by_seed(df, by, baseline, metric)), None
-    from micronet_lib.report import power
-
     t, b = _outcomes_by_seed(df, by, treatment), _outcomes_by_seed(df, by, baseline)
     shared = sorted(set(t) & set(b))
     iv = paired_effect({s: t[s].correct for s in shared}, {s: b[s].correct for s in shared})
     if len(shared) < 2:
         return iv, None
-    comp = power.components_from_outcomes(t, b)
-    return iv, power.predict(comp, seeds=comp.seeds, images=comp.images)
+    comp = components_from_outcomes(t, b)
+    return iv, predict(comp, seeds=comp.seeds, images=comp.images)
 
 
 def comparison_table(df: pd.DataFrame, by: str, baseline: Any, metric: str | None = None, *,

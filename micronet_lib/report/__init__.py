@@ -7,6 +7,8 @@
 - :mod:`.claims`: the paper's claims a report tests and the boxes that state them.
 - :mod:`.stats`: intervals and verdicts.
 - :mod:`.run_records`: what a report needs from a run's checkpoint, kept in the run's committed record.
+- :mod:`.power`: the power analysis of a paired design (a unit of its own below the experiments, docs/layout.md).
+- :mod:`.outcomes`: per-image test outcomes (kept by :mod:`micronet_lib.train.outcomes`).
 - :mod:`.setup_tables`: the tables of ``00_setup``.
 - :mod:`.explore`: small ipywidgets explorers.
 - :mod:`.notebook`: the notebooks' common first step (``prologue``) and shared helpers (``released_models``).

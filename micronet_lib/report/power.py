@@ -22,9 +22,11 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+import pandas as pd
 from scipy import stats as _sp
 
 from micronet_lib.report.stats import LEVEL, EffectComponents, effect_components
+from micronet_lib.train.outcomes import stack_correct, test_outcomes
 
 __all__ = ["POWER", "Prediction", "assumed_components", "components_from_outcomes", "components_from_runs", "predict", "seeds_needed",
            "seed_variance_upper", "run_seconds", "design_table"]
@@ -59,8 +61,6 @@ def assumed_components(*, var_seed: float, var_image: float, var_residual: float
 
 def components_from_outcomes(treatment: Mapping[int, "object"], baseline: Mapping[int, "object"]) -> EffectComponents:
     """Components from two ``{seed: outcomes.Outcomes}`` maps (the seeds both arms have)."""
-    from micronet_lib.report.outcomes import stack_correct
-
     shared = sorted(set(treatment) & set(baseline))
     if len(shared) < 2:
         raise ValueError(f"measuring training variance needs >= 2 seeds in both arms; shared seeds: {shared}")
@@ -71,8 +71,6 @@ def components_from_outcomes(treatment: Mapping[int, "object"], baseline: Mappin
 def components_from_runs(treatment: Sequence[Mapping], baseline: Sequence[Mapping]) -> EffectComponents:
     """Components from the summaries of two arms' finished runs, paired by their config's seed; per-image
     outcomes come from each run's record (computed from its checkpoint once when absent)."""
-    from micronet_lib.report.outcomes import test_outcomes
-
     def by_seed(summaries):
         return {int(s["config"]["seed"]): test_outcomes(s) for s in summaries}
 
@@ -139,8 +137,6 @@ def design_table(components: Mapping[str, EffectComponents], *, seeds: Sequence[
                  level: float = LEVEL, power: float = POWER):
     """One row per (budget, seeds, images): predicted SE, half-width and MDE in points, also with the
     pessimistic (80 % upper bound) seed variance."""
-    import pandas as pd
-
     rows = []
     for budget, c in components.items():
         upper = seed_variance_upper(c) if c.seeds >= 2 else math.nan

@@ -7,6 +7,7 @@
 - :mod:`.runs`: ``results/runs/<config hash>/`` folders and checkpoints, through
   :mod:`micronet_lib.runstore` (locks, checksums, verified reads).
 - :mod:`.eta`: how long a training cell will take, said before it starts.
+- :mod:`.outcomes`: a finished run's per-image test outcomes, kept in its record (issue #28).
 """
 
 from micronet_lib.train.config import PROFILES, TrainConfig, list_profiles, parse_overrides
