@@ -22,6 +22,9 @@ from tqdm.auto import tqdm
 
 from micronet_lib.data import Dataset, normalize
 from micronet_lib.accel.tf32 import fp32_mode
+from micronet_lib.accel import allocator, execution
+from micronet_lib.accel.fusion import fuse_conv_hardswish, fusion_available
+from micronet_lib.models.masks import apply_masks
 
 __all__ = ["EvalResult", "evaluate", "evaluate_splits", "inference_copy", "fold_batchnorm", "recalibrate_bn", "PRECISIONS"]
 
@@ -77,7 +80,6 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, bool]:
     """
     from torch.fx.experimental.optimization import fuse
 
-    from micronet_lib.models.masks import apply_masks
 
     work = copy.deepcopy(model).eval()
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in work.modules()):
@@ -98,8 +100,6 @@ def inference_copy(model: nn.Module, mode, device: torch.device, *, fold_bn: boo
 
     Returns ``(copy, {"bn_folded": bool, "activations_fused": number of fused pairs})``.
     """
-    from micronet_lib.accel.fusion import fuse_conv_hardswish, fusion_available
-
     work, folded = fold_batchnorm(model) if fold_bn else (copy.deepcopy(model).eval(), False)
     work.to(device)
     if mode.channels_last:
@@ -119,8 +119,6 @@ def resolve_eval_mode(model: nn.Module, *, batch_size: int, device: torch.device
                       fuse_activations: bool = True) -> dict:
     """The evaluation mode: explicit, or calibrated on the copies ``evaluate`` runs (cached per machine);
     see ``execution.resolve``."""
-    from micronet_lib.accel import execution
-
     def prepare(m: nn.Module, mode) -> nn.Module:
         return inference_copy(m, mode, device, fold_bn=fold_bn, fuse_activations=fuse_activations)[0]
 
@@ -188,8 +186,6 @@ def evaluate_splits(
     Folding and fusing the copy costs about as much as evaluating a hundred images on a CPU (80 ms for
     ver2 on two cores), so a training epoch that scores val and test builds it once.
     """
-    from micronet_lib.accel import allocator, execution
-
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported; allowed: {', '.join(PRECISIONS)}")
     if memory_format is None:
@@ -223,8 +219,6 @@ def evaluate_splits(
 def _evaluate_copy(work: nn.Module, mode, dataset: Dataset, split: str, *, device: torch.device, batch_size: int,
                    limit: int | None, progress: bool, allow_tf32: bool, described: dict) -> EvalResult:
     """One split through the prepared copy ``work`` (see :func:`evaluate_splits`)."""
-    from micronet_lib.accel import execution
-
     data = dataset.split(split)
     n_total = len(data)
     indices = None
@@ -302,8 +296,6 @@ def recalibrate_bn(
     evaluation mode). The statistics are kept in float32 either way; for ver2 on 500 images, bf16 moved
     them by a median 0.14 % (variances) where 500 other images moved them by 0.9 %.
     """
-    from micronet_lib.accel import execution
-
     _check_positive_int("n_images", n_images)
     _check_positive_int("batch_size", batch_size)
     mode = execution.ExecutionMode(precision, memory_format)  # refuses unknown names before any work

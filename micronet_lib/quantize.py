@@ -30,7 +30,15 @@ import torch
 import torch.nn as nn
 from torch.ao.quantization.observer import HistogramObserver, PerChannelMinMaxObserver
 
-from micronet_lib.data import CIFAR100_MEAN, CIFAR100_STD, read_images  # read_images: public here since #14
+from micronet_lib.data import (  # read_images: public here since #14
+    CIFAR100_MEAN,
+    CIFAR100_STD,
+    first_per_class,
+    load_labelled_samples,
+    normalize,
+    read_images,
+    resolve_image_folder,
+)
 from micronet_lib.scoring import count, register_module
 
 __all__ = ["ChannelScale", "quantize_model", "score_quantized", "predictions", "agreement", "read_images", "quantization_table",
@@ -144,8 +152,6 @@ def agreement(reference: nn.Module | torch.Tensor, candidate: nn.Module, images:
 
 
 def _normalized(images_uint8: torch.Tensor) -> torch.Tensor:
-    from micronet_lib.data import normalize
-
     return normalize(images_uint8, CIFAR100_MEAN, CIFAR100_STD)
 
 
@@ -159,7 +165,6 @@ def quantization_table(models: dict[str, nn.Module], *, weight_bits=(8, 6, 4), a
 
     for bits in weight_bits:
         _check_bits(bits, "weight_bits")
-    from micronet_lib.data import first_per_class, load_labelled_samples, resolve_image_folder
 
     # A few hundred files are read directly: load_dataset("imagefolder:…") would decode (and cache) all 60,000.
     folder = resolve_image_folder(natural)

@@ -16,6 +16,8 @@ from typing import Sequence
 import torch
 
 from micronet_lib.augment.ops import OPS, apply_op, op_magnitude, warm_geometric_cache
+from micronet_lib import assets
+from micronet_lib.augment.grouped import apply_grouped
 
 __all__ = ["CUTOUT_CENTRES", "FASTAA_4X_ORDER", "FASTAA_DEFAULT_SET", "FastAAStage", "is_policy_file", "policy_set", "policy_set_names", "resolve_set_name"]
 
@@ -32,8 +34,6 @@ FASTAA_DEFAULT_SET = FASTAA_4X_ORDER[0]
 
 @functools.lru_cache(maxsize=1)
 def _policies() -> dict:
-    from micronet_lib import assets
-
     return assets.load_policies()
 
 
@@ -63,8 +63,6 @@ def policy_set(name: str) -> list:
     (``assets.load_policies(path)``, e.g. a searched policy, docs/method.md §7.6).
     """
     if is_policy_file(name):
-        from micronet_lib import assets
-
         sets = assets.load_policies(name)
         if len(sets) != 1:
             raise ValueError(f"policy file {name} holds {len(sets)} sets ({', '.join(sets)}); 'fastaa:<file>' needs exactly one")
@@ -127,8 +125,6 @@ class FastAAStage:
         flip_sign = torch.rand(n, 2, generator=generator).tolist()
         centre = _cutout_centres(torch.rand(n, 2, 2, generator=generator), width, height, self.cutout_centre).tolist()
         if self.grouped or (self.grouped is None and images.is_cuda):
-            from micronet_lib.augment.grouped import apply_grouped
-
             return apply_grouped(self._subs, images, pick, coin, flip_sign, centre)
         out = images.clone()
         for i in range(n):

@@ -7,6 +7,8 @@ from typing import Sequence
 import torch
 from matplotlib.figure import Figure
 
+from micronet_lib.augment.pipelines import build_pipeline
+
 __all__ = ["augmentation_gallery"]
 
 
@@ -18,8 +20,6 @@ def augmentation_gallery(
     Pipelines are built with mean 0 and std 1, so their output is the augmented image in [0, 1].
     ``copy`` picks the epoch copy where a pipeline has several (``fastaa4x``), clamped to its range.
     """
-    from micronet_lib.augment.pipelines import build_pipeline
-
     if images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4 or images_uint8.shape[1] != 3:
         raise ValueError(f"images_uint8 must be uint8 [N, 3, H, W], got {images_uint8.dtype} {tuple(images_uint8.shape)}")
     if not 1 <= n <= images_uint8.shape[0]:

@@ -38,6 +38,7 @@ import torch.nn.functional as nnF
 from micronet_lib.augment.fastaa import FastAAStage
 from micronet_lib.augment.ops import OPS
 from micronet_lib.augment.pipelines import AugmentPipeline, CropFlipStage
+from micronet_lib.fileio import atomic_write_text
 
 __all__ = ["OBJECTIVES", "REDUCTIONS", "SEARCH_OPS", "SearchSettings", "suggest_policy", "decode_policy",
            "policy_score", "open_storage", "open_study", "run_study", "top_policies", "remove_duplicates",
@@ -264,8 +265,6 @@ def save_policy(subpolicies: list, folder: str | os.PathLike, *, set_name: str,
 
     The content hash in the name means a config naming ``fastaa:<that path>`` names exactly this policy.
     """
-    from micronet_lib.fileio import atomic_write_text
-
     text = json.dumps({set_name: subpolicies}, indent=1) + "\n"
     sha = hashlib.sha256(text.encode()).hexdigest()[:12]
     folder = Path(folder)

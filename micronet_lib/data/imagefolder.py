@@ -20,6 +20,7 @@ from ..runstore.checksums import file_digest
 from ..fileio import atomic_torch_save, atomic_write_json
 from .core import Dataset, Split, channel_stats
 from .files import IMAGE_EXTENSIONS, IMAGEFOLDER_ROOT_ENV, decode_image, find_image_folder
+from ..assets import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,6 @@ def _read_cache(cache: Path) -> dict | None:
 
 
 def load_imagefolder(path: str, *, workers: int) -> Dataset:
-    from ..assets import cache_dir
-
     root = _resolve_folder(path)
     classes, files, digest = _listing(root)
     cache = cache_dir() / "imagefolder" / f"{root.name}-{digest[:20]}.pt"

@@ -24,6 +24,7 @@ import torch.nn as nn
 from micronet_lib.runstore import checksums
 from micronet_lib.models.registry import build_model, list_models
 from micronet_lib.models.masks import attach_mask, masked_modules
+from micronet_lib import assets
 
 __all__ = [
     "ReleasedCheckpoint",
@@ -253,7 +254,6 @@ def load_released(name: str, *, num_classes: int | None = None) -> nn.Module:
     entry = _released(name)
     if num_classes is not None and num_classes != 100:
         raise ValueError(f"{name} is a CIFAR-100 checkpoint with 100 classes, but num_classes={num_classes} was requested")
-    from micronet_lib import assets  # imported late: the asset layer is only needed for released files
 
     path = assets.fetch(entry.filename)
     state, meta = read_state_dict(path)

@@ -19,6 +19,9 @@ import torch.nn as nn
 from micronet_lib.runstore import checksums
 from micronet_lib.fileio import atomic_torch_save, atomic_write_json
 from micronet_lib.models.masks import apply_masks
+from micronet_lib import assets
+from micronet_lib.models import build_model
+from micronet_lib.models.checkpoints import infer_architecture, load_checkpoint, load_into
 
 __all__ = [
     "MASK_CHECKS",
@@ -77,8 +80,6 @@ def read_state_dict(source: str | os.PathLike | Mapping[str, Any]) -> "OrderedDi
 
 
 def _released_path(name: str) -> Path:
-    from micronet_lib import assets
-
     asset = name if name.endswith(".t7") else f"{name}.t7"
     if asset not in assets.list_assets():
         raise FileNotFoundError(
@@ -134,8 +135,6 @@ def load_masked_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tens
 
     A corrupt checkpoint fails before anything is loaded; STYLE: never ``strict=False``.
     """
-    from micronet_lib.models.checkpoints import load_into
-
     state_dict = OrderedDict((_strip(k), v) for k, v in state_dict.items())
     check_masks(state_dict, check=check)
     load_into(getattr(model, "_orig_mod", model), state_dict)
@@ -145,9 +144,6 @@ def load_masked_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tens
 
 def model_from_state_dict(state_dict: Mapping[str, torch.Tensor], *, arch: str | None = None, check: str = "strict") -> nn.Module:
     """Build the model whose keys and shapes match ``state_dict`` (``arch`` or inferred), load it masked; eval, CPU."""
-    from micronet_lib.models import build_model
-    from micronet_lib.models.checkpoints import infer_architecture
-
     state_dict = read_state_dict(state_dict)
     if arch is None:
         arch, options = infer_architecture(state_dict)
@@ -163,8 +159,6 @@ def load_pruned(source: str | os.PathLike, *, arch: str | None = None, check: st
     The masks are checked first (``check``); then ``models.checkpoints.load_checkpoint`` builds the model
     (its ``arch`` entry, ``arch=...``, or shapes) and loads it strictly.
     """
-    from micronet_lib.models.checkpoints import load_checkpoint
-
     check_masks(read_state_dict(source), check=check, where=str(source))
     return load_checkpoint(source, model=arch)
 

@@ -16,6 +16,7 @@ import torch.nn as nn
 from micronet_lib.pruning.checkpoint import load_pruned
 from micronet_lib.pruning.criteria import PruneConfig, prune_to_rate
 from micronet_lib.pruning.report import global_sparsity, nesting_violations
+from micronet_lib.evaluate import recalibrate_bn
 
 __all__ = ["oneshot_prune"]
 
@@ -51,8 +52,6 @@ def oneshot_prune(
         raise RuntimeError(f"one-shot pruning un-pruned {violations} weights; masks must nest")
     log.info("pruned to %.4g %% (%s): global sparsity %.6f", cfg.rate_percent, cfg.scope, global_sparsity(model))
     if recalibrate is not None:
-        from micronet_lib.evaluate import recalibrate_bn
-
         recalibrate_bn(model, recalibrate, n_images=recalibrate_images, device=device, seed=seed)
         model.to("cpu")
     return model.eval()

@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from micronet_lib.pruning.checkpoint import read_state_dict
 from micronet_lib.pruning.criteria import prunable
+from micronet_lib.models.micronet import weight_group
 
 __all__ = [
     "GROUP_ORDER",
@@ -39,8 +40,6 @@ def _state(source: Any) -> Mapping[str, torch.Tensor]:
 
 
 def _group(name: str) -> str:
-    from micronet_lib.models.micronet import weight_group
-
     try:
         return weight_group(name)
     except ValueError:

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from micronet_lib.models.micronet import weight_group
+
 __all__ = [
     "LAYER_SETS",
     "ORTHO_COEFFICIENT",
@@ -51,7 +53,6 @@ def _is_1x1_conv(module: nn.Module) -> bool:
 def _group_predicate(group: str) -> LayerPredicate:
     # The model package owns the name → group table (docs/method.md §4.3); a module that is not part of a
     # MicroNet simply does not belong to the group.
-    from micronet_lib.models.micronet import weight_group
 
     def predicate(name: str, module: nn.Module) -> bool:
         if not _is_1x1_conv(module):

@@ -19,6 +19,7 @@ from micronet_lib.scoring.records import (
     ELEMENTWISE, FUNCTION_ALIASES, MODULE_COSTS, DataDependentError, ModuleCost, OpRecord, UnsupportedOpError,
     how_to_count, how_to_register, register_call, register_module,
 )
+from micronet_lib.models.blocks import HSwish
 
 __all__ = ["module_handler", "computes_like", "functional", "FREE_FUNCTIONS", "shape_of", "first_tensor", "data_dependent", "EXIT_HINT"]
 
@@ -177,13 +178,9 @@ def _base_module_handlers() -> dict[type, Callable]:
 
 def _register_builtin_activations() -> None:
     """Parameter-free activation modules go through the public :func:`register_module`, like a user's."""
+    # HSwish: the project's own hard-swish module (docs/method.md §3.1): 4 mults + 1 add, like nn.Hardswish
     table = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hswish", nn.Hardsigmoid: "hardsigmoid",
-             nn.Sigmoid: "sigmoid", nn.SiLU: "swish"}
-    try:  # the project's own hard-swish module (docs/method.md §3.1): 4 mults + 1 add, like nn.Hardswish
-        from micronet_lib.models.blocks import HSwish
-        table[HSwish] = "hswish"
-    except ImportError:  # pragma: no cover - models package is part of this project
-        pass
+             nn.Sigmoid: "sigmoid", nn.SiLU: "swish", HSwish: "hswish"}
     for cls, key in table.items():
         if cls not in MODULE_COSTS:  # a user's earlier registration wins
             m, a = ACTIVATION_COSTS[key]

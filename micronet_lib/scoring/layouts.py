@@ -19,6 +19,7 @@ from __future__ import annotations
 from micronet_lib.scoring.ops import ACTIVATION_COSTS, output_size
 from micronet_lib.scoring.records import OpRecord, param_stats
 from micronet_lib.registry import Registry
+from micronet_lib.models.wrn import WideResNet
 
 __all__ = ["LAYOUTS", "list_layouts", "register_layout", "wrn_layout"]
 
@@ -55,8 +56,6 @@ def _relu(path, shape) -> OpRecord:
 
 def wrn_layout(model, input_size, *, astar: bool = False) -> list[OpRecord]:
     """Records of the challenge's WRN count (docs/scoring.md §7.2) for a ``WideResNet``; see module docstring."""
-    from micronet_lib.models.wrn import WideResNet
-
     if not isinstance(model, WideResNet):
         raise ValueError(f"the WRN layouts need a micronet_lib.models.wrn.WideResNet, got {type(model).__name__}")
     if len(input_size) != 4 or input_size[2] != input_size[3]:

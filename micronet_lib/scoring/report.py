@@ -24,6 +24,7 @@ from micronet_lib.scoring.trace import OpRecord, trace
 from micronet_lib.scoring.widths import (
     BIT_ATTRIBUTES, FROM_MODEL, TREE, BitSpec, accumulator_width, bits_for, bits_from_model, check_patterns,
 )
+from micronet_lib.models.micronet import weight_group
 
 __all__ = [
     "PARAMS_NORMALIZER",
@@ -92,10 +93,8 @@ BIAS_POLICIES = ("folded", "present", "own")
 def _group(path: str, r: OpRecord) -> str:
     if r.kind in ("conv", "linear"):
         try:
-            from micronet_lib.models.micronet import weight_group
-
             return weight_group(path.split(":")[0])
-        except (ImportError, ValueError):
+        except ValueError:
             return r.kind
     if r.kind == "free" and "atch" in r.op:  # BatchNorm2d / batch_norm
         return "bn"

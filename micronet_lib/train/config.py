@@ -22,6 +22,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Iterable
 
 from micronet_lib.train.profiles import PROFILES, list_profiles
+from micronet_lib.regularizers.labels import default_epsilon
 
 __all__ = ["TrainConfig", "PROFILES", "list_profiles", "parse_overrides"]
 
@@ -291,8 +292,6 @@ class TrainConfig:
         Weighted LS: 0.3 in pretraining, 0.1 in the pruning cycles (docs/method.md §6.2, §8.4); uniform LS 0.1;
         cross-entropy 0.
         """
-        from micronet_lib.regularizers.labels import default_epsilon
-
         return float(self.epsilon) if self.epsilon is not None else default_epsilon(self.loss, stage=self.stage)
 
     @property

@@ -54,6 +54,10 @@ from micronet_lib.train.setup import (
     prepare_data,
     seed_for,
 )
+from micronet_lib.augment import build_pipeline
+from micronet_lib.models.checkpoints import load_into
+from micronet_lib.pruning import apply_masks, attach_mask, prune_to_rate
+from micronet_lib.regularizers import make_loss
 
 __all__ = ["fit", "resume", "run_or_load", "NonFiniteLossError", "prepare_data", "build_training_model", "make_optimizer"]
 
@@ -99,9 +103,6 @@ _STARTS = ("last", "previous", "over")
 def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: str) -> runs.RunSummary:
     from tqdm.auto import tqdm
 
-    from micronet_lib.augment import build_pipeline
-    from micronet_lib.pruning import apply_masks, attach_mask, prune_to_rate
-    from micronet_lib.regularizers import make_loss
 
     if start == "over":
         store.start_over(run_dir)
@@ -144,7 +145,6 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
     store.write_record(run_dir, config, runtime)
 
     # --- state: fresh, or from the checkpoint (strict, masks re-attached from the saved buffers)
-    from micronet_lib.models.checkpoints import load_into
 
     st: dict[str, Any] = dict(cycle=0, epoch=-1, step=0, seconds=0.0, best=None, best_state=None,
                               cycle_best=[], data_id=data_id, runtime=runtime)

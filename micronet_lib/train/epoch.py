@@ -10,6 +10,8 @@ import torch.nn as nn
 
 from micronet_lib.train.config import TrainConfig
 from micronet_lib.train.setup import seed_for
+from micronet_lib.evaluate import evaluate_splits, recalibrate_bn
+from micronet_lib.regularizers import cutmix, mixup
 
 __all__ = ["batch_images", "mix_batch", "topk_hits", "bn_buffers", "restore_buffers", "evaluate_epoch"]
 
@@ -32,8 +34,6 @@ def batch_images(pipeline, images: torch.Tensor, idx: torch.Tensor, copy: torch.
 
 def mix_batch(config: TrainConfig, x, y, g):
     """CutMix (the authors: every batch, docs/method.md §6.4) or Mixup, with probability ``mix_prob``."""
-    from micronet_lib.regularizers import cutmix, mixup
-
     if config.mix == "none":
         return x, y, None, 1.0
     if config.mix == "cutmix":
@@ -69,8 +69,6 @@ def restore_buffers(model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
 
 def evaluate_epoch(config, model, ds, device, *, cycle: int, epoch: int, progress: bool, eval_mode: dict):
     """Val/test metrics and the evaluated weights; BN re-estimation leaves the training stats untouched."""
-    from micronet_lib.evaluate import evaluate_splits, recalibrate_bn
-
     saved = bn_buffers(model) if config.bn_recalibrate_images else None
     if saved is not None:
         # in the evaluation's mode: the statistics then describe the activations that mode computes,

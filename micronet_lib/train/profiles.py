@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from micronet_lib.accel.execution import bf16_native
+
 __all__ = ["PROFILES", "list_profiles", "EXECUTION_ENV", "parse_execution", "profile_execution"]
 
 # A profile that publishes results names its execution mode: no timing calibration decides what a committed
@@ -117,8 +119,6 @@ def profile_execution(profile: str, device: str = "auto") -> dict[str, str]:
         precision + ("+channels_last" if memory_format == "channels_last" else "+contiguous"))
     if precision in ("bf16", "fp16"):
         import torch
-
-        from micronet_lib.accel.execution import bf16_native
 
         if device == "auto":  # train.setup.resolve_device's order (not imported: setup imports this module's users)
             mps = getattr(torch.backends, "mps", None)

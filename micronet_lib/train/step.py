@@ -31,6 +31,8 @@ import torch
 import torch.nn as nn
 
 from micronet_lib.accel import execution
+from micronet_lib.pruning import apply_masks
+from micronet_lib.regularizers import orthogonality_penalty
 
 __all__ = ["CAPTURE_KINDS", "WARMUP_STEPS", "TrainStep", "StaticStep", "make_step"]
 
@@ -62,9 +64,6 @@ class TrainStep:
         return self.run(x, y_a, y_b, lam, 1.0 - lam)
 
     def run(self, x, y_a, y_b, lam_a, lam_b):
-        from micronet_lib.pruning import apply_masks
-        from micronet_lib.regularizers import orthogonality_penalty
-
         with execution.autocast(self.mode, self.device):
             logits = self.forward(x)
         # fp32 loss under autocast; a float64 model (tests/test_fidelity.py) keeps float64
