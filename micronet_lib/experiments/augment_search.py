@@ -45,6 +45,14 @@ from micronet_lib.experiments.configs import base_config
 from micronet_lib.experiments.sweeps import InProcess, RayExecutor, run_store_at
 from micronet_lib.fileio import atomic_write_json
 from micronet_lib.train.config import TrainConfig
+from micronet_lib.accel import execution
+from micronet_lib.data import load_dataset
+from micronet_lib.evaluate import inference_copy
+from micronet_lib.models.checkpoints import load_into
+from micronet_lib.train import runs
+from micronet_lib.train.engine import run_or_load
+from micronet_lib.train.runs import run_dir_for, runs_root
+from micronet_lib.train.setup import build_training_model, prepare_data
 
 __all__ = ["SEARCH_PROFILES", "SearchResult", "estimate_cost", "H200_TRAIN_IMG_S", "H200_EVAL_IMG_S", "search_settings", "fold_configs", "search_id", "search_folder",
            "default_storage", "search_fold", "search_augment", "check_search_inputs"]
@@ -111,7 +119,6 @@ def _pool_per_class(params: Mapping[str, Any]) -> int:
     """Training images per class the folds split (train + val of the notebook budget; all of them if None)."""
     if params["train_per_class"] is not None:
         return int(params["train_per_class"]) + int(params["val_per_class"] or 0)
-    from micronet_lib.data import load_dataset
 
     labels = load_dataset(params["data"], seed=0).train.labels
     return int(labels.bincount().min())
@@ -159,12 +166,6 @@ def check_search_inputs(settings: SearchSettings, storage: str) -> None:
 def _fold_model(config: TrainConfig, run_dir: Path):
     """The fold model's evaluated weights (``best.pt``: BN statistics as its last evaluation used them),
     as an eval-mode inference copy, and D_A (its validation split)."""
-    from micronet_lib.accel import execution
-    from micronet_lib.evaluate import inference_copy
-    from micronet_lib.models.checkpoints import load_into
-    from micronet_lib.train import runs
-    from micronet_lib.train.setup import build_training_model, prepare_data
-
     ds = prepare_data(config)
     model = build_training_model(config.replace(init_from=None), ds.num_classes)
     load_into(model, runs.load_checkpoint(run_dir / runs.BEST)["model"], source=str(run_dir / runs.BEST))
@@ -176,9 +177,6 @@ def _fold_model(config: TrainConfig, run_dir: Path):
 def search_fold(config: TrainConfig, settings: SearchSettings, fold: int, storage: str, sid: str, *,
                 runs_dir: str | os.PathLike, progress: bool = False) -> dict[str, Any]:
     """Train (or read back) fold ``fold``'s model, then run its ``rounds`` studies to ``trials`` trials each."""
-    from micronet_lib.train.engine import run_or_load
-    from micronet_lib.train.runs import run_dir_for
-
     summary = run_or_load(config, runs_dir=runs_dir, progress=progress)
     model, ds, device = _fold_model(config, run_dir_for(config, runs_dir))
     images, labels = ds.val.images, ds.val.labels
@@ -256,8 +254,6 @@ def search_augment(params: Mapping[str, Any], settings: SearchSettings, *, execu
                    runs_dir: str | os.PathLike | None = None, workdir: str | os.PathLike | None = None,
                    progress: bool = True, echo: Callable[[str], None] | None = None) -> SearchResult:
     """Run (or resume) the search under notebook ``params``; returns the ``SearchResult`` (module docstring)."""
-    from micronet_lib.train.runs import runs_root
-
     echo = echo or log.info
     root = runs_root(runs_dir).resolve()
     configs = fold_configs(params, settings)

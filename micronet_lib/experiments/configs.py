@@ -17,6 +17,9 @@ from typing import Any, Mapping
 from micronet_lib.train.config import PROFILES as TRAIN_PROFILES
 from micronet_lib.train.config import TrainConfig
 from micronet_lib.train.profiles import profile_execution
+from micronet_lib.assets import AssetUnavailableError, load_policies
+from micronet_lib.augment.pipelines import PIPELINES
+from micronet_lib.train.setup import RUN_REF
 
 __all__ = [
     "AblationCell",
@@ -155,7 +158,6 @@ def parse_setting(name: str) -> tuple[str, str]:
     base, plus, mix = name.partition("+")
     if plus and mix not in MIXES:
         raise ValueError(f"augmentation setting {name!r}: '+{mix}' is not a mixing; allowed: +{', +'.join(MIXES)}")
-    from micronet_lib.augment.pipelines import PIPELINES
 
     if base.split(":")[0] not in PIPELINES:
         raise ValueError(f"augmentation setting {name!r}: {PIPELINES.unknown_message(base.split(':')[0])}")
@@ -174,8 +176,6 @@ def augment_config(params: Mapping[str, Any], setting: str, *, seed: int) -> Tra
 def unavailable_settings(settings: list[str]) -> dict[str, str]:
     """Settings that cannot run here, with the reason: the FastAA ones when the policy asset is missing
     (``assets.load_policies``); the notebook says so and runs the others."""
-    from micronet_lib.assets import AssetUnavailableError, load_policies
-
     needs_policy = [s for s in settings if parse_setting(s)[0].split(":")[0] in ("fastaa", "fastaa4x")]
     if not needs_policy:
         return {}
@@ -222,6 +222,4 @@ def relative_checkpoint(summary: Mapping[str, Any], name: str = "best.pt") -> st
     ``init_from``, so the config -- its hash and committed summaries -- carries no folder path and stays the
     same when a results set is built in staging or re-rendered on a fresh clone without checkpoints
     (``train.setup.checkpoint_path`` resolves it when that run is trained)."""
-    from micronet_lib.train.setup import RUN_REF
-
     return f"{RUN_REF}{summary['run_id']}/{name}"

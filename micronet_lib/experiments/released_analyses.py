@@ -17,6 +17,17 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from micronet_lib.assets import load_policies
+from micronet_lib.augment import FASTAA_4X_ORDER
+from micronet_lib.data import CIFAR100_MEAN, CIFAR100_STD, normalize
+from micronet_lib.evaluate import evaluate, recalibrate_bn
+from micronet_lib.models.micronet import weight_group
+from micronet_lib.progress import bars_enabled
+from micronet_lib.pruning import global_sparsity, load_pruned, nesting_violations, oneshot_prune
+from micronet_lib.regularizers import class_similarity, layer_spectral_penalty, select_layers
+from micronet_lib.report.stats import wilson_interval
+from micronet_lib.scoring import count
+
 __all__ = [
     "CIFAR100_SUPERCLASSES",
     "CIFAR100_CLASSES",
@@ -67,8 +78,6 @@ _SUPER_OF = {c: s for s, group in CIFAR100_SUPERCLASSES.items() for c in group}
 
 
 def _group(name: str) -> str:
-    from micronet_lib.models.micronet import weight_group
-
     try:
         return weight_group(f"{name}.weight")
     except ValueError:
@@ -85,8 +94,6 @@ def orthogonality_table(model: nn.Module, *, seed: int = 0) -> pd.DataFrame:
     """One row per 1×1 layer (``regularizers.select_layers``): group, shape, the authors' one-step
     estimate of σ_max(WᵀW − I)² (one draw from a generator seeded ``seed``) and its exact value,
     and the largest / smallest singular value of W (out × in)."""
-    from micronet_lib.regularizers import layer_spectral_penalty, select_layers
-
     gen = torch.Generator().manual_seed(seed)
     rows = []
     with torch.no_grad():
@@ -106,8 +113,6 @@ def orthogonality_table(model: nn.Module, *, seed: int = 0) -> pd.DataFrame:
 
 def singular_values(model: nn.Module) -> dict[str, np.ndarray]:
     """Singular values (descending) of every 1×1 layer's W reshaped to (out, in); 1 everywhere = orthogonal."""
-    from micronet_lib.regularizers import select_layers
-
     with torch.no_grad():
         return {name: torch.linalg.svdvals(_weight(m).reshape(m.weight.shape[0], -1).double()).numpy()
                 for name, m in select_layers(model, "all_1x1")}
@@ -124,8 +129,6 @@ def _check_classifier(weight: torch.Tensor) -> None:
 def similarity_by_superclass(weight: torch.Tensor) -> pd.DataFrame:
     """S = ``regularizers.class_similarity(weight)`` as a 100 × 100 frame whose rows and columns are
     ordered by superclass (index: class names; ``attrs["superclass"]``: the superclass of each row)."""
-    from micronet_lib.regularizers import class_similarity
-
     _check_classifier(weight)
     s = class_similarity(weight).double().numpy()
     order = [CIFAR100_CLASSES.index(c) for group in CIFAR100_SUPERCLASSES.values() for c in group]
@@ -138,8 +141,6 @@ def similarity_by_superclass(weight: torch.Tensor) -> pd.DataFrame:
 def similar_pairs(weight: torch.Tensor, *, k: int = 10) -> pd.DataFrame:
     """The ``k`` class pairs with the largest |cos(w_i, w_j)| (what S is built from), with S both ways and
     whether the two classes share a superclass."""
-    from micronet_lib.regularizers import class_similarity
-
     _check_classifier(weight)
     w = weight.detach().double()
     unit = torch.nn.functional.normalize(w, dim=1)
@@ -160,11 +161,7 @@ def similar_pairs(weight: torch.Tensor, *, k: int = 10) -> pd.DataFrame:
 
 
 def _policy_sets(policies: Mapping[str, Sequence] | None) -> dict[str, Sequence]:
-    from micronet_lib.augment import FASTAA_4X_ORDER
-
     if policies is None:
-        from micronet_lib.assets import load_policies
-
         policies = load_policies()
     order = [n for n in FASTAA_4X_ORDER if n in policies] + [n for n in policies if n not in FASTAA_4X_ORDER]
     return {n: policies[n] for n in order}
@@ -208,8 +205,6 @@ def policy_op_stats(policies: Mapping[str, Sequence] | None = None) -> pd.DataFr
 
 
 def _scores(model: nn.Module, conventions: Sequence[str]) -> dict[str, float]:
-    from micronet_lib.scoring import count
-
     out = {}
     for conv in conventions:
         s = count(model, convention=conv).summary
@@ -220,8 +215,6 @@ def _scores(model: nn.Module, conventions: Sequence[str]) -> dict[str, float]:
 def chain_table(models: Mapping[str, nn.Module], *, conventions: Sequence[str] = ("kaist", "official")) -> pd.DataFrame:
     """One row per checkpoint of a chain (in the given order): global sparsity, scores, and nesting
     violations against the previous checkpoint (0 = its kept weights are a subset, docs/method.md §4.4)."""
-    from micronet_lib.pruning import global_sparsity, nesting_violations
-
     rows, prev = [], None
     for name, model in models.items():
         rows.append(dict(checkpoint=name, global_sparsity=global_sparsity(model), **_scores(model, conventions),
@@ -245,11 +238,7 @@ def oneshot_curve(
     global sparsity and score per rate; with ``dataset`` also test top-1 without and with BN
     recalibration on ``recal_images`` training images (docs/method.md §8.2), each with the 95 % Wilson
     interval of its single evaluation (``top1_low``/``top1_high``, ``images`` evaluated)."""
-    from micronet_lib.pruning import global_sparsity, load_pruned, oneshot_prune
-
     from tqdm.auto import tqdm
-
-    from micronet_lib.progress import bars_enabled
 
     base = source if isinstance(source, nn.Module) else load_pruned(source)
     rows = []
@@ -257,10 +246,6 @@ def oneshot_curve(
         model = oneshot_prune(copy.deepcopy(base), float(rate))
         row = dict(rate=float(rate), global_sparsity=global_sparsity(model), **_scores(model, conventions))
         if dataset is not None:
-            from micronet_lib.evaluate import evaluate, recalibrate_bn
-
-            from micronet_lib.report.stats import wilson_interval
-
             plain = evaluate(model, dataset, "test", device=device, limit=eval_images, progress=False)
             recal = recalibrate_bn(copy.deepcopy(model), dataset, n_images=recal_images, device=device)
             recal = evaluate(recal, dataset, "test", device=device, limit=eval_images, progress=False)
@@ -279,8 +264,6 @@ def oneshot_curve(
 def sample_logits(models: Mapping[str, nn.Module], images_uint8: torch.Tensor) -> dict[str, np.ndarray]:
     """Eval-mode logits of each model on a few real images, through the project's own normalisation
     (``data.normalize`` with the CIFAR-100 mean/std of the authors' code, docs/method.md §2)."""
-    from micronet_lib.data import CIFAR100_MEAN, CIFAR100_STD, normalize
-
     x = normalize(images_uint8, CIFAR100_MEAN, CIFAR100_STD)
     out = {}
     for name, model in models.items():
@@ -293,8 +276,6 @@ def sample_logits(models: Mapping[str, nn.Module], images_uint8: torch.Tensor) -
 def sample_hits(logits: Mapping[str, np.ndarray], labels: torch.Tensor | np.ndarray) -> pd.DataFrame:
     """Top-1 hits of each model on the sample images with the Wilson interval of that single evaluation.
     A handful of images is a check of the whole path on real pixels, not an accuracy: the interval says so."""
-    from micronet_lib.report.stats import wilson_interval
-
     labels = np.asarray(labels)
     rows = []
     for name, z in logits.items():

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from matplotlib.figure import Figure
 
-from micronet_lib.augment.search import open_storage, study_name
+from micronet_lib.augment.search import open_storage, remove_duplicates, study_name
 
 if TYPE_CHECKING:
     from micronet_lib.experiments.augment_search import SearchResult
@@ -60,8 +60,6 @@ def history_figure(trials: pd.DataFrame, *, ylabel: str = "D_A top-1 (%)") -> Fi
 
 def top_subpolicies(result: "SearchResult", n: int | None = None) -> pd.DataFrame:
     """The kept policies' sub-policies (duplicates within a policy removed, as merged), best policy first."""
-    from micronet_lib.augment.search import remove_duplicates
-
     rows = []
     ordered = sorted(result.kept, key=lambda row: (-row["value"] if result.settings.direction == "maximize"
                                                    else row["value"], row["fold"], row["rank"]))

@@ -33,6 +33,8 @@ from micronet_lib.train.config import TrainConfig
 from micronet_lib.train.engine import run_or_load
 from micronet_lib.train import runs
 from micronet_lib.train.runs import RUNS_ENV, RunSummary, read_summary, run_dir_for, runs_root
+from micronet_lib.experiments.studies import study_configs
+from micronet_lib.repo import notebooks_dir
 
 __all__ = ["InProcess", "RayExecutor", "SweepReport", "finished_summary", "make_executor", "run_configs", "sweep",
            "torch_threads", "worker_threads", "EXECUTORS", "RAY_MISSING"]
@@ -349,9 +351,6 @@ def sweep(studies: Sequence[str], params: Mapping[str, Any], *, executor=None,
     to the notebooks folder, as the notebooks see it, so the runs find their data there. Every run trains
     with the profile's ``threads`` (``torch_threads``), whichever executor runs it.
     """
-    from micronet_lib.experiments.studies import study_configs
-    from micronet_lib.repo import notebooks_dir
-
     workdir = Path(workdir or notebooks_dir()).resolve()
     total = SweepReport()
     bar = _Progress(progress, echo)

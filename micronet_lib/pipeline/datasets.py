@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from micronet_lib.data import CIFAR_FOLDERS, data_root, find_image_folder, load_dataset
+
 
 def resolve_data(spec: str, folder: Path) -> str:
     """Check the data of a run exists before any notebook starts; return the spec the notebooks get.
@@ -16,8 +18,6 @@ def resolve_data(spec: str, folder: Path) -> str:
     checks), so an offline machine fails here, naming the folder, rather than in the middle of a run.
     """
     if spec.startswith("imagefolder:"):
-        from micronet_lib.data import find_image_folder
-
         raw = spec.split(":", 1)[1]
         root = (find_image_folder(raw) or Path(raw).expanduser()).absolute()
         missing = [s for s in ("train", "test") if not (root / s).is_dir()]
@@ -27,7 +27,6 @@ def resolve_data(spec: str, folder: Path) -> str:
                 "(expected <root>/train/<class>/* and <root>/test/<class>/*)"
             )
         return "imagefolder:" + os.path.relpath(root.resolve(), folder.resolve())
-    from micronet_lib.data import CIFAR_FOLDERS, data_root, load_dataset
 
     if spec in CIFAR_FOLDERS:
         folder_name, marker = CIFAR_FOLDERS[spec]
