@@ -80,7 +80,6 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, bool]:
     """
     from torch.fx.experimental.optimization import fuse
 
-
     work = copy.deepcopy(model).eval()
     if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in work.modules()):
         return work, False

@@ -14,7 +14,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from micronet_lib.report.stats import Interval, Verdict
+from micronet_lib.report.stats import Interval, Verdict, verdict
+from micronet_lib.experiments.aggregate import ALL_TEST, default_metric, paired_design
+from micronet_lib.report import results
+from micronet_lib.train.runs import read_metrics
 
 __all__ = ["Claim", "CLAIMS", "setup_text", "design_text", "at_paper_setup", "ClaimBoard", "claim_anchor"]
 
@@ -101,8 +104,6 @@ def design_text(summaries: Sequence[Mapping[str, Any]], seeds: int) -> str:
     """The design and the regime of a comparison, from its runs: seeds, passes over the training images, and
     for runs without batch mixing the last epoch's train vs validation top-1 (a gap = the plain model
     overfits, the regime where regularisers can help; docs/study-design.md)."""
-    from micronet_lib.train.runs import read_metrics
-
     first = summaries[0]
     train = dict((k, int(v)) for k, v in re.findall(r"(train)(\d+)", first.get("data_id", "").split("#")[0]))
     epochs = first.get("epochs_total") or first.get("epochs")
@@ -205,9 +206,6 @@ class ClaimBoard:
         (``experiments.paired_design``: by seed and test image where the runs keep per-image outcomes, else
         by seed), the setup read from ``summaries`` (the runs of both arms). The box states the design, the
         interval, its half-width, the minimum detectable effect (80 % power) and the training regime."""
-        from micronet_lib.experiments.aggregate import ALL_TEST, default_metric, paired_design
-        from micronet_lib.report.stats import verdict
-
         metric = metric or default_metric(runs)
         d, pred = paired_design(runs, by, treatment, baseline, metric)
         if metric == ALL_TEST:
@@ -244,8 +242,6 @@ class ClaimBoard:
 
     def save(self, name: str, *, meta: Mapping[str, Any]) -> None:
         """Write the board as a table of this results set (``results.save``), e.g. ``02_claims``."""
-        from micronet_lib.report import results
-
         results.save(self.frame(), name, meta=meta, title="Claims tested in this report and their verdicts")
 
     def frame(self):

@@ -26,6 +26,13 @@ import torch
 import torch.nn as nn
 
 from micronet_lib.progress import interactive
+from micronet_lib.augment import augmentation_gallery
+from micronet_lib.data import data_root, find_image_folder, first_per_class, is_image, read_images
+from micronet_lib.experiments import CIFAR100_CLASSES, oneshot_curve, similarity_by_superclass
+from micronet_lib.pruning import group_table, oneshot_prune
+from micronet_lib.report.formatting import table_html
+from micronet_lib.report.results import img_html
+from micronet_lib.scoring import count
 
 __all__ = [
     "count_explorer",
@@ -45,9 +52,6 @@ def _display(*objs: Any) -> None:
     from IPython import get_ipython
     from IPython.display import HTML, display
     from matplotlib.figure import Figure
-
-    from micronet_lib.report.formatting import table_html
-    from micronet_lib.report.results import img_html
 
     if get_ipython() is None:
         return
@@ -99,8 +103,6 @@ def count_explorer(models: Mapping[str, nn.Module], *, conventions: Sequence[str
     """
     from matplotlib.figure import Figure
 
-    from micronet_lib.scoring import count
-
     names = list(models)
     if not names:
         raise ValueError("count_explorer needs at least one model, e.g. {'micronet_v2': build_model('micronet_v2')}")
@@ -146,8 +148,6 @@ def similarity_explorer(classifiers: Mapping[str, torch.Tensor], *, checkpoint: 
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    from micronet_lib.experiments import CIFAR100_CLASSES, similarity_by_superclass
-
     names = list(classifiers)
     if not names:
         raise ValueError("similarity_explorer needs at least one classifier weight, e.g. {'v2': model.linear.weight}")
@@ -190,8 +190,6 @@ def sample_images(n: int = 8) -> tuple[torch.Tensor, str] | None:
     (``cifar100-samples/*.png``) first, else the first test image of each class of the CIFAR-10 JPEG
     tree (``cifar10-jpeg/test/<class>/``). None when neither is on this machine (use the run's images).
     """
-    from micronet_lib.data import data_root, find_image_folder, first_per_class, is_image, read_images
-
     if n < 1:
         raise ValueError(f"n={n!r} must be >= 1")
     samples_folder = find_image_folder("cifar100-samples", also_under=[data_root()])
@@ -213,8 +211,6 @@ def augmentation_explorer(images_uint8: torch.Tensor, pipelines: Sequence[str], 
     ``augment.build_pipeline`` names. Row 1 holds the originals, rows 2–5 four augmented draws
     (``augment.augmentation_gallery``); another seed gives other draws.
     """
-    from micronet_lib.augment import augmentation_gallery
-
     names = list(dict.fromkeys(pipelines))
     if not names:
         raise ValueError("augmentation_explorer needs at least one pipeline name, e.g. ['baseline', 'fastaa']")
@@ -251,9 +247,6 @@ def oneshot_explorer(model: nn.Module, *, name: str = "model", rate: float = 60.
     ``oneshot_curve`` already computed for the same model and data, drawn beside the chosen rate.
     """
     from matplotlib.figure import Figure
-
-    from micronet_lib.experiments import oneshot_curve
-    from micronet_lib.pruning import group_table, oneshot_prune
 
     if not 0 <= rate < 100:
         raise ValueError(f"rate={rate!r} must lie in [0, 100)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from micronet_lib.experiments import parse_setting
+
 __all__ = ["setting_text", "augment_plan", "PLAN_MARK"]
 
 PLAN_MARK = "This run compares"  # the plan paragraph's first words (tests find the paragraph by them)
@@ -16,8 +18,6 @@ _PIPELINES = {"baseline": "crop + flip", "cutout": "crop + flip + Cutout", "auto
 
 def setting_text(setting: str) -> str:
     """``"randaugment"`` → ``"crop + flip + RandAugment N=2, M=9"``; ``"+cutmix"`` adds ``" + CutMix"``."""
-    from micronet_lib.experiments import parse_setting
-
     pipeline, mix = parse_setting(setting)
     name, *args = pipeline.split(":")
     if name == "randaugment":

@@ -8,6 +8,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from micronet_lib.environ import environment
+from micronet_lib import __version__, assets
+from micronet_lib.data import CIFAR_FOLDERS, data_root
+from micronet_lib.devices import resolve_device
+from micronet_lib.experiments import configs as ex
+from micronet_lib.repo import list_notebooks
+from micronet_lib.report.results import _git_commit
 
 __all__ = ["environment_table", "dataset_table", "asset_table", "notebook_plan", "deviations_table"]
 
@@ -20,10 +26,6 @@ def environment_table(params: Mapping[str, Any]) -> "pd.DataFrame":
     import pandas as pd
     import torch
     import torchvision
-
-    from micronet_lib import __version__
-    from micronet_lib.devices import resolve_device
-    from micronet_lib.report.results import _git_commit
 
     device = resolve_device(params["device"])
     gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") else "none"
@@ -47,8 +49,6 @@ def environment_table(params: Mapping[str, Any]) -> "pd.DataFrame":
 def dataset_table(params: Mapping[str, Any]) -> "pd.DataFrame":
     """Which data sets this machine has; the profile's own choice is marked. Nothing is downloaded."""
     import pandas as pd
-
-    from micronet_lib.data import CIFAR_FOLDERS, data_root
 
     rows = []
     for spec, (folder, marker) in CIFAR_FOLDERS.items():
@@ -83,8 +83,6 @@ def asset_table() -> "pd.DataFrame":
     """
     import pandas as pd
 
-    from micronet_lib import assets
-
     rows = []
     with environment({assets.ENV_OFFLINE: "1"}):
         for name in assets.list_assets():
@@ -103,8 +101,6 @@ def asset_table() -> "pd.DataFrame":
 def _study_configs(params: Mapping[str, Any]) -> dict[str, list]:
     """The ``TrainConfig`` of every training run each notebook adds (a run another notebook already made is
     shared, not repeated), built by ``micronet_lib.experiments`` exactly as the notebooks build them."""
-    from micronet_lib.experiments import configs as ex
-
     seeds, comp = params["seeds"], params["seeds"][: params["comparison_seeds"]]
     seen: set[str] = set()
 
@@ -123,8 +119,6 @@ def _study_configs(params: Mapping[str, Any]) -> dict[str, list]:
 
 def _study_runs(params: Mapping[str, Any]) -> dict[str, tuple[int, str]]:
     """Training runs each notebook adds and their length, from the study configs themselves."""
-    from micronet_lib.experiments import configs as ex
-
     runs = _study_configs(params)
     one = ex.dense_config(params, seed=params["seeds"][0])
     rates = params["prune_rates"]
@@ -180,8 +174,6 @@ def deviations_table(params: Mapping[str, Any]) -> "pd.DataFrame":
 def notebook_plan(params: Mapping[str, Any]) -> "pd.DataFrame":
     """What each notebook runs under these parameters: training runs, epochs (cycles x epochs), data."""
     import pandas as pd
-
-    from micronet_lib.repo import list_notebooks
 
     seeds, data = len(params["seeds"]), params["data"]
     comp = params["comparison_seeds"]

@@ -103,7 +103,6 @@ _STARTS = ("last", "previous", "over")
 def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: str) -> runs.RunSummary:
     from tqdm.auto import tqdm
 
-
     if start == "over":
         store.start_over(run_dir)
     elif start == "previous":
