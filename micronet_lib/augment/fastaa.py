@@ -17,7 +17,7 @@ import torch
 
 from micronet_lib.augment.ops import OPS, apply_op, op_magnitude, warm_geometric_cache
 from micronet_lib import assets
-from micronet_lib.augment.grouped import apply_grouped
+from micronet_lib.augment import grouped as grouped_ops  # by module: a test may replace apply_grouped
 
 __all__ = ["CUTOUT_CENTRES", "FASTAA_4X_ORDER", "FASTAA_DEFAULT_SET", "FastAAStage", "is_policy_file", "policy_set", "policy_set_names", "resolve_set_name"]
 
@@ -125,7 +125,7 @@ class FastAAStage:
         flip_sign = torch.rand(n, 2, generator=generator).tolist()
         centre = _cutout_centres(torch.rand(n, 2, 2, generator=generator), width, height, self.cutout_centre).tolist()
         if self.grouped or (self.grouped is None and images.is_cuda):
-            return apply_grouped(self._subs, images, pick, coin, flip_sign, centre)
+            return grouped_ops.apply_grouped(self._subs, images, pick, coin, flip_sign, centre)
         out = images.clone()
         for i in range(n):
             img = None

@@ -33,7 +33,7 @@ from micronet_lib.train.config import TrainConfig
 from micronet_lib.train.engine import run_or_load
 from micronet_lib.train import runs
 from micronet_lib.train.runs import RUNS_ENV, RunSummary, read_summary, run_dir_for, runs_root
-from micronet_lib.experiments.studies import study_configs
+from micronet_lib.experiments import studies as grids  # by module: a test may replace study_configs
 from micronet_lib.repo import notebooks_dir
 
 __all__ = ["InProcess", "RayExecutor", "SweepReport", "finished_summary", "make_executor", "run_configs", "sweep",
@@ -356,7 +356,7 @@ def sweep(studies: Sequence[str], params: Mapping[str, Any], *, executor=None,
     bar = _Progress(progress, echo)
     try:
         while True:
-            configs = [c for s in studies for c in study_configs(s, params, finished=total.summaries)]
+            configs = [c for s in studies for c in grids.study_configs(s, params, finished=total.summaries)]
             new = [c for c in dict.fromkeys(configs) if c.config_hash() not in total.summaries
                    and c.config_hash() not in total.failures]
             if not new:

@@ -56,8 +56,7 @@ from micronet_lib.train.setup import (
 )
 from micronet_lib.augment import build_pipeline
 from micronet_lib.models.checkpoints import load_into
-from micronet_lib.pruning import apply_masks, attach_mask, prune_to_rate
-from micronet_lib.regularizers import make_loss
+from micronet_lib import pruning, regularizers  # by module: a test may replace one of their functions
 
 __all__ = ["fit", "resume", "run_or_load", "NonFiniteLossError", "prepare_data", "build_training_model", "make_optimizer"]
 
@@ -136,7 +135,7 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
     pipeline = build_pipeline(config.augment, mean=ds.mean, std=ds.std)
     n_copies = int(pipeline.copies_per_epoch)
     model = build_training_model(config, ds.num_classes)
-    loss_fn = make_loss(config.loss, num_classes=ds.num_classes, epsilon=config.loss_epsilon)  # the stage's ε (§6.2)
+    loss_fn = regularizers.make_loss(config.loss, num_classes=ds.num_classes, epsilon=config.loss_epsilon)  # the stage's ε (§6.2)
     runtime = process_runtime(run_dir, device, resumed=ckpt is not None)
     if ckpt is not None and not ckpt["verified"]:  # store.load_checkpoint warned; the run keeps the fact
         runtime = dict(runtime, unverified_checkpoint=f"{runs.LAST} of global epoch {ckpt['global_epoch']} was resumed "
@@ -178,12 +177,12 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
             # --- new cycle (docs/method.md §5.4, §8.4): masks from the current (last-epoch) weights, then the
             # previous cycle's best weights with those masks; a fresh optimiser and cosine.
             if config.prune_rates is not None:
-                masks = prune_to_rate(model, float(config.prune_rates[cycle]), scope=config.prune_scope,
+                masks = pruning.prune_to_rate(model, float(config.prune_rates[cycle]), scope=config.prune_scope,
                                       ties=config.prune_ties)
                 if cycle > 0 and st["best_state"] is not None:
                     load_into(model, st["best_state"], source=f"best of cycle {cycle}")
                     for key, mask in masks.items():  # the new masks over the reloaded weights
-                        attach_mask(model.get_submodule(key[: -len(".mask")]), mask)
+                        pruning.attach_mask(model.get_submodule(key[: -len(".mask")]), mask)
                 log.info("cycle %d: pruned to %.2f %% (%s)", cycle + 1, config.prune_rates[cycle], config.prune_scope)
             if st["best"] is not None and cycle > 0:
                 st["cycle_best"].append(st["best"])
@@ -256,7 +255,7 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
             train_seconds = time.perf_counter() - t0
 
             # --- epoch end: masks, evaluation, selection, metrics line, checkpoint
-            apply_masks(model)
+            pruning.apply_masks(model)
             t1 = time.perf_counter()
             metrics, eval_state = evaluate_epoch(config, model, ds, device, cycle=cycle, epoch=epoch, progress=progress,
                                                   eval_mode=st["execution"]["eval"]["mode"])

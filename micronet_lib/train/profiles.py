@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from micronet_lib.accel.execution import bf16_native
+from micronet_lib.accel import execution
 
 __all__ = ["PROFILES", "list_profiles", "EXECUTION_ENV", "parse_execution", "profile_execution"]
 
@@ -126,7 +126,7 @@ def profile_execution(profile: str, device: str = "auto") -> dict[str, str]:
         dev = torch.device(device)
         why = ("fp16 needs a CUDA device" if precision == "fp16" and dev.type != "cuda" else
                f"this {dev.type} has no native bf16 (avx512_bf16 or AMX on a CPU)" if precision == "bf16"
-               and not bf16_native(dev) else None)
+               and not execution.bf16_native(dev) else None)
         if why:
             raise ValueError(f"execution mode {name} ({source}) cannot run here: {why}; override it with "
                              f"{EXECUTION_ENV}=fp32+{memory_format} (or `micronet reproduce --execution "

@@ -31,8 +31,7 @@ import torch
 import torch.nn as nn
 
 from micronet_lib.accel import execution
-from micronet_lib.pruning import apply_masks
-from micronet_lib.regularizers import orthogonality_penalty
+from micronet_lib import pruning, regularizers  # by module: a test may replace one of their functions
 
 __all__ = ["CAPTURE_KINDS", "WARMUP_STEPS", "TrainStep", "StaticStep", "make_step"]
 
@@ -71,7 +70,7 @@ class TrainStep:
         loss_cls = self.loss_fn(z, y_a)
         if y_b is not None:
             loss_cls = lam_a * loss_cls + lam_b * self.loss_fn(z, y_b)
-        ortho = (orthogonality_penalty(self.model, layers=self.ortho_layers) if self.ortho_coef > 0
+        ortho = (regularizers.orthogonality_penalty(self.model, layers=self.ortho_layers) if self.ortho_coef > 0
                  else torch.zeros((), device=self.device))
         loss = loss_cls + self.ortho_coef * ortho
         self.optimizer.zero_grad(set_to_none=True)
@@ -82,7 +81,7 @@ class TrainStep:
         else:
             loss.backward()
             self.optimizer.step()
-        apply_masks(self.model)
+        pruning.apply_masks(self.model)
         return logits, loss_cls, ortho, loss
 
 
