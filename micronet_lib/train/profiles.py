@@ -6,9 +6,13 @@ they change is listed with the reason, and ``TrainConfig.deviations`` reports th
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import torch
+
 from micronet_lib.accel import execution
+from micronet_lib.devices import resolve_device
 
 __all__ = ["PROFILES", "list_profiles", "EXECUTION_ENV", "parse_execution", "profile_execution"]
 
@@ -105,8 +109,6 @@ def profile_execution(profile: str, device: str = "auto") -> dict[str, str]:
     Returns ``{"precision", "memory_format", "name", "source"}``. A mode this machine cannot run raises a
     one-line ``ValueError`` naming the mode and the override, before any work.
     """
-    import os
-
     values = PROFILES.get(profile, {}).get("values", {})
     override = os.environ.get(EXECUTION_ENV, "").strip()
     if override:
@@ -118,12 +120,7 @@ def profile_execution(profile: str, device: str = "auto") -> dict[str, str]:
     name = "auto" if "auto" in (precision, memory_format) else (
         precision + ("+channels_last" if memory_format == "channels_last" else "+contiguous"))
     if precision in ("bf16", "fp16"):
-        import torch
-
-        if device == "auto":  # train.setup.resolve_device's order (not imported: setup imports this module's users)
-            mps = getattr(torch.backends, "mps", None)
-            device = "cuda" if torch.cuda.is_available() else "mps" if mps is not None and mps.is_available() else "cpu"
-        dev = torch.device(device)
+        dev = torch.device(resolve_device("auto") if device == "auto" else device)
         why = ("fp16 needs a CUDA device" if precision == "fp16" and dev.type != "cuda" else
                f"this {dev.type} has no native bf16 (avx512_bf16 or AMX on a CPU)" if precision == "bf16"
                and not execution.bf16_native(dev) else None)
