@@ -99,7 +99,8 @@ def test_check_cell_reruns_after_editing_a_parameter(jupyter_home):
         run(edited)
         run(later)  # cells run in any order after the edit
         run(check_cell)
-        run(nbformat.v4.new_code_cell("from micronet_lib.pipeline import PARAMS\nPARAMS_SEEN = [p.name for p in PARAMS]"))
+        run(nbformat.v4.new_code_cell("from micronet_lib.pipeline import notebook_parameter_names\n"
+                                      f"PARAMS_SEEN = notebook_parameter_names({str(NOTEBOOKS / '02_regularizers.ipynb')!r})"))
         out = run(probe)
         assert out.outputs[0]["text"].split() == ["3", "True"]
         run(typo)  # a misspelt name in the parameters cell is still caught ...

@@ -95,6 +95,14 @@ def test_values_are_normalised():
     assert check_params({"epochs": None}, profile="smoke")["epochs"] is None  # nullable: profile schedule
 
 
+def test_partial_checks_only_the_names_a_notebook_declares():
+    assert check_params({"profile": "cpu", "seeds": [3]}, partial=True) == {"profile": "cpu", "seeds": [3]}
+    with pytest.raises(ValueError, match=r"unknown notebook parameter\(s\) epoch\b"):
+        check_params({"profile": "cpu", "epoch": 3}, partial=True)
+    with pytest.raises(ValueError, match=r"parameter seeds=\[\] is invalid"):
+        check_params({"seeds": []}, partial=True)
+
+
 def test_user_namespace_keeps_only_notebook_variables():
     import math
 
@@ -122,12 +130,15 @@ def test_notebook_is_committed_clean(path):
     tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
     params_cell, check_cell = nb.cells[tagged[0]], nb.cells[tagged[0] + 1]
-    assert "check_params(user_namespace(globals()))" in check_cell.source  # validated before any work
+    assert "check_params(user_namespace(globals()), partial=True)" in check_cell.source  # validated before any work
     assert "announce(params)" in check_cell.source  # the first executed cell says where outputs go, which profile
     assigned = {t.id: ast.literal_eval(n.value) for n in ast.parse(params_cell.source).body
                 for t in n.targets if isinstance(n, ast.Assign)}
-    assert sorted(assigned) == sorted(NAMES)  # declares the whole shared schema
-    check_params(assigned)  # and its defaults are valid
+    # declares only parameters of the shared schema (those this notebook reads; issue #30), at least where its
+    # outputs go; and its defaults are valid
+    assert set(assigned) <= set(NAMES) and {"profile", "data"} <= set(assigned)
+    assert list(assigned) == pipeline.notebook_parameter_names(path)
+    check_params(assigned, partial=True)
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")  # title cell
 
 
@@ -156,6 +167,22 @@ def _mini_notebooks(tmp_path, cells: dict[str, str]) -> Path:
         nb.cells = [p, check, nbformat.v4.new_code_cell(textwrap.dedent(body))]
         nbformat.write(nb, folder / f"{name}.ipynb")
     return folder
+
+
+@pytest.mark.slow
+def test_each_notebook_receives_only_the_parameters_it_declares(tmp_path):
+    """The profile sets every parameter; papermill injects into a notebook only those of its parameters cell."""
+    folder = _mini_notebooks(tmp_path, {"00_few": "from pathlib import Path\n"
+                                        "Path('seen').write_text(','.join(sorted(params)))"})
+    nb = nbformat.read(folder / "00_few.ipynb", as_version=4)
+    nb.cells[0].source = "profile = 'smoke'\ndata = 'synthetic'\nseeds = [7]"
+    nb.cells[1].source = nb.cells[1].source.replace("globals()))", "globals()), partial=True)")
+    nbformat.write(nb, folder / "00_few.ipynb")
+    pipeline.reproduce("smoke", results_dir=tmp_path / "results", notebooks=folder)
+    assert (folder / "seen").read_text() == "data,profile,seeds"
+    executed = nbformat.read(tmp_path / "results" / "scratch" / "smoke-synthetic" / "executed" / "00_few.ipynb", as_version=4)
+    injected = next(c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert "seeds = [0, 1]" in injected.source and "epochs" not in injected.source  # the profile's value, nothing else
 
 
 @pytest.mark.slow

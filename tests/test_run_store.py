@@ -48,6 +48,15 @@ def error_line(capsys) -> str:
     return err[0]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread_for_the_module():
+    """Every run of this file trains on one torch thread, whatever ran before (records say threads = 1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("finished") / "run"
@@ -379,12 +388,14 @@ def test_device_cuda_without_cuda_exits_2(monkeypatch, capsys):
 # ---------------------------------------------------------------------- row 19: thread count recorded
 def test_thread_count_is_recorded_and_resuming_with_another_warns(killed, tmp_path, caplog):
     run_dir = copy(killed, tmp_path)
-    assert json.loads((run_dir / "run.json").read_text())["runtime"]["threads"] == torch.get_num_threads() == 1
+    # trained on the smoke profile's one thread (whatever this process had before: the test runs alone too)
+    assert json.loads((run_dir / "run.json").read_text())["runtime"]["threads"] == 1
+    before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         summary = resume(run_dir, progress=False)
     finally:
-        torch.set_num_threads(1)
+        torch.set_num_threads(before)
     assert f"{run_dir} was trained with 1 torch threads, this process has 2" in caplog.text
     assert summary["runtime"]["threads"] == 1 and summary["runtime"]["resumed_with"] == [{"threads": 2}]
 

@@ -4,8 +4,8 @@ Why: after BatchNorm folding, a ver2 evaluation forward on a CPU spends most of 
 convolutions and, next, in the 49 ``hardswish`` passes over their outputs (each a full read and write
 of an activation tensor). oneDNN applies the activation as a *post-op* of the convolution, on the
 accumulator before the result is stored: one pass instead of two. Measured with ``micronet bench eval``
-on a 2-core AMD EPYC with avx512_bf16: 3.6x -> 4.3x the authors-style forward at one thread
-(docs/performance.md).
+on a 2-core AMD EPYC with avx512_bf16: 3.7x -> 4.0x the authors-style forward at one thread
+(docs/performance.md, "What each piece buys").
 
 The call is ``torch.ops.mkldnn._convolution_pointwise``, the op torch.compile's CPU backend emits for
 the same pattern; it is not a documented eager API, so :func:`fusion_available` checks once per

@@ -22,7 +22,8 @@ from __future__ import annotations
 from .datasets import resolve_data
 from .run_notebooks import KERNEL, NotebookError, NotebookRun, _quiet_kernel_manager, notebook_params, pipeline_runs_dir, reproduce  # noqa: F401
 from micronet_lib.repo import list_notebooks, notebooks_dir, select_notebooks
-from .params import PARAMS, PROFILES, Param, check_params, load_profile, parameter_cell_names, user_namespace
+from .params import (PARAMS, PROFILES, Param, check_params, load_profile, notebook_parameter_names,
+                     parameter_cell_names, user_namespace)
 
 __all__ = [
     "PROFILES",
@@ -39,6 +40,7 @@ __all__ = [
     "check_params",
     "user_namespace",
     "parameter_cell_names",
+    "notebook_parameter_names",
     "resolve_data",
     "reproduce",
 ]

@@ -171,13 +171,15 @@ def check_params(
     *,
     schema: Iterable[Param] | None = None,
     profile: str | None = None,
+    partial: bool = False,
 ) -> dict[str, Any]:
     """Validate notebook parameters before any work; return them as a plain dict.
 
     Unknown names, missing names, wrong types and out-of-range values each raise a ``ValueError``
     naming the parameter, the value and what is allowed. With ``profile=``, names missing from
-    ``params`` are filled from that profile's YAML first. Lists come back as lists of the declared
-    item type (floats for rates).
+    ``params`` are filled from that profile's YAML first. ``partial=True`` checks only the names given (none is
+    missing): a notebook's ``parameters`` cell declares only the parameters that notebook reads, while a
+    profile sets them all. Lists come back as lists of the declared item type (floats for rates).
     """
     by_name = {p.name: p for p in schema} if schema is not None else _BY_NAME
     params = dict(params)
@@ -189,10 +191,12 @@ def check_params(
             f"unknown notebook parameter(s) {', '.join(unknown)}; known parameters: {', '.join(by_name)}"
         )
     missing = [n for n in by_name if n not in params]
-    if missing:
+    if missing and not partial:
         raise ValueError(f"missing notebook parameter(s) {', '.join(missing)} (every profile sets all of them)")
     out: dict[str, Any] = {}
     for name, spec in by_name.items():
+        if name not in params:
+            continue
         value = params[name]
         if value is None and spec.nullable:
             out[name] = None
@@ -245,6 +249,19 @@ def _literal_assignments(source: str) -> list[str] | None:
             return None
         names += [t.id for t in targets]
     return names or None
+
+
+def notebook_parameter_names(path: str | os.PathLike) -> list[str]:
+    """The names a notebook file's ``parameters`` cell assigns: the parameters that notebook reads, and
+    the only ones ``micronet reproduce`` passes it."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    names = _literal_assignments(cells[0].source) if len(cells) == 1 else None
+    if names is None:
+        raise ValueError(f"{path} needs exactly one cell tagged 'parameters' holding only `name = <literal>` lines")
+    return names
 
 
 def parameter_cell_names(history: Iterable[str], known: Iterable[str] | None = None) -> list[str] | None:

@@ -17,7 +17,7 @@ from micronet_lib.report.results import RESULTS_ENV
 
 from .datasets import resolve_data
 from micronet_lib.repo import REPO, list_notebooks, notebooks_dir, select_notebooks
-from .params import check_params, load_profile
+from .params import check_params, load_profile, notebook_parameter_names
 from micronet_lib.report import index as results_index, results_sets as sets
 from micronet_lib.report.set_writers import set_lock, storage_errors
 from micronet_lib.devices import resolve_device
@@ -155,13 +155,15 @@ def _execute(path: Path, out: Path, *, params: Mapping[str, Any], cwd: Path, nam
     import nbformat
     import papermill
 
+    # The profile has every parameter; a notebook gets those its parameters cell declares (the ones it reads).
+    own = {k: v for k, v in params.items() if k in notebook_parameter_names(path)}
     fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".ipynb", dir=out)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         try:
             papermill.execute_notebook(
-                str(path), str(tmp), parameters=dict(params), kernel_name=KERNEL, cwd=str(cwd),
+                str(path), str(tmp), parameters=own, kernel_name=KERNEL, cwd=str(cwd),
                 progress_bar=False, log_output=False, kernel_manager_class=_quiet_kernel_manager(),
             )
         except Exception as exc:

@@ -41,6 +41,7 @@ __all__ = [
     "lock", "make_run_dir", "clean_stale_temps", "resume_command",
     "write_text", "write_json", "read_json", "repair_hint", "read_metrics", "write_metrics",
     "save_checkpoint", "load_checkpoint", "verify_file", "use_previous", "start_over",
+    "history_incomplete", "restore_history", "repair_finished",
     "runtime_record", "write_record", "restore_config", "read_runtime", "read_record",
     "LAST", "PREVIOUS", "BEST", "CHECKPOINT_FORMAT",
 ]
@@ -250,6 +251,56 @@ def start_over(run_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------- the run's record
+# ---------------------------------------------------------------------- repairs on restart
+def history_incomplete(run_dir: Path, summary: dict[str, Any]) -> bool:
+    """True when ``metrics.jsonl`` of a finished run is missing, corrupt, or holds fewer epochs than its summary."""
+    try:
+        return len(read_metrics(run_dir)) != summary.get("epochs")
+    except RunStoreError:
+        return True
+
+
+def restore_history(run_dir: Path, ckpt: dict[str, Any]) -> list[dict[str, Any]]:
+    """``metrics.jsonl`` through the checkpoint's epoch: kept, or rebuilt from the copy inside ``last.pt``."""
+    through = ckpt["global_epoch"]
+    path = run_dir / "metrics.jsonl"
+    try:
+        rows = [r for r in read_metrics(run_dir) if r["global_epoch"] <= through]
+        problem = None if path.exists() else f"{path} is missing"
+    except RunStoreError as exc:
+        rows, problem = None, str(exc).split(";")[0]
+    saved = ckpt.get("history")
+    if saved is not None:
+        if rows != saved:
+            log.warning("%s; rebuilt its %d epoch line(s) from %s", problem or f"{path} disagrees with {LAST}",
+                        len(saved), LAST)
+        write_metrics(run_dir, saved)
+        return list(saved)
+    if rows is None or len(rows) < through:  # a checkpoint older than the saved history: nothing to rebuild from
+        raise RunStoreError(f"{problem or f'{path} lacks epochs that {LAST} covers'} and {LAST} holds no "
+                                  f"copy of it; start over with `{resume_command(run_dir, '--restart')}`")
+    write_metrics(run_dir, rows)
+    return rows
+
+
+def repair_finished(run_dir: Path, ckpt: dict[str, Any]) -> None:
+    """A finished run re-run: its history and ``best.pt`` are verified, and rebuilt from ``last.pt`` if broken."""
+    restore_history(run_dir, ckpt)
+    best = run_dir / BEST
+    try:
+        load_checkpoint(best)
+        return
+    except RunStoreError as exc:
+        problem = str(exc).split(";")[0]
+    if ckpt.get("best_state") is None:
+        raise RunStoreError(f"{problem}; {LAST} holds no selected weights to rebuild it from: start over "
+                                  f"with `{resume_command(run_dir, '--restart')}`")
+    save_checkpoint(best, dict(model=ckpt["best_state"], arch=ckpt["arch"], best=ckpt["best"], config=ckpt["config"],
+                                    data_id=ckpt["data_id"]))
+    log.warning("%s; rebuilt it from the selected weights stored in %s", problem, LAST)
+
+
+
 def runtime_record(device: torch.device | str) -> dict[str, Any]:
     """How the run executes, beyond its config: what changes floating-point results on the same config.
 

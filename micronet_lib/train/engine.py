@@ -35,12 +35,9 @@ from micronet_lib.train.records import (
     config_diff,
     execution_record,
     fork_command,
-    history_incomplete,
     mark_stopped,
     percent,
     process_runtime,
-    repair_finished,
-    restore_history,
     run_summary,
     warn_other_threads,
 )
@@ -120,7 +117,7 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
         log.warning("%s; rewriting it from %s", str(exc).split(";")[0], runs.LAST)
         finished = None
     if ckpt is not None and finished is not None and finished.get("status") == "finished":
-        repair_finished(run_dir, ckpt)
+        store.repair_finished(run_dir, ckpt)
         store.restore_config(run_dir, config)
         return finished
 
@@ -154,7 +151,7 @@ def _fit_locked(config: TrainConfig, run_dir: Path, *, progress: bool, start: st
                   best=ckpt["best"], best_state=ckpt["best_state"], cycle_best=list(ckpt["cycle_best"]))
         opt_state = ckpt["optimizer"]
         runs.set_rng_state(ckpt["rng"])
-        history = restore_history(run_dir, ckpt)
+        history = store.restore_history(run_dir, ckpt)
         log.info("resuming %s after cycle %d epoch %d", run_dir.name, st["cycle"] + 1, st["epoch"] + 1)
     elif (run_dir / "metrics.jsonl").exists():
         (run_dir / "metrics.jsonl").unlink()  # a run killed before its first checkpoint starts over
@@ -367,7 +364,7 @@ def run_or_load(
         if not (run_dir / runs.LAST).exists():
             raise
         summary = None  # fit rebuilds a corrupt summary from the checkpoint
-    if summary is not None and not (history_incomplete(run_dir, summary) and (run_dir / runs.LAST).exists()):
+    if summary is not None and not (store.history_incomplete(run_dir, summary) and (run_dir / runs.LAST).exists()):
         warn_other_threads(summary)
         return summary
     if summary is None and os.environ.get(runs.NO_TRAINING_ENV):  # a finished run's repair from last.pt is no training

@@ -1,7 +1,7 @@
 """What a run writes about itself besides its weights: the summary, the execution record, the
-architecture record, the runtime record, and the repairs of a run folder on restart (history rebuilt
-from ``last.pt``, a broken ``best.pt`` rebuilt from the selected weights), plus the messages that say
-how to fork an edited config."""
+architecture record and the runtime record, plus the messages that say how to fork an edited config.
+Repairs of a run folder on restart are the run store's (``runstore.store.restore_history``,
+``repair_finished``)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,7 @@ from micronet_lib.train.config import TrainConfig
 from micronet_lib.train.setup import model_options
 
 __all__ = ["EXECUTION_FILE", "run_summary", "mark_stopped", "checkpointed_epochs", "execution_record", "arch_record",
-           "process_runtime", "warn_other_threads", "history_incomplete", "restore_history", "repair_finished",
-           "config_diff", "fork_command", "percent"]
+           "process_runtime", "warn_other_threads", "config_diff", "fork_command", "percent"]
 
 log = logging.getLogger(__name__)
 
@@ -203,54 +202,6 @@ def warn_other_threads(summary: dict[str, Any]) -> None:
         warnings.warn(f"run {summary.get('run_id')} was trained with {trained} torch thread(s), this process has {now}: "
                       f"its numbers are those of {trained} thread(s); a retrain here would round differently",
                       RuntimeWarning, stacklevel=3)
-
-
-def history_incomplete(run_dir: Path, summary: dict[str, Any]) -> bool:
-    """True when ``metrics.jsonl`` of a finished run is missing, corrupt, or holds fewer epochs than its summary."""
-    try:
-        return len(store.read_metrics(run_dir)) != summary.get("epochs")
-    except store.RunStoreError:
-        return True
-
-
-def restore_history(run_dir: Path, ckpt: dict[str, Any]) -> list[dict[str, Any]]:
-    """``metrics.jsonl`` through the checkpoint's epoch: kept, or rebuilt from the copy inside ``last.pt``."""
-    through = ckpt["global_epoch"]
-    path = run_dir / "metrics.jsonl"
-    try:
-        rows = [r for r in store.read_metrics(run_dir) if r["global_epoch"] <= through]
-        problem = None if path.exists() else f"{path} is missing"
-    except store.RunStoreError as exc:
-        rows, problem = None, str(exc).split(";")[0]
-    saved = ckpt.get("history")
-    if saved is not None:
-        if rows != saved:
-            log.warning("%s; rebuilt its %d epoch line(s) from %s", problem or f"{path} disagrees with {runs.LAST}",
-                        len(saved), runs.LAST)
-        store.write_metrics(run_dir, saved)
-        return list(saved)
-    if rows is None or len(rows) < through:  # a checkpoint older than the saved history: nothing to rebuild from
-        raise store.RunStoreError(f"{problem or f'{path} lacks epochs that {runs.LAST} covers'} and {runs.LAST} holds no "
-                                  f"copy of it; start over with `{store.resume_command(run_dir, '--restart')}`")
-    store.write_metrics(run_dir, rows)
-    return rows
-
-
-def repair_finished(run_dir: Path, ckpt: dict[str, Any]) -> None:
-    """A finished run re-run: its history and ``best.pt`` are verified, and rebuilt from ``last.pt`` if broken."""
-    restore_history(run_dir, ckpt)
-    best = run_dir / runs.BEST
-    try:
-        runs.load_checkpoint(best)
-        return
-    except store.RunStoreError as exc:
-        problem = str(exc).split(";")[0]
-    if ckpt.get("best_state") is None:
-        raise store.RunStoreError(f"{problem}; {runs.LAST} holds no selected weights to rebuild it from: start over "
-                                  f"with `{store.resume_command(run_dir, '--restart')}`")
-    runs.save_checkpoint(best, dict(model=ckpt["best_state"], arch=ckpt["arch"], best=ckpt["best"], config=ckpt["config"],
-                                    data_id=ckpt["data_id"]))
-    log.warning("%s; rebuilt it from the selected weights stored in %s", problem, runs.LAST)
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> str:
