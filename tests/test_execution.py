@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import types
 
 import pytest
 import torch
@@ -135,6 +136,9 @@ def test_only_the_fastest_eager_mode_is_compiled_in_the_calibration(monkeypatch)
 def test_a_mode_that_fails_is_left_out_recorded_and_cached(cache, monkeypatch):
     monkeypatch.setattr(execution, "bf16_native", lambda device: True)  # four candidates
     calls = []
+    # A clock that only the modes move: which mode is fastest cannot depend on the machine's load.
+    clock = types.SimpleNamespace(now=0.0)
+    monkeypatch.setattr(execution, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
 
     def make_runner(mode):
         if mode.name == "bf16+channels_last":
@@ -143,7 +147,7 @@ def test_a_mode_that_fails_is_left_out_recorded_and_cached(cache, monkeypatch):
 
         def run():
             calls.append(mode.name)
-            execution.time.sleep(cost)
+            clock.now += cost
         return run
 
     chosen = execution.resolve("train", CPU, make_runner, model_key="m", batch_size=4, memory_format="auto")
