@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from micronet_lib.report import results_sets as sets
+from micronet_lib.report import results_sets as sets, set_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 HEAD = {"commit": "a" * 40, "dirty": False}
@@ -60,6 +60,22 @@ def test_guard_allows_a_new_set_the_same_code_and_scratch(tmp_path):
     sets.check_publish(target, profile="cpu", data="imagefolder:x/cifar10-jpeg", rebuild=False, identity=HEAD, same=_same)
     scratch = sets.results_set("cpu", "cifar100", base=tmp_path)
     sets.check_publish(scratch, profile="cpu", data="cifar100", rebuild=False, identity={"commit": None}, same=_same)
+
+
+def test_a_set_keeps_one_budget_a_rerender_under_another_is_refused(tmp_path):
+    """A re-render (or adding to a committed set) under a profile whose budget changed since the set was built
+    would leave reports of two different studies under one manifest: refused in one line, naming the change."""
+    from micronet_lib.pipeline import check_params
+
+    params = check_params({}, profile="cpu")
+    target = _committed(tmp_path, commit=HEAD["commit"], budget=set_manifest.manifest_budget(params), seeds=params["seeds"])
+    manifest = sets.read_manifest(target.folder)
+    set_manifest.check_same_budget(target, manifest, params)  # the same budget: allowed
+    for change, shown in (({"epochs": 5}, "epochs 16 → 5"), ({"seeds": [0, 1]}, "seeds [0, 1, 2, 3, 4, 5, 6, 7, 8] → [0, 1]")):
+        with pytest.raises(sets.SetConflictError, match="built with another budget") as info:
+            set_manifest.check_same_budget(target, manifest, {**params, **change})
+        assert shown in str(info.value) and "--rebuild" in str(info.value) and "\n" not in str(info.value)
+    set_manifest.check_same_budget(target, None, params)  # a new set has no budget yet
 
 
 @pytest.mark.parametrize("manifest, profile, match", [

@@ -18,7 +18,7 @@ from micronet_lib.report.results import RESULTS_ENV
 from .datasets import resolve_data
 from micronet_lib.repo import REPO, list_notebooks, notebooks_dir, select_notebooks
 from .params import check_params, load_profile, notebook_parameter_names
-from micronet_lib.report import index as results_index, results_sets as sets
+from micronet_lib.report import index as results_index, results_sets as sets, set_manifest
 from micronet_lib.report.set_writers import set_lock, storage_errors
 from micronet_lib.devices import resolve_device
 from micronet_lib.report.results import DEST_ENV, KIND_ENV
@@ -290,6 +290,8 @@ def _build(target, params: Mapping[str, Any], selected: list[Path], *, profile: 
     same = (lambda a, b: True) if rerender else sets.same_code
     sets.check_publish(target, profile=profile, data=params["data"], rebuild=rebuild, identity=identity, same=same)
     previous = None if rebuild else sets.read_manifest(target.folder)
+    if rerender or target.committed:  # one set, one budget: its reports describe the same study
+        set_manifest.check_same_budget(target, previous, params)
 
     seed = None if rebuild else sets.committed_runs_for(target, identity)
     stage = sets.prepare_staging(target, identity, rebuild=rebuild, seed_runs=seed).resolve()
@@ -330,7 +332,7 @@ def _build(target, params: Mapping[str, Any], selected: list[Path], *, profile: 
             runs.append(NotebookRun(name=name, executed=target.folder / "executed" / f"{name}.ipynb",
                                     html=target.folder / "html" / f"{name}.html", seconds=seconds))
     runs_commit = ((previous or {}).get("runs") or {}).get("commit") or (previous or {}).get("commit") if rerender else None
-    manifest = sets.build_manifest(target, params=params, device=resolve_device(params["device"]),
+    manifest = set_manifest.build_manifest(target, params=params, device=resolve_device(params["device"]),
                                    notebooks={r.name: r.seconds for r in runs}, previous=previous, identity=identity,
                                    runs_commit=runs_commit)
     atomic_write_json(stage / sets.MANIFEST, manifest)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -39,9 +38,6 @@ from typing import Any, Callable, Mapping
 from micronet_lib.fileio import atomic_write_json
 from micronet_lib.repo import REPO
 from micronet_lib.runstore.folder import tracked_by_git
-from micronet_lib.accel.cpuinfo import cpu_flags
-from micronet_lib import __version__
-from micronet_lib.train.profiles import profile_execution
 
 __all__ = [
     "SetConflictError",
@@ -53,8 +49,6 @@ __all__ = [
     "same_code",
     "check_publish",
     "read_manifest",
-    "build_manifest",
-    "machine_info",
     "prepare_staging",
     "committed_runs_for",
     "swap_in",
@@ -238,74 +232,6 @@ def check_publish(
         raise SetConflictError(f"refusing to add to the committed set {where}: it was produced with "
                                + "; ".join(problems) + ". A set comes from one commit and profile: rebuild it "
                                "whole with --rebuild, or drop --publish to write the scratch set")
-
-
-# --------------------------------------------------------------------------- manifest
-
-
-def machine_info(*, device: str, threads: int) -> dict[str, Any]:
-    """CPU model and the flags that matter for speed, cores, torch threads and the device of a build."""
-
-    info = cpu_flags()
-    model, flags = info["model"], [f for f, on in info["flags"].items() if on]
-    gpu = None
-    if device.startswith("cuda"):
-        import torch
-
-        gpu = torch.cuda.get_device_name(0)
-    return {"cpu": model, "cpu_flags": flags, "cores": os.cpu_count(), "threads": threads, "device": device, "gpu": gpu}
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-
-    out = {"python": platform.python_version(), "micronet_lib": __version__}
-    for package in ("torch", "torchvision", "numpy", "pandas", "matplotlib", "papermill", "nbclient", "ipykernel"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            out[package] = "absent"
-    return out
-
-
-def build_manifest(
-    target: ResultsSet,
-    *,
-    params: Mapping[str, Any],
-    device: str,
-    notebooks: Mapping[str, float],
-    previous: Mapping[str, Any] | None,
-    identity: Mapping[str, Any] | None = None,
-    runs_commit: str | None = None,
-) -> dict[str, Any]:
-    """The set's ``manifest.json``: who made it (commit), with what (profile, data, budget, seeds,
-    versions, machine) and how long each notebook took. Entries of notebooks not rerun are kept.
-    ``runs_commit``: the commit that trained the run records when it is not the one rendering the reports
-    (``micronet reproduce --rerender``), stored as ``runs.commit``."""
-    identity = dict(identity or code_identity())
-    per_notebook = dict((previous or {}).get("notebooks", {})) if previous and not previous.get("legacy") else {}
-    for name, seconds in notebooks.items():
-        per_notebook[name] = {"wall_seconds": round(seconds, 1), "commit": identity["commit"]}
-    budget = {k: v for k, v in params.items() if k not in ("profile", "data", "device", "threads", "seeds")}
-
-    execution = profile_execution(params["profile"], params["device"])  # what every run of the set ran in
-    return {
-        "set": target.name,
-        "kind": "committed" if target.committed else "scratch",
-        "commit": identity["commit"],
-        "dirty": identity["dirty"],
-        "profile": params["profile"],
-        "data": params["data"],
-        "seeds": list(params["seeds"]),
-        "budget": budget,
-        "versions": _versions(),
-        "machine": machine_info(device=device, threads=params["threads"]),
-        "execution": execution,
-        "notebooks": dict(sorted(per_notebook.items())),
-        "runs": {"commit": runs_commit or identity["commit"]},
-        "legacy": False,
-    }
 
 
 # --------------------------------------------------------------------------- staging and swap
