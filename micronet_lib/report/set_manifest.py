@@ -58,7 +58,8 @@ def check_same_budget(target: ResultsSet, manifest: Mapping[str, Any] | None, pa
     if changed:
         raise SetConflictError(f"{relative_to_repo(target.folder)} was built with another budget than the profile's now ("
                                + "; ".join(changed[:4]) + ("; …" if len(changed) > 4 else "")
-                               + "): rebuild the set whole with --rebuild, or render into a scratch set (drop --publish)")
+                               + "): rebuild the set whole with --rebuild"
+                               + (", or drop --publish to render into a scratch set" if target.committed else ""))
 
 
 def build_manifest(
