@@ -156,7 +156,8 @@ def _execute(path: Path, out: Path, *, params: Mapping[str, Any], cwd: Path, nam
     import papermill
 
     # The profile has every parameter; a notebook gets those its parameters cell declares (the ones it reads).
-    own = {k: v for k, v in params.items() if k in notebook_parameter_names(path)}
+    declared = set(notebook_parameter_names(path))
+    own = {k: v for k, v in params.items() if k in declared}
     fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".ipynb", dir=out)
     os.close(fd)
     tmp = Path(tmp_name)
