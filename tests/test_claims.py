@@ -21,7 +21,7 @@ def _summary(seed, loss="ce", epochs=5):
 
 def test_setup_text_states_what_the_runs_used():
     text = setup_text([_summary(0), _summary(1, "wls"), _summary(2)])
-    assert "1,200 train / 200 val / 500 test images" in text
+    assert "1,200 train / 200 val images, 500 test images per epoch for the curves" in text
     assert "5 epochs per run" in text and "3 seeds (0, 1, 2)" in text and "profile `cpu`" in text
     assert "`cycles`" in text and "`loss`" not in text  # the compared knob is the cell, not a departure
     assert "1 seed (0)" in setup_text([_summary(0)])

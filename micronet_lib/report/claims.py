@@ -73,9 +73,12 @@ CLAIMS: dict[str, Claim] = {k: Claim(k, t, s, sec) for k, t, s, sec in _CLAIM_RO
 
 
 def _split_sizes(data_id: str) -> str:
-    """``"imagefolder:x:train1200/val200/test500#…"`` → ``"1,200 train / 200 val / 500 test images"``."""
+    """``"imagefolder:x:train1200/val200/test500#…"`` → ``"1,200 train / 200 val images, 500 test images per
+    epoch for the curves"``. The per-epoch test subset only draws the learning curves: a claim's effect is
+    measured on every test image (``train.outcomes``), which its result line states."""
     found = dict((k, int(v)) for k, v in re.findall(r"(train|val|test)(\d+)", data_id.split("#")[0]))
-    return " / ".join(f"{found[k]:,} {k}" for k in ("train", "val", "test") if k in found) + " images"
+    text = " / ".join(f"{found[k]:,} {k}" for k in ("train", "val") if k in found) + " images"
+    return text + (f", {found['test']:,} test images per epoch for the curves" if "test" in found else "")
 
 
 def setup_text(summaries: Sequence[Mapping[str, Any]]) -> str:
