@@ -57,9 +57,12 @@ def test_run_table_round_trips_a_frame_or_notes_its_absence(tmp_path, monkeypatc
     monkeypatch.setattr("micronet_lib.report.run_records.note", notes.append)
     summary = _run(tmp_path, with_checkpoint=False)
     (tmp_path / "abc" / "best.pt").write_bytes(b"x")
-    frame = pd.DataFrame({"rate": [0.0, 30.0], "top1": [50.0, 41.5]})
+    frame = pd.DataFrame({"top1": [50.0, 41.5], "rate": [0.0, 30.0]})  # columns not in sorted order
     got = run_records.run_table(summary, "curve", lambda p: frame, key={"rates": [0, 30]}, what="The curve")
     pd.testing.assert_frame_equal(got, frame)
+    # read back from the record (no computing): the same table, columns in the computed order
+    again = run_records.run_table(summary, "curve", lambda p: 1 / 0, key={"rates": [0, 30]}, what="The curve")
+    pd.testing.assert_frame_equal(again, frame)
     assert run_records.run_table(summary, "curve", lambda p: frame, key={"rates": [0, 60]}, what="The curve") is not None
     (tmp_path / "abc" / "best.pt").unlink()
     assert run_records.run_table(summary, "curve", lambda p: frame, key={"rates": [0, 90]}, what="The curve") is None

@@ -59,10 +59,18 @@ def run_table(summary: Mapping[str, Any], name: str, compute: Callable[[Path], "
               key: Mapping[str, Any], what: str, checkpoint: str = "best.pt") -> "pd.DataFrame | None":
     """A DataFrame computed from the run's checkpoint (e.g. a pruning curve), kept in its record; None
     with a visible note naming ``what`` when neither is here."""
+    def table_record(path: Path) -> dict[str, Any]:
+        # Records are written with sorted keys: the column order is kept beside them, so a table read back
+        # from the record (a re-render) has the columns of the table computed from the checkpoint.
+        frame = compute(path)
+        return {"columns": [str(c) for c in frame.columns], "records": frame.to_dict(orient="records")}
+
     try:
-        records = derived(summary, name, lambda p: compute(p).to_dict(orient="records"), key=key, checkpoint=checkpoint)
+        value = derived(summary, name, table_record, key=key, checkpoint=checkpoint)
     except CheckpointAbsent as exc:
         log.info("%s", exc)
         _note_absent(what, [str(summary.get("run_id"))])
         return None
-    return pd.DataFrame.from_records(records)
+    if isinstance(value, list):  # a record written before the column order was kept
+        return pd.DataFrame.from_records(value)
+    return pd.DataFrame.from_records(value["records"], columns=value["columns"])
