@@ -252,6 +252,12 @@ def test_ray_path_equals_in_process_path_and_a_rerun_does_nothing(tmp_path, one_
     assert remote.policy == local.policy and remote.policy_path == local.policy_path
     assert assets.load_policies(remote.policy_path)  # the merged file loads
 
+    # a finished search read back as a fresh clone of a committed set has it: run records, no checkpoints
+    for checkpoint in runs.rglob("*.pt"):
+        checkpoint.unlink()
+    reread = search_augment(params, settings, runs_dir=runs, storage=f"sqlite:///{tmp_path / 'local.db'}", progress=False)
+    assert [f["trials_run"] for f in reread.folds] == [0, 0] and reread.policy == local.policy
+
 
 def test_paper_profile_is_the_authors_settings_and_its_cost_follows_from_the_step_times():
     from micronet_lib.experiments.augment_search import H200_EVAL_IMG_S, H200_TRAIN_IMG_S, estimate_cost, search_settings

@@ -163,23 +163,30 @@ def check_search_inputs(settings: SearchSettings, storage: str) -> None:
 
 
 # ---------------------------------------------------------------------- one fold
-def _fold_model(config: TrainConfig, run_dir: Path):
+def _fold_model(config: TrainConfig, run_dir: Path, num_classes: int):
     """The fold model's evaluated weights (``best.pt``: BN statistics as its last evaluation used them),
-    as an eval-mode inference copy, and D_A (its validation split)."""
-    ds = prepare_data(config)
-    model = build_training_model(config.replace(init_from=None), ds.num_classes)
+    as an eval-mode inference copy, and its device."""
+    model = build_training_model(config.replace(init_from=None), num_classes)
     load_into(model, runs.load_checkpoint(run_dir / runs.BEST)["model"], source=str(run_dir / runs.BEST))
     device = torch.device(resolve_device(config.device))
     work, _ = inference_copy(model, execution.ExecutionMode("fp32", "contiguous"), device)
-    return work.eval(), ds, device
+    return work.eval(), device
 
 
 def search_fold(config: TrainConfig, settings: SearchSettings, fold: int, storage: str, sid: str, *,
                 runs_dir: str | os.PathLike, progress: bool = False) -> dict[str, Any]:
     """Train (or read back) fold ``fold``'s model, then run its ``rounds`` studies to ``trials`` trials each."""
     summary = run_or_load(config, runs_dir=runs_dir, progress=progress)
-    model, ds, device = _fold_model(config, run_dir_for(config, runs_dir))
+    ds = prepare_data(config)
     images, labels = ds.val.images, ds.val.labels
+    loaded: dict[str, Any] = {}
+
+    def fold_model():
+        # Loaded when a trial runs, not before: a finished search read back from a committed set (whose
+        # checkpoints are not committed) re-renders without the fold models' weights.
+        if not loaded:
+            loaded["model"], loaded["device"] = _fold_model(config, run_dir_for(config, runs_dir), ds.num_classes)
+        return loaded["model"], loaded["device"]
     store = open_storage(storage)
     out = dict(fold=fold, run_id=summary["run_id"], d_a=len(labels), d_m=len(ds.train), trials_run=0, best={})
     for r in range(settings.rounds):
@@ -187,6 +194,7 @@ def search_fold(config: TrainConfig, settings: SearchSettings, fold: int, storag
         eval_seed = derive_seed("draws", settings.seed, sid, fold)  # one set of draws per fold: trials compared on equal terms
 
         def objective(policy, _seed=eval_seed):
+            model, device = fold_model()
             score = policy_score(model, images, labels, policy, mean=ds.mean, std=ds.std, settings=settings,
                                  seed=_seed, device=device)
             return score["top1"] if settings.objective == "accuracy" else score["loss"]
