@@ -278,6 +278,11 @@ def test_pil_reference_pipeline_runs(policies):
 def test_gallery_grid():
     fig = augmentation_gallery(_batch(6), ["baseline", "fastaa4x"], n=4, seed=1)
     assert len(fig.axes) == 3 * 4
+    assert [fig.axes[r * 4].get_ylabel() for r in range(3)] == ["original", "baseline", "fastaa4x"]
+    named = augmentation_gallery(_batch(6), ["baseline", "fastaa4x"], n=4, seed=1, labels=["crop + flip", "released"])
+    assert [named.axes[r * 4].get_ylabel() for r in range(1, 3)] == ["crop + flip", "released"]
+    with pytest.raises(ValueError, match="one label per pipeline"):
+        augmentation_gallery(_batch(6), ["baseline", "fastaa4x"], n=4, labels=["only one"])
     with pytest.raises(ValueError, match="n=9"):
         augmentation_gallery(_batch(6), ["baseline"], n=9)
 
